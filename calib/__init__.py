@@ -1,0 +1,1 @@
+"""sasq.calib: see DESIGN.md."""

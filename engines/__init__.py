@@ -1,0 +1,1 @@
+"""sasq.engines: see DESIGN.md."""

@@ -1,0 +1,1 @@
+"""sasq.exporter: see DESIGN.md."""

@@ -1,0 +1,71 @@
+"""Loading weights without unpickling code: safetensors, or torch.load(weights_only=True).
+
+Official ``.pth`` checkpoints are plain state dicts and load with ``weights_only=True``; a
+file that needs arbitrary objects to unpickle is refused with ``CheckpointError``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded safely or does not fit the model."""
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    if p.suffix == ".safetensors":
+        try:
+            return load_file(str(p))
+        except Exception as e:  # safetensors raises several types for corrupt headers
+            raise CheckpointError(f"{p}: not a valid safetensors file ({e})") from None
+    try:
+        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{p}: refused, it is not a plain weights file (loading it would unpickle code "
+            f"or it is corrupt): {first}"
+        ) from None
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{p}: does not hold a state dict of tensors")
+    return obj
+
+
+def load_into(module: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Strict load: every parameter and buffer name and shape must match."""
+    sd = load_state_dict(path)
+    own = module.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    bad = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
+    if missing or unexpected or bad:
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if bad:
+            k = bad[0]
+            detail.append(f"{len(bad)} shape mismatches (e.g. {k}: {tuple(sd[k].shape)} "
+                          f"vs {tuple(own[k].shape)})")
+        raise CheckpointError(f"{path}: does not fit {type(module).__name__}: " + "; ".join(detail))
+    module.load_state_dict(sd, strict=True)
+
+
+def save_safetensors(module: torch.nn.Module, path: str | os.PathLike, meta: dict | None = None):
+    """Write atomically (temporary name, then rename) so a crash leaves no half file."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    sd = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
+    save_file(sd, str(tmp), metadata={k: str(v) for k, v in (meta or {}).items()})
+    os.replace(tmp, p)

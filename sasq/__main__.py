@@ -1,0 +1,3 @@
+from sasq.tools.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""sasq.tools: the CLI, the decoding loop, evaluation and training of the default."""

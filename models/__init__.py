@@ -14,10 +14,21 @@ from sasq.models.vqvae import VQVAE
 DEFAULT_DIR = Path(__file__).resolve().parent / "default"
 
 __all__ = [
-    "DEFAULT_DIR", "VAR", "VQVAE", "CheckpointError", "LoadedModel", "ModelConfig",
-    "SamplingConfig", "VARConfig", "VQVAEConfig", "build", "load_into", "load_model",
-    "load_state_dict", "tiny_default",
-]  # fmt: skip
+    "DEFAULT_DIR",
+    "VAR",
+    "VQVAE",
+    "CheckpointError",
+    "LoadedModel",
+    "ModelConfig",
+    "SamplingConfig",
+    "VARConfig",
+    "VQVAEConfig",
+    "build",
+    "load_into",
+    "load_model",
+    "load_state_dict",
+    "tiny_default",
+]
 
 
 @dataclass

@@ -56,8 +56,10 @@ def load_into(module: torch.nn.Module, path: str | os.PathLike) -> None:
             detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
         if bad:
             k = bad[0]
-            detail.append(f"{len(bad)} shape mismatches (e.g. {k}: {tuple(sd[k].shape)} "
-                          f"vs {tuple(own[k].shape)})")
+            detail.append(
+                f"{len(bad)} shape mismatches (e.g. {k}: {tuple(sd[k].shape)} "
+                f"vs {tuple(own[k].shape)})"
+            )
         raise CheckpointError(f"{path}: does not fit {type(module).__name__}: " + "; ".join(detail))
     module.load_state_dict(sd, strict=True)
 

@@ -108,10 +108,15 @@ def tiny_default() -> ModelConfig:
     """
     patch_nums = (1, 2, 3, 4)
     vae = VQVAEConfig(
-        vocab_size=512, z_channels=32, ch=24, ch_mult=(1, 2, 2), num_res_blocks=1,
-        in_channels=1, using_sa=False, using_mid_sa=True, patch_nums=patch_nums,
-    )  # fmt: skip
-    var = VARConfig(
-        depth=4, embed_dim=128, num_heads=4, num_classes=10, patch_nums=patch_nums
+        vocab_size=512,
+        z_channels=32,
+        ch=24,
+        ch_mult=(1, 2, 2),
+        num_res_blocks=1,
+        in_channels=1,
+        using_sa=False,
+        using_mid_sa=True,
+        patch_nums=patch_nums,
     )
+    var = VARConfig(depth=4, embed_dim=128, num_heads=4, num_classes=10, patch_nums=patch_nums)
     return ModelConfig(vqvae=vae, var=var, sampling=SamplingConfig(cfg=2.0, top_k=0, top_p=0.0))

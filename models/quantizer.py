@@ -111,7 +111,9 @@ class VectorQuantizer2(nn.Module):
             h_BChw = self.phi(si)(self._upsample(h_BChw, si))
             f_hat = f_hat + h_BChw
             f_rest = f_rest - h_BChw.detach()
-            loss = loss + F.mse_loss(f_hat.detach(), f_BChw) * self.beta + F.mse_loss(f_hat, f_no_grad)
+            loss = (
+                loss + F.mse_loss(f_hat.detach(), f_BChw) * self.beta + F.mse_loss(f_hat, f_no_grad)
+            )
         f_hat_st = (f_hat.detach() - f_no_grad) + f_BChw
         return f_hat_st, loss / self.SN, hits_V
 

@@ -8,13 +8,13 @@ at a time through ``decode_step`` with an explicit KV cache, driven by the host 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
-from torch import nn
-
 from sasq.models.config import VARConfig, VQVAEConfig
 from sasq.models.var_blocks import KV, AdaLNBeforeHead, AdaLNSelfAttn
+from torch import nn
 
 
 class VAR(nn.Module):
@@ -31,7 +31,7 @@ class VAR(nn.Module):
         self.patch_nums = tuple(cfg.patch_nums)
         self.L = sum(pn * pn for pn in self.patch_nums)
         self.first_l = self.patch_nums[0] ** 2
-        ends = torch.tensor([pn * pn for pn in self.patch_nums]).cumsum(0).tolist()
+        ends = list(itertools.accumulate(pn * pn for pn in self.patch_nums))
         self.begin_ends = list(zip([0, *ends[:-1]], ends, strict=True))
 
         C = self.C

@@ -50,7 +50,9 @@ class SelfAttention(nn.Module):
     ) -> tuple[torch.Tensor, KV]:
         B, L, C = x_BLC.shape
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
-        qkv = F.linear(x_BLC, self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
+        qkv = F.linear(x_BLC, self.mat_qkv.weight, bias).view(
+            B, L, 3, self.num_heads, self.head_dim
+        )
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B H L c
         if self.attn_l2_norm:
             scale_mul = self.scale_mul_1H11.clamp_max(self.max_scale_mul).exp()
@@ -70,9 +72,14 @@ class SelfAttention(nn.Module):
 
 class AdaLNSelfAttn(nn.Module):
     def __init__(
-        self, embed_dim: int, cond_dim: int, num_heads: int, mlp_ratio: float, norm_eps: float,
+        self,
+        embed_dim: int,
+        cond_dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        norm_eps: float,
         attn_l2_norm: bool,
-    ):  # fmt: skip
+    ):
         super().__init__()
         self.C = embed_dim
         self.attn = SelfAttention(embed_dim, num_heads, attn_l2_norm)
@@ -81,9 +88,12 @@ class AdaLNSelfAttn(nn.Module):
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 6 * embed_dim))
 
     def forward(
-        self, x: torch.Tensor, cond_BD: torch.Tensor, attn_bias: torch.Tensor | None,
+        self,
+        x: torch.Tensor,
+        cond_BD: torch.Tensor,
+        attn_bias: torch.Tensor | None,
         past: KV | None = None,
-    ) -> tuple[torch.Tensor, KV]:  # fmt: skip
+    ) -> tuple[torch.Tensor, KV]:
         ada = self.ada_lin(cond_BD).view(-1, 1, 6, self.C)
         gamma1, gamma2, scale1, scale2, shift1, shift2 = ada.unbind(2)
         h, kv = self.attn(self.ln_wo_grad(x) * (scale1 + 1) + shift1, attn_bias, past)

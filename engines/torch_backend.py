@@ -1,0 +1,40 @@
+"""The PyTorch reference backend of the decoding loop (eager, fp32)."""
+
+from __future__ import annotations
+
+import torch
+from sasq.models import LoadedModel
+from sasq.models.var_blocks import KV
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, model: LoadedModel):
+        self.m = model
+        self._cond: torch.Tensor | None = None
+        self._x: torch.Tensor | None = None  # this scale's input tokens (2B, l, C)
+        self._past: list[KV] | None = None
+        self._f_hat: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def reset(self, label_2B: torch.Tensor) -> None:
+        self._cond = self.m.var.class_cond(label_2B)
+        self._x = self.m.var.first_input(self._cond)
+        self._past, self._f_hat = None, None
+
+    @torch.no_grad()
+    def step(self, si: int) -> torch.Tensor:
+        logits, self._past = self.m.var.decode_step(self._x, self._cond, self._past)
+        return logits
+
+    @torch.no_grad()
+    def advance(self, si: int, idx_Bl: torch.Tensor) -> None:
+        q = self.m.vqvae.quantize
+        self._f_hat = q.add_scale(si, self._f_hat, idx_Bl)
+        if si < q.SN - 1:
+            self._x = self.m.var.embed_input(si + 1, q.next_input(si, self._f_hat)).repeat(2, 1, 1)
+
+    @torch.no_grad()
+    def image(self) -> torch.Tensor:
+        return self.m.vqvae.fhat_to_img(self._f_hat)

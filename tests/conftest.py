@@ -1,0 +1,37 @@
+"""Shared tiny-model builders for the tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sasq.models as M
+import torch
+from sasq.models.checkpoint import save_safetensors
+
+
+def random_tiny(seed: int = 0) -> M.LoadedModel:
+    """The default's architecture, randomly initialised, with residual gates widened so that
+    attention and every block matter (the official init starts them near zero)."""
+    torch.manual_seed(seed)
+    m = M.build(M.tiny_default())
+    with torch.no_grad():
+        for b in m.var.blocks:
+            b.ada_lin[-1].weight.normal_(0, 0.05)
+            b.ada_lin[-1].bias.normal_(0, 0.5)
+        m.var.head.weight.normal_(0, 0.2)
+    return m
+
+
+def save_model_dir(m: M.LoadedModel, d: Path) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(json.dumps(json.loads(m.cfg.to_json())))
+    save_safetensors(m.vqvae, d / "vqvae.safetensors")
+    save_safetensors(m.var, d / "var.safetensors")
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return save_model_dir(random_tiny(), tmp_path_factory.mktemp("tiny_model"))

@@ -1,0 +1,109 @@
+"""The sasq CLI: parser, help, generation to a grid, and one-line errors for user mistakes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from sasq.tools.cli import COMMANDS, build_parser, main
+
+
+def test_every_subcommand_has_help(capsys):
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as e:
+            build_parser().parse_args([name, "--help"])
+        assert e.value.code == 0
+        assert name in capsys.readouterr().out
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert main([]) == 2
+    assert "generate" in capsys.readouterr().out
+
+
+def test_generate_writes_grid_and_tokens_deterministically(tiny_model_dir, tmp_path):
+    args = ["generate", "--model", str(tiny_model_dir), "--n", "6", "--seed", "3"]
+    assert (
+        main([*args, "--out", str(tmp_path / "a.png"), "--save-tokens", str(tmp_path / "a.npz")])
+        == 0
+    )
+    assert (
+        main([*args, "--out", str(tmp_path / "b.png"), "--save-tokens", str(tmp_path / "b.npz")])
+        == 0
+    )
+    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    assert sorted(a.files) == ["labels", "scale0", "scale1", "scale2", "scale3"]
+    for k in a.files:
+        assert np.array_equal(a[k], b[k])
+    assert a["scale3"].shape == (6, 16)
+    assert Image.open(tmp_path / "a.png").size[0] > 6 * 16
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--class", "99"], "--class must be in 0..9"),
+        (["--n", "0"], "--n must be at least 1"),
+        (["--backend", "nope"], "unknown backend"),
+    ],
+)
+def test_user_errors_are_one_line(tiny_model_dir, tmp_path, capsys, extra, needle):
+    rc = main(
+        ["generate", "--model", str(tiny_model_dir), "--out", str(tmp_path / "g.png"), *extra]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert needle in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_missing_model_folder_is_one_line(tmp_path, capsys):
+    assert (
+        main(["generate", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "g.png")]) == 2
+    )
+    assert "not a sasq model folder" in capsys.readouterr().err
+
+
+def test_pickled_checkpoint_refused_through_the_cli(tiny_model_dir, tmp_path):
+    import shutil
+
+    import torch
+
+    bad = tmp_path / "bad_model"
+    shutil.copytree(tiny_model_dir, bad)
+    (bad / "var.safetensors").unlink()
+    torch.save({"w": torch.zeros(1), "x": _Evil()}, bad / "var.pth")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sasq",
+            "generate",
+            "--model",
+            str(bad),
+            "--out",
+            str(tmp_path / "g.png"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2
+    assert "refused" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_unwritable_output_folder(tiny_model_dir, tmp_path, capsys):
+    # A regular file where the output folder should be: no user can create the folder.
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["generate", "--model", str(tiny_model_dir), "--out", str(blocker / "g.png")]) == 2
+    assert "cannot create output folder" in capsys.readouterr().err
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))

@@ -1,0 +1,119 @@
+"""The reference models: official names and shapes, strict loading, VQ round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from official_names import var_keys, vqvae_keys
+from sasq.models import VAR, VQVAE, CheckpointError, load_into, tiny_default
+from sasq.models.config import VQVAEConfig, official, official_var
+
+
+def _shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("depth", [16, 20, 24, 30])
+def test_var_has_exactly_the_official_names_and_shapes(depth):
+    cfg = official(depth)
+    with torch.device("meta"):
+        var = VAR(cfg.var, cfg.vqvae)
+    assert _shapes(var) == var_keys(depth)
+
+
+def test_var_d16_parameter_count_is_310m():
+    cfg = official(16)
+    with torch.device("meta"):
+        var = VAR(cfg.var, cfg.vqvae)
+    n = sum(p.numel() for p in var.parameters())
+    assert 309e6 < n < 311e6, n
+
+
+def test_vqvae_has_exactly_the_official_names_and_shapes():
+    with torch.device("meta"):
+        vae = VQVAE(official(16).vqvae)
+    assert _shapes(vae) == vqvae_keys()
+
+
+def _official_format_state(keys: dict[str, tuple[int, ...]], seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, shape in keys.items():
+        if k == "lvl_1L":
+            continue
+        sd[k] = torch.randn(shape, generator=g) * 0.02
+    return sd
+
+
+def test_official_format_state_dict_loads_strictly(tmp_path):
+    # A smaller VAR (d2) of the official structure, saved as a plain .pth like the release.
+    depth, pn = 2, (1, 2, 3, 4)
+    keys = var_keys(depth, V=64, num_classes=10, patch_nums=pn)
+    sd = _official_format_state(keys, 0)
+    sd["lvl_1L"] = torch.cat([torch.full((p * p,), i) for i, p in enumerate(pn)]).view(1, -1)
+    L = sum(p * p for p in pn)
+    lvl = sd["lvl_1L"].view(1, L, 1)
+    sd["attn_bias_for_masking"] = torch.where(lvl >= lvl.transpose(1, 2), 0.0, -torch.inf)[None]
+    torch.save(sd, tmp_path / "var_d2.pth")
+    vcfg = dataclasses.replace(official_var(depth, pn), num_classes=10)
+    vae_cfg = VQVAEConfig(vocab_size=64, patch_nums=pn)
+    var = VAR(vcfg, vae_cfg)
+    load_into(var, tmp_path / "var_d2.pth")
+    for k, v in var.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+
+
+def test_vqvae_official_format_loads_strictly(tmp_path):
+    keys = vqvae_keys(ch=32, V=64, n_scales=4)
+    sd = _official_format_state(keys, 1)
+    torch.save(sd, tmp_path / "vae.pth")
+    vae = VQVAE(VQVAEConfig(vocab_size=64, ch=32, patch_nums=(1, 2, 3, 4)))
+    load_into(vae, tmp_path / "vae.pth")
+    assert torch.equal(vae.quantize.embedding.weight, sd["quantize.embedding.weight"])
+
+
+def test_wrong_shapes_are_refused_with_the_key_named(tmp_path):
+    vae = VQVAE(VQVAEConfig(vocab_size=64, ch=32, patch_nums=(1, 2, 3, 4)))
+    sd = vae.state_dict()
+    sd["quant_conv.weight"] = torch.zeros(1)
+    torch.save(sd, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match="quant_conv.weight"):
+        load_into(vae, tmp_path / "bad.pth")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this would run on load",))
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"weight": torch.zeros(2), "payload": _Evil()}, path)
+    vae = VQVAE(VQVAEConfig(vocab_size=64, ch=32, patch_nums=(1, 2, 3, 4)))
+    with pytest.raises(CheckpointError, match="refused"):
+        load_into(vae, path)
+
+
+def test_corrupt_safetensors_is_refused(tmp_path):
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(b"\x00\x01garbage")
+    vae = VQVAE(VQVAEConfig(vocab_size=64, ch=32, patch_nums=(1, 2, 3, 4)))
+    with pytest.raises(CheckpointError, match="not a valid safetensors"):
+        load_into(vae, path)
+
+
+def test_teacher_forced_input_matches_quantizer_pyramid():
+    # The VAR input of scale k+1 is the area-downsampled running sum of the first k+1 scales.
+    torch.manual_seed(0)
+    vae = VQVAE(tiny_default().vqvae).eval()
+    idx = vae.img_to_idx(torch.rand(3, 1, 16, 16) * 2 - 1)
+    inp = vae.quantize.idx_to_var_input(idx)
+    pns = vae.cfg.patch_nums
+    assert inp.shape == (3, sum(p * p for p in pns[1:]), vae.Cvae)
+    f_hat = vae.quantize.add_scale(0, None, idx[0])
+    f_hat = vae.quantize.add_scale(1, f_hat, idx[1])
+    third = torch.nn.functional.interpolate(f_hat, size=(3, 3), mode="area")
+    got = inp[:, 4:13].transpose(1, 2).reshape(3, vae.Cvae, 3, 3)
+    assert torch.allclose(got, third, atol=1e-6)

@@ -1,0 +1,203 @@
+"""The ``sasq`` command line: one parser, subcommands registered from a table.
+
+Each command is a thin function over the Python API. A user's mistake (``UserError``, a bad
+checkpoint, a missing file) prints one line and exits 2; anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from sasq.models.checkpoint import CheckpointError
+from sasq.tools.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def _load(args: argparse.Namespace):
+    from sasq.models import load_model
+
+    return load_model(args.model)
+
+
+def _out_path(p: str) -> Path:
+    path = Path(p)
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output folder {parent}: {e.strerror}") from None
+    if not _writable(parent):
+        raise UserError(f"output folder is not writable: {parent}")
+    return path
+
+
+def _writable(folder: Path) -> bool:
+    import os
+
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+# ----- commands -----
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from sasq.models import SamplingConfig
+    from sasq.tools.generate import (
+        GenerateConfig,
+        generate_many,
+        labels_for,
+        make_backend,
+        save_tokens,
+    )
+    from sasq.tools.image_grid import save_grid
+
+    out = _out_path(args.out)
+    model = _load(args)
+    base = model.cfg.sampling
+    sampling = SamplingConfig(
+        cfg=base.cfg if args.cfg is None else args.cfg,
+        top_k=base.top_k if args.top_k is None else args.top_k,
+        top_p=base.top_p if args.top_p is None else args.top_p,
+    )
+    labels = labels_for(model, args.cls, args.n)
+    backend = make_backend(args.backend, model)
+    gen = generate_many(model, backend, GenerateConfig(labels, args.seed, args.batch, sampling))
+    save_grid(
+        gen.img,
+        out,
+        labels=[str(c) for c in labels],
+        nrow=args.nrow,
+        title=f"{args.backend} seed={args.seed} cfg={sampling.cfg}",
+    )
+    if args.save_tokens:
+        save_tokens(gen, labels, _out_path(args.save_tokens))
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "n": len(labels),
+                "backend": args.backend,
+                "seed": args.seed,
+                "sampling": vars(sampling),
+            }
+        )
+    )
+    return 0
+
+
+def cmd_train_default(args: argparse.Namespace) -> int:
+    from sasq.tools.train_default import TrainConfig, train_default
+
+    tc = TrainConfig(seed=args.seed, vae_steps=args.vae_steps, var_steps=args.var_steps)
+    metrics = train_default(_out_path(str(Path(args.out) / "x")).parent, tc)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sasq.tools.demo import run_demo
+
+    print(run_demo(Path(args.out), model_dir=args.model))
+    return 0
+
+
+# ----- parser -----
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model folder (config.json + vqvae/var safetensors); default: embedded",
+    )
+
+
+def _p_generate(p: argparse.ArgumentParser) -> None:
+    _add_model(p)
+    p.add_argument("--backend", default="torch", help="torch (more in later versions)")
+    p.add_argument(
+        "--class",
+        dest="cls",
+        type=int,
+        default=None,
+        help="class id; default: cycle through all classes",
+    )
+    p.add_argument("--n", type=int, default=16, help="number of images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=64, help="images per batch (batch i: seed+i)")
+    p.add_argument("--cfg", type=float, default=None, help="guidance at the last scale")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--nrow", type=int, default=8, help="images per grid row")
+    p.add_argument("--out", required=True, help="PNG grid to write")
+    p.add_argument("--save-tokens", default=None, help="also write per-scale token ids (.npz)")
+
+
+def _p_train_default(p: argparse.ArgumentParser) -> None:
+    from sasq.tools.train_default import TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("--out", required=True, help="folder for the trained model")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--vae-steps", type=int, default=d.vae_steps)
+    p.add_argument("--var-steps", type=int, default=d.var_steps)
+
+
+def _p_demo(p: argparse.ArgumentParser) -> None:
+    _add_model(p)
+    p.add_argument("--out", default="out/demo", help="folder for images and report")
+
+
+# name -> (help, add-arguments, run)
+COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
+    "generate": ("class-conditional images to a labelled PNG grid", _p_generate, cmd_generate),
+    "train-default": (
+        "train the embedded digits model (VQVAE, VAR, classifier)",
+        _p_train_default,
+        cmd_train_default,
+    ),
+    "demo": ("run the whole chain on the embedded model", _p_demo, cmd_demo),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sasq",
+        description="Quantized deployment of VAR image models: export, calibrate, quantize "
+        "(shift-and-sum int8), run on ONNX Runtime / TensorRT, benchmark and evaluate.",
+    )
+    from sasq import __version__
+
+    parser.add_argument("--version", action="version", version=f"sasq {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_, add_args, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        add_args(p)
+        p.set_defaults(run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        return args.run(args)
+    except (UserError, CheckpointError) as e:
+        print(f"sasq {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"sasq {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

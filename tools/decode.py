@@ -1,0 +1,79 @@
+"""The multi-scale decoding loop, shared by every backend.
+
+The host does only what must stay on the host: classifier-free guidance mixing and top-k /
+top-p sampling with one seeded generator. A backend owns all model compute and state: the
+transformer step of each scale with its KV cache, turning the sampled indices into the next
+scale's input (codebook lookup, phi refinement, area downsampling, word embedding), and the
+VQVAE decoder. Since the generator is the same for every backend, equal logits give equal
+tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from sasq.models.config import SamplingConfig
+from sasq.models.sampling import cfg_mix, cfg_ramp, sample
+
+
+class StepBackend(Protocol):
+    """What a backend provides to the loop; its batch is [conditional; unconditional]."""
+
+    name: str
+
+    def reset(self, label_2B: torch.Tensor) -> None:
+        """Start a batch: condition and start tokens from the labels, empty KV cache."""
+
+    def step(self, si: int) -> torch.Tensor:
+        """Run scale si on the current input; logits (2B, pn*pn, V) as a float32 tensor."""
+
+    def advance(self, si: int, idx_Bl: torch.Tensor) -> None:
+        """Add scale si's sampled tokens (B, pn*pn) to the latent; prepare scale si+1."""
+
+    def image(self) -> torch.Tensor:
+        """Decode the summed latent: images (B, C, H, W) in [-1, 1]."""
+
+
+# Called after sampling at each scale; may replace tokens (teacher forcing, editing).
+TokenHook = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Generation:
+    idx: list[torch.Tensor]  # per scale, (B, pn*pn) int64
+    img: torch.Tensor  # (B, C, H, W) in [-1, 1]
+    logits: list[torch.Tensor] = field(default_factory=list)  # per scale (2B, l, V) if kept
+
+
+@torch.no_grad()
+def generate(
+    backend: StepBackend,
+    labels_B: torch.Tensor,
+    patch_nums: tuple[int, ...],
+    sampling: SamplingConfig,
+    seed: int,
+    num_classes: int,
+    keep_logits: bool = False,
+    hook: TokenHook | None = None,
+) -> Generation:
+    """Class-conditional generation of len(labels_B) images, deterministic under ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    labels_B = labels_B.long()
+    backend.reset(torch.cat((labels_B, torch.full_like(labels_B, num_classes))))
+    SN = len(patch_nums)
+    idx_list, logits_list = [], []
+    for si in range(SN):
+        logits = backend.step(si).float()
+        if keep_logits:
+            logits_list.append(logits)
+        idx_Bl = sample(
+            cfg_mix(logits, cfg_ramp(sampling.cfg, si, SN)), sampling.top_k, sampling.top_p, gen
+        )
+        if hook is not None:
+            idx_Bl = hook(si, idx_Bl)
+        idx_list.append(idx_Bl)
+        backend.advance(si, idx_Bl)
+    return Generation(idx_list, backend.image(), logits_list)

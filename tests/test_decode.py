@@ -55,7 +55,7 @@ def test_same_seed_same_tokens_other_seed_other_tokens(model):
 
 def test_hook_teacher_forces_tokens(model):
     forced = [torch.full((8, pn * pn), 3) for pn in model.cfg.vqvae.patch_nums]
-    g = _gen(model, 0, hook=lambda si, idx: forced[si])
+    g = _gen(model, 0, hook=lambda si, idx, logits: forced[si])
     assert all(torch.equal(x, y) for x, y in zip(g.idx, forced, strict=True))
     expected = model.vqvae.idx_to_img(forced)
     assert torch.allclose(g.img, expected, atol=1e-6)

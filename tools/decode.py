@@ -37,8 +37,9 @@ class StepBackend(Protocol):
         """Decode the summed latent: images (B, C, H, W) in [-1, 1]."""
 
 
-# Called after sampling at each scale; may replace tokens (teacher forcing, editing).
-TokenHook = Callable[[int, torch.Tensor], torch.Tensor]
+# Called after sampling at each scale with (si, sampled idx_Bl, CFG-mixed logits_BlV); returns
+# the tokens to keep. Teacher forcing, editing and calibration resampling plug in here.
+TokenHook = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -69,11 +70,10 @@ def generate(
         logits = backend.step(si).float()
         if keep_logits:
             logits_list.append(logits)
-        idx_Bl = sample(
-            cfg_mix(logits, cfg_ramp(sampling.cfg, si, SN)), sampling.top_k, sampling.top_p, gen
-        )
+        mixed_BlV = cfg_mix(logits, cfg_ramp(sampling.cfg, si, SN))
+        idx_Bl = sample(mixed_BlV, sampling.top_k, sampling.top_p, gen)
         if hook is not None:
-            idx_Bl = hook(si, idx_Bl)
+            idx_Bl = hook(si, idx_Bl, mixed_BlV)
         idx_list.append(idx_Bl)
         backend.advance(si, idx_Bl)
     return Generation(idx_list, backend.image(), logits_list)

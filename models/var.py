@@ -12,9 +12,10 @@ import itertools
 import math
 
 import torch
+from torch import nn
+
 from sasq.models.config import VARConfig, VQVAEConfig
 from sasq.models.var_blocks import KV, AdaLNBeforeHead, AdaLNSelfAttn
-from torch import nn
 
 
 class VAR(nn.Module):

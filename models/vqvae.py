@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
+
 from sasq.models.config import VQVAEConfig
 from sasq.models.quantizer import VectorQuantizer2
 from sasq.models.vae_blocks import Decoder, Encoder
-from torch import nn
 
 
 class VQVAE(nn.Module):

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-import sasq.models as M
 import torch
+
+import sasq.models as M
 from sasq.models.checkpoint import save_safetensors
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from sasq.tools.classifier import (
     DigitsClassifier,
     load_classifier,

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+
 from sasq.tools.cli import COMMANDS, build_parser, main
 
 
@@ -107,3 +108,21 @@ def test_unwritable_output_folder(tiny_model_dir, tmp_path, capsys):
 class _Evil:
     def __reduce__(self):
         return (print, ("pwned",))
+
+
+def test_lint_command_passes_clean_and_fails_seeded_graph(tmp_path, capsys):
+    import onnx
+    from qdq_builders import attention
+
+    clean = attention()
+    onnx.save(clean, tmp_path / "clean.onnx")
+    assert main(["lint", str(tmp_path / "clean.onnx")]) == 0
+    assert "PASSED" in capsys.readouterr().out
+    bad = attention()
+    # Seed one violation: the softmax output's Q at 1/255 instead of 1/127.
+    scale = next(i for i in bad.graph.initializer if i.name == "p_scale")
+    scale.CopyFrom(onnx.numpy_helper.from_array(np.array(1 / 255, np.float32), "p_scale"))
+    onnx.save(bad, tmp_path / "bad.onnx")
+    assert main(["lint", str(tmp_path / "bad.onnx")]) == 1
+    assert "softmax-scale" in capsys.readouterr().out
+    assert main(["lint", str(tmp_path / "missing.onnx")]) == 2

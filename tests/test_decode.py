@@ -4,8 +4,9 @@ seeds decide tokens, hooks teacher-force."""
 from __future__ import annotations
 
 import pytest
-import sasq.models as M
 import torch
+
+import sasq.models as M
 from sasq.engines.torch_backend import TorchBackend
 from sasq.tools.decode import generate
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from sasq.tools.digits import DigitsSplit, load_split, to_uint8
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
 from sasq.tools.image_grid import LABEL_H, PAD, TITLE_H, grid_layout, save_grid, side_by_side
 
 

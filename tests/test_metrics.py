@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+
 from sasq.tools.metrics import fid, inception_score, psnr, sqnr_db, token_agreement
 
 

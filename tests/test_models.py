@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 from official_names import var_keys, vqvae_keys
+
 from sasq.models import VAR, VQVAE, CheckpointError, load_into, tiny_default
 from sasq.models.config import VQVAEConfig, official, official_var
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from sasq.models.sampling import cfg_mix, cfg_ramp, filter_logits, sample
 
 PROBS = torch.tensor([0.5, 0.3, 0.15, 0.05])

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sasq.tools.digits import NUM_CLASSES, DigitsSplit
 from torch import nn
 from tqdm import tqdm
+
+from sasq.tools.digits import NUM_CLASSES, DigitsSplit
 
 FEATURE_DIM = 64
 

@@ -94,10 +94,31 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_train_default(args: argparse.Namespace) -> int:
     from sasq.tools.train_default import TrainConfig, train_default
 
-    tc = TrainConfig(seed=args.seed, vae_steps=args.vae_steps, var_steps=args.var_steps)
+    tc = TrainConfig(
+        seed=args.seed, vae_steps=args.vae_steps, var_steps=args.var_steps, threads=args.threads
+    )
     metrics = train_default(_out_path(str(Path(args.out) / "x")).parent, tc)
     print(json.dumps(metrics, indent=2))
     return 0
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    from sasq.engines.lint import Coverage, LintConfig, format_violations, lint
+
+    path = Path(args.model_onnx)
+    if not path.is_file():
+        raise UserError(f"no such ONNX file: {path}")
+    cfg = LintConfig(
+        min_opset=args.min_opset,
+        coverage=Coverage.TOUCHED if args.touched_only else Coverage.ALL,
+        float_nodes=tuple(args.float_node),
+    )
+    try:
+        violations = lint(path, cfg)
+    except Exception as e:  # onnx raises DecodeError and friends for a file that is not ONNX
+        raise UserError(f"{path}: cannot be read as ONNX ({type(e).__name__})") from None
+    print(format_violations(violations))
+    return 1 if violations else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -147,6 +168,24 @@ def _p_train_default(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--vae-steps", type=int, default=d.vae_steps)
     p.add_argument("--var-steps", type=int, default=d.var_steps)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
+
+
+def _p_lint(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_onnx", metavar="MODEL.onnx", help="a Q/DQ ONNX model")
+    p.add_argument("--min-opset", type=int, default=13)
+    p.add_argument(
+        "--touched-only",
+        action="store_true",
+        help="check only MatMuls that already have a DequantizeLinear input",
+    )
+    p.add_argument(
+        "--float-node",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="MatMul/Gemm node names allowed to stay float (repeatable)",
+    )
 
 
 def _p_demo(p: argparse.ArgumentParser) -> None:
@@ -161,6 +200,11 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         "train the embedded digits model (VQVAE, VAR, classifier)",
         _p_train_default,
         cmd_train_default,
+    ),
+    "lint": (
+        "check a Q/DQ ONNX against TensorRT's explicit-quantization rules (exit 1 if any)",
+        _p_lint,
+        cmd_lint,
     ),
     "demo": ("run the whole chain on the embedded model", _p_demo, cmd_demo),
 }

@@ -16,24 +16,25 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
+
 from sasq.models import LoadedModel, ModelConfig, build, tiny_default
 from sasq.models.checkpoint import save_safetensors
 from sasq.tools.model_card import write_model_card
-from tqdm import tqdm
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
-    vae_steps: int = 1200
+    vae_steps: int = 800
     vae_batch: int = 64
     vae_lr: float = 2e-3
-    var_steps: int = 1500
+    var_steps: int = 1000
     var_batch: int = 128
     var_lr: float = 2e-3
     var_wd: float = 0.05
     shifts: int = 1  # +-pixels of shift augmentation for the VAR's token pyramids
-    threads: int = 2
+    threads: int = 1  # one thread: fast for these small ops, and robust to a busy machine
 
 
 def _cosine_lr(opt: torch.optim.Optimizer, base: float, step: int, total: int, warmup: int):
@@ -181,7 +182,7 @@ def train_default(
     _write_json(out_dir / "quality.json", quality)
     command = (
         f"sasq train-default --out {out_dir.name} --seed {tc.seed} "
-        f"--vae-steps {tc.vae_steps} --var-steps {tc.var_steps}"
+        f"--vae-steps {tc.vae_steps} --var-steps {tc.var_steps} --threads {tc.threads}"
     )
     write_model_card(out_dir, command, train, quality)
     return metrics | {"quality": quality}

@@ -1,0 +1,422 @@
+"""TensorRT-readiness lint for Q/DQ ONNX models: DESIGN.md's explicit-quantization rules,
+checked on any machine (no TensorRT, no GPU, weights' external data never loaded).
+
+    violations = lint("model.qdq.onnx")           # [] when the graph is ready
+    print(format_violations(violations))
+    lint_or_raise("model.qdq.onnx")               # CLI: UserError with the count
+
+Each rule is one function over the graph; a violation says which node and why.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from sasq.engines.trt_ops import TRT10_OPS, ops_set
+from sasq.tools.errors import UserError
+
+
+class Rule(str, Enum):
+    OPSET = "opset"  # default-domain opset below the minimum
+    UNSUPPORTED_OP = "unsupported-op"  # not an ONNX op TensorRT 10 parses in explicit quantization
+    ZERO_POINT_TYPE = "zero-point-type"  # not signed int8 (uint8, fp8, int4 where not allowed ...)
+    ZERO_POINT_NONZERO = "zero-point-nonzero"  # asymmetric quantization
+    SCALE_NOT_CONSTANT = "scale-not-constant"  # scale / zero point not a build-time constant
+    SCALE_VALUE = "scale-value"  # scale not positive and finite
+    ACTIVATION_GRANULARITY = "activation-granularity"  # activation Q/DQ not per tensor
+    WEIGHT_GRANULARITY = "weight-granularity"  # weight DQ not per output channel / wrong axis
+    QDQ_PAIR = "qdq-pair"  # Q not followed by DQ, or a pair whose scales differ
+    MATMUL_ONE_SIDED = "matmul-one-sided"  # a quantized GEMM with DQ on one input only
+    UNQUANTIZED_MATMUL = "unquantized-matmul"  # a non-tiny GEMM left float under Coverage.ALL
+    SOFTMAX_SCALE = "softmax-scale"  # softmax output Q scale is not 1/127
+
+
+class Coverage(str, Enum):
+    """Which MatMul/Gemm nodes must be quantized. TOUCHED: only those that already have a DQ
+    input (they need DQ on both). ALL: every one not tiny and not listed in ``float_nodes``."""
+
+    TOUCHED = "touched"
+    ALL = "all"
+
+
+RECOMMENDED_OPSET = 17  # LayerNormalization; per-axis Q/DQ itself needs 13
+_GEMMS = ("MatMul", "Gemm")
+_WEIGHTED = ("MatMul", "Gemm", "Conv", "ConvTranspose")  # (input 0, input 1) need DQ together
+# Ops TensorRT moves Q/DQ across: a DQ seen through them still feeds the GEMM in int8.
+_MOVES = ops_set("Identity Reshape Transpose Squeeze Unsqueeze Flatten Expand Slice Gather")
+# Ops between Softmax and the probabilities' Q (the shift-and-sum 1/n weights and gathers).
+_PROB_PATH = _MOVES | {"Concat", "Mul", "Cast"}
+
+
+@dataclass(frozen=True)
+class LintConfig:
+    """min_opset: 13 is the floor for per-axis Q/DQ; RECOMMENDED_OPSET (17) for LayerNorm.
+    extra_ops: more accepted ops, "Op" (default domain) or "domain::Op" (e.g. a plugin).
+    float_nodes: fnmatch globs of MatMul/Gemm names allowed to stay float (e.g. the FC after
+    GELU); min_gemm_dim: GEMMs with K or N below it (or a GEMV) may stay float (DESIGN)."""
+
+    min_opset: int = 13
+    supported_ops: frozenset[str] = TRT10_OPS
+    extra_ops: frozenset[str] = frozenset()
+    coverage: Coverage = Coverage.ALL
+    float_nodes: tuple[str, ...] = ()
+    min_gemm_dim: int = 16
+    weights_per_channel: bool = True
+    allow_int4_weights: bool = False
+    softmax_scale: float = 1.0 / 127.0
+    softmax_rtol: float = 1e-6
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: Rule
+    node: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.rule.value}] {self.node}: {self.message}"
+
+
+class _Graph:
+    """Index of one graph: producers, consumers, constants, static shapes."""
+
+    def __init__(self, model: onnx.ModelProto, base_dir: Path | None):
+        g = model.graph
+        self.base_dir = base_dir
+        self.nodes = list(g.node)
+        self.names = {id(n): n.name or f"{n.op_type}#{i}" for i, n in enumerate(self.nodes)}
+        self.producer = {o: n for n in self.nodes for o in n.output if o}
+        self.consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+        for n in self.nodes:
+            for i, x in enumerate(n.input):
+                self.consumers.setdefault(x, []).append((n, i))
+        inputs = {i.name for i in g.input}
+        self.init = {t.name: t for t in g.initializer if t.name not in inputs}  # overridable: not
+        self.shapes: dict[str, list[int | None]] = {}
+        self.types: dict[str, int] = {}
+        for vi in [*g.input, *g.output, *g.value_info]:
+            t = vi.type.tensor_type
+            self.types[vi.name] = t.elem_type
+            if t.HasField("shape"):
+                dims = t.shape.dim
+                self.shapes[vi.name] = [
+                    d.dim_value if d.HasField("dim_value") else None for d in dims
+                ]
+        for t in self.init.values():
+            self.types[t.name], self.shapes[t.name] = t.data_type, list(t.dims)
+
+    def name(self, node: onnx.NodeProto) -> str:
+        return self.names[id(node)]
+
+    def source(self, x: str) -> str:
+        """x with Identity producers looked through."""
+        while (p := self.producer.get(x)) is not None and p.op_type == "Identity":
+            x = p.input[0]
+        return x
+
+    def const_tensor(self, x: str) -> TensorProto | None:
+        x = self.source(x)
+        if x in self.init:
+            return self.init[x]
+        p = self.producer.get(x)
+        if p is None or p.op_type != "Constant":
+            return None
+        for a in p.attribute:
+            if a.name == "value":
+                return a.t
+            if a.name in ("value_float", "value_floats", "value_int", "value_ints"):
+                return numpy_helper.from_array(np.asarray(onnx.helper.get_attribute_value(a)))
+        return None
+
+    def value(self, x: str) -> np.ndarray | None:
+        """A constant's values (small tensors only: scales, zero points); None if not known."""
+        t = self.const_tensor(x)
+        if t is None:
+            return None
+        if t.data_location == TensorProto.EXTERNAL:
+            if self.base_dir is None:
+                return None
+            t = TensorProto.FromString(t.SerializeToString())
+            onnx.external_data_helper.load_external_data_for_tensor(t, str(self.base_dir))
+        return numpy_helper.to_array(t)
+
+    def dtype(self, x: str) -> int | None:
+        t = self.const_tensor(x)
+        return t.data_type if t is not None else self.types.get(self.source(x))
+
+    def shape(self, x: str) -> list[int | None] | None:
+        t = self.const_tensor(x)
+        return list(t.dims) if t is not None else self.shapes.get(self.source(x))
+
+    def is_weight(self, n: onnx.NodeProto) -> bool:
+        """A Q of a constant, or a DQ of a constant or of such a Q (fake-quantized weights)."""
+        x = self.source(n.input[0])
+        p = self.producer.get(x)
+        if n.op_type == "DequantizeLinear" and p is not None and p.op_type == "QuantizeLinear":
+            x = p.input[0]
+        return self.const_tensor(x) is not None
+
+    def quantized(self, x: str, depth: int = 0) -> bool:
+        """x is a DQ output, seen through ops TensorRT moves Q/DQ across."""
+        p = self.producer.get(x)
+        if p is None or depth > 16:
+            return False
+        if p.op_type == "DequantizeLinear":
+            return True
+        if p.op_type == "Concat":
+            return all(self.quantized(i, depth + 1) for i in p.input)
+        return p.op_type in _MOVES and self.quantized(p.input[0], depth + 1)
+
+
+def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
+    return next((a.i for a in node.attribute if a.name == name), default)
+
+
+def _qdq(g: _Graph) -> Iterator[onnx.NodeProto]:
+    ops = ("QuantizeLinear", "DequantizeLinear")
+    return (n for n in g.nodes if n.op_type in ops and n.domain in ("", "ai.onnx"))
+
+
+def _check_opset(model: onnx.ModelProto, cfg: LintConfig) -> Iterator[Violation]:
+    ver = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if ver is None or ver < cfg.min_opset:
+        why = f"per-axis Q/DQ needs 13; {RECOMMENDED_OPSET}+ recommended"
+        msg = f"default-domain opset {ver} < {cfg.min_opset} ({why})"
+        yield Violation(Rule.OPSET, "<model>", msg)
+
+
+def _check_ops(graph: onnx.GraphProto, cfg: LintConfig) -> Iterator[Violation]:
+    for i, n in enumerate(graph.node):
+        default = n.domain in ("", "ai.onnx")
+        op = n.op_type if default else f"{n.domain}::{n.op_type}"
+        if op not in cfg.extra_ops and not (default and op in cfg.supported_ops):
+            why = "custom domain" if not default else "not accepted by TensorRT 10's ONNX parser"
+            yield Violation(Rule.UNSUPPORTED_OP, n.name or f"{n.op_type}#{i}", f"{op}: {why}")
+        for a in n.attribute:  # If / Loop / Scan bodies
+            for sub in [a.g, *a.graphs] if a.type in (a.GRAPH, a.GRAPHS) else []:
+                yield from _check_ops(sub, cfg)
+
+
+def _check_qparams(g: _Graph, cfg: LintConfig) -> Iterator[Violation]:
+    """Signed int8 (int4 weights if allowed), zero point 0, constant positive finite scales."""
+    for n in _qdq(g):
+        name, weight, scale = g.name(n), g.is_weight(n), g.value(n.input[1])
+        if scale is None:
+            msg = f"scale {n.input[1]!r} is not an initializer or Constant"
+            yield Violation(Rule.SCALE_NOT_CONSTANT, name, msg)
+        elif scale.size == 0 or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            bad = scale[~(np.isfinite(scale) & (scale > 0))].ravel()[:3].tolist()
+            yield Violation(Rule.SCALE_VALUE, name, f"scale must be positive and finite: {bad}")
+        has_zp = len(n.input) > 2 and n.input[2] != ""
+        if has_zp:
+            ztype = g.dtype(n.input[2])
+            zp = g.value(n.input[2])
+            if g.const_tensor(n.input[2]) is None:
+                msg = f"zero point {n.input[2]!r} is not a constant"
+                yield Violation(Rule.SCALE_NOT_CONSTANT, name, msg)
+            elif zp is not None and np.any(zp.astype(np.int64) != 0):
+                msg = f"zero point must be 0 (symmetric), got {zp.ravel()[:3].tolist()}"
+                yield Violation(Rule.ZERO_POINT_NONZERO, name, msg)
+        elif n.op_type == "QuantizeLinear":
+            ztype = _attr(n, "output_dtype", 0) or TensorProto.UINT8
+        else:
+            ztype = g.dtype(n.input[0])
+        int4_ok = cfg.allow_int4_weights and weight and ztype == TensorProto.INT4
+        if ztype is not None and ztype != TensorProto.INT8 and not int4_ok:
+            tname = TensorProto.DataType.Name(ztype)
+            hint = " (no zero point: ONNX defaults to uint8)" if not has_zp else ""
+            msg = f"quantized type {tname}{hint}; TensorRT needs signed int8"
+            yield Violation(Rule.ZERO_POINT_TYPE, name, msg)
+
+
+def _expected_axis(g: _Graph, x: str, rank: int, depth: int = 0) -> tuple[int, str] | None:
+    """The output-channel axis of weight tensor `x` (seen through Identity / Transpose) for
+    the GEMM or Conv it feeds, and that consumer's name."""
+    for user, idx in g.consumers.get(x, []) if depth < 8 else []:
+        if user.op_type == "Identity":
+            found = _expected_axis(g, user.output[0], rank, depth + 1)
+        elif user.op_type == "Transpose":
+            perm = next((list(a.ints) for a in user.attribute if a.name == "perm"), None)
+            found = _expected_axis(g, user.output[0], rank, depth + 1)
+            perm = perm or list(range(rank))[::-1]
+            found = (perm[found[0]], found[1]) if found and found[0] < len(perm) else None
+        elif user.op_type == "MatMul" and idx == 1 and rank >= 2:
+            found = rank - 1, g.name(user)
+        elif user.op_type == "Gemm" and idx == 1:
+            found = (0 if _attr(user, "transB", 0) else 1), g.name(user)
+        elif user.op_type == "Conv" and idx == 1:
+            found = 0, g.name(user)
+        else:
+            found = None
+        if found is not None:
+            return found
+    return None
+
+
+def _check_granularity(g: _Graph, cfg: LintConfig) -> Iterator[Violation]:
+    """Activations per tensor; weights per output channel on the right axis."""
+    for n in _qdq(g):
+        scale, name = g.value(n.input[1]), g.name(n)
+        if scale is None:
+            continue
+        if not g.is_weight(n):
+            if scale.size != 1:
+                msg = f"activation scale has {scale.size} values; must be per tensor"
+                yield Violation(Rule.ACTIVATION_GRANULARITY, name, msg)
+            continue
+        if n.op_type != "DequantizeLinear" or not cfg.weights_per_channel:
+            continue
+        if _attr(n, "block_size", 0) and not cfg.allow_int4_weights:
+            yield Violation(Rule.WEIGHT_GRANULARITY, name, "blocked quantization is int4-only")
+            continue
+        wshape = g.shape(n.input[0]) or []
+        expected = _expected_axis(g, n.output[0], len(wshape))
+        if expected is None or not wshape:
+            continue
+        axis_want, user = expected
+        channels = wshape[axis_want]
+        axis = _attr(n, "axis", 1)
+        axis = axis + len(wshape) if axis < 0 else axis
+        if scale.size == 1:
+            msg = f"per-tensor weight scale for {user}; expected per-channel on axis {axis_want}"
+        elif axis != axis_want:
+            msg = f"weight axis {axis} for {user}; expected the output-channel axis {axis_want}"
+        elif scale.size != channels:
+            msg = f"{scale.size} scales for {channels} output channels"
+        else:
+            continue
+        if channels != 1:
+            yield Violation(Rule.WEIGHT_GRANULARITY, name, msg)
+
+
+def _check_pairs(g: _Graph, cfg: LintConfig) -> Iterator[Violation]:
+    """Every Q feeds only DQs with the same scale (TensorRT fuses Q->DQ pairs)."""
+    for n in _qdq(g):
+        if n.op_type != "QuantizeLinear":
+            continue
+        s = g.value(n.input[1])
+        for user, _ in g.consumers.get(n.output[0], []):
+            if user.op_type != "DequantizeLinear":
+                msg = f"Q feeds {user.op_type} {g.name(user)}, not a DequantizeLinear"
+                yield Violation(Rule.QDQ_PAIR, g.name(n), msg)
+                continue
+            s2 = None if user.input[1] == n.input[1] else g.value(user.input[1])
+            if s is None or s2 is None:
+                continue
+            if s.shape != s2.shape or not np.allclose(s, s2, rtol=1e-6, atol=0):
+                msg = f"DQ scale differs from its Q {g.name(n)}"
+                yield Violation(Rule.QDQ_PAIR, g.name(user), msg)
+
+
+def _dims(g: _Graph, n: onnx.NodeProto) -> tuple[int | None, int | None, int | None]:
+    """(M, K, N) of a MatMul/Gemm where statically known."""
+    a, b = g.shape(n.input[0]), g.shape(n.input[1])
+    if n.op_type == "Gemm":
+        a = a[::-1] if a and _attr(n, "transA", 0) else a
+        b = b[::-1] if b and _attr(n, "transB", 0) else b
+    m = a[-2] if a and len(a) >= 2 else None
+    k = b[-2] if b and len(b) >= 2 else (a[-1] if a else None)
+    n_ = b[-1] if b and len(b) >= 2 else None
+    return m, k, n_
+
+
+def _check_gemms(g: _Graph, cfg: LintConfig) -> Iterator[Violation]:
+    """Q/DQ on both inputs of every quantized GEMM; under ALL, every non-tiny GEMM quantized."""
+    for n in g.nodes:
+        if n.op_type not in _WEIGHTED or len(n.input) < 2:
+            continue
+        name = g.name(n)
+        q = [g.quantized(x) for x in n.input[:2]]
+        if sum(q) == 1:
+            has, lacks = ("A", "B") if q[0] else ("B", "A")
+            msg = f"{n.op_type}: input {has} is dequantized, input {lacks} is float"
+            yield Violation(Rule.MATMUL_ONE_SIDED, name, msg)
+        elif not any(q) and n.op_type in _GEMMS and cfg.coverage is Coverage.ALL:
+            if any(fnmatch.fnmatchcase(name, pat) for pat in cfg.float_nodes):
+                continue
+            m, k, nn = _dims(g, n)
+            small = [d for d in (k, nn) if d is not None and d < cfg.min_gemm_dim]
+            if small or 1 in (m, nn):
+                continue
+            msg = f"{n.op_type} (K={k}, N={nn}) is float; quantize it or list it in float_nodes"
+            yield Violation(Rule.UNQUANTIZED_MATMUL, name, msg)
+
+
+def _check_softmax(g: _Graph, cfg: LintConfig) -> Iterator[Violation]:
+    """The Q on softmax probabilities (when present) uses scale 1/127: p in [0, 1] -> [0, 127]."""
+    for n in g.nodes:
+        if n.op_type != "Softmax":
+            continue
+        seen, stack = set(), [n.output[0]]
+        while stack:
+            x = stack.pop()
+            for user, _ in g.consumers.get(x, []):
+                if id(user) in seen:
+                    continue
+                seen.add(id(user))
+                if user.op_type == "QuantizeLinear":
+                    s = g.value(user.input[1])
+                    if s is None or s.size != 1:
+                        continue  # reported by the scale rules
+                    got = float(s.ravel()[0])
+                    if abs(got - cfg.softmax_scale) > cfg.softmax_rtol * cfg.softmax_scale:
+                        msg = f"softmax output Q scale {got:.8g}, expected {cfg.softmax_scale:.8g}"
+                        yield Violation(Rule.SOFTMAX_SCALE, g.name(user), msg)
+                elif user.op_type in _PROB_PATH:
+                    stack.extend(user.output)
+
+
+def _load(model: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, Path | None]:
+    if isinstance(model, onnx.ModelProto):
+        return model, None
+    path = Path(model)
+    if not path.is_file():
+        raise UserError(f"no ONNX model at {path}")
+    try:
+        return onnx.load(str(path), load_external_data=False), path.parent
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise UserError(f"{path} is not a readable ONNX model: {e}") from e
+
+
+def lint(model: onnx.ModelProto | str | Path, cfg: LintConfig = LintConfig()) -> list[Violation]:
+    """Every way `model` breaks DESIGN.md's TensorRT explicit-quantization rules; [] if none."""
+    proto, base_dir = _load(model)
+    if proto.functions:
+        proto = onnx.inliner.inline_local_functions(proto)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # shapes only sharpen the tiny-GEMM exemption; lint without them
+        inferred = proto
+    g = _Graph(inferred, base_dir)
+    out = [*_check_opset(proto, cfg), *_check_ops(proto.graph, cfg)]
+    for check in (_check_qparams, _check_granularity, _check_pairs, _check_gemms, _check_softmax):
+        out.extend(check(g, cfg))
+    return out
+
+
+def _summary(violations: list[Violation]) -> str:
+    counts = sorted(Counter(v.rule.value for v in violations).items())
+    return f"{len(violations)} violation(s) (" + ", ".join(f"{r} x{c}" for r, c in counts) + ")"
+
+
+def format_violations(violations: list[Violation]) -> str:
+    """One line per violation, then a summary line (PASSED / FAILED with counts per rule)."""
+    if not violations:
+        return "TensorRT lint PASSED: no violations"
+    return "\n".join([*map(str, violations), f"TensorRT lint FAILED: {_summary(violations)}"])
+
+
+def lint_or_raise(path: str | Path, cfg: LintConfig = LintConfig()) -> None:
+    """For the CLI: nothing if `path` passes, else a one-line UserError with the count."""
+    violations = lint(path, cfg)
+    if violations:
+        raise UserError(f"{path}: TensorRT lint: {_summary(violations)}; first: {violations[0]}")

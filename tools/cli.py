@@ -20,6 +20,7 @@ EXIT_USER_ERROR = 2
 
 
 def _load(args: argparse.Namespace):
+    """The model: --model, else the one an --onnx export was made from, else the default."""
     from sasq.models import load_model
 
     return load_model(args.model)
@@ -58,16 +59,23 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from sasq.tools.image_grid import save_grid
 
     out = _out_path(args.out)
-    model = _load(args)
-    base = model.cfg.sampling
+    if args.backend == "torch" or args.model is not None or args.onnx is None:
+        model = _load(args)
+        cfg = model.cfg
+    else:  # an ONNX backend needs only the export and the config it records
+        from sasq.exporter import verify
+        from sasq.models import ModelConfig
+
+        model, cfg = None, ModelConfig.from_dict(verify(args.onnx).model_config)
+    base = cfg.sampling
     sampling = SamplingConfig(
         cfg=base.cfg if args.cfg is None else args.cfg,
         top_k=base.top_k if args.top_k is None else args.top_k,
         top_p=base.top_p if args.top_p is None else args.top_p,
     )
-    labels = labels_for(model, args.cls, args.n)
-    backend = make_backend(args.backend, model)
-    gen = generate_many(model, backend, GenerateConfig(labels, args.seed, args.batch, sampling))
+    labels = labels_for(cfg, args.cls, args.n)
+    backend = make_backend(args.backend, model, args.onnx, args.threads)
+    gen = generate_many(cfg, backend, GenerateConfig(labels, args.seed, args.batch, sampling))
     save_grid(
         gen.img,
         out,
@@ -88,6 +96,74 @@ def cmd_generate(args: argparse.Namespace) -> int:
             }
         )
     )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from sasq.exporter import ExportConfig, export_model
+
+    out = _out_path(str(Path(args.out) / "manifest.json")).parent
+    cfg = ExportConfig(
+        opset=args.opset, dynamic_batch=not args.static_batch, batch_size=args.batch_size
+    )
+    manifest = export_model(_load(args), out, cfg)
+    sizes = {k: v.bytes for k, v in manifest.files.items()}
+    print(json.dumps({"out": str(out), "opset": manifest.opset, "files": sizes}, indent=2))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from sasq.calib.cache import save_cache
+    from sasq.calib.calibrate import CalibConfig, calibrate
+
+    out = _out_path(args.out)
+    cfg = CalibConfig(
+        num_samples=args.n,
+        resample=args.resample,
+        observer=args.observer,
+        percentile=args.percentile,
+        selection=args.selection,
+        seed=args.seed,
+        batch=args.batch,
+        threads=args.threads,
+    )
+    result = calibrate(args.onnx, cfg)
+    save_cache(result.cache, out)
+    tv = {
+        si: {"plain": round(a, 4), "resampled": round(b, 4)}
+        for si, (a, b) in result.tv_by_scale.items()
+    }
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "tensors": len(result.cache.ranges),
+                "tv_by_scale": tv,
+                "seconds": round(result.seconds, 1),
+                "peak_rss_mb": round(result.peak_rss_mb),
+                "warnings": list(result.cache.warnings),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from sasq.tools.bench import BenchConfig, run_bench, to_markdown, write_report
+
+    cfg = BenchConfig(
+        backends=tuple(args.backends.split(",")),
+        batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),
+        repeats=args.repeats,
+        warmup=args.warmup,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    out = _out_path(str(Path(args.out) / "bench.json")).parent
+    result = run_bench(_load(args), args.onnx, cfg)
+    write_report(result, out)
+    print(to_markdown(result))
     return 0
 
 
@@ -131,6 +207,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ----- parser -----
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: no usage dump, the hint to use --help instead."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
@@ -139,9 +222,31 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_onnx(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument(
+        "--onnx",
+        required=required,
+        default=None,
+        metavar="DIR",
+        help="export folder written by 'sasq export'",
+    )
+    p.add_argument(
+        "--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)"
+    )
+
+
 def _p_generate(p: argparse.ArgumentParser) -> None:
+    from sasq.tools.generate import BACKENDS
+
     _add_model(p)
-    p.add_argument("--backend", default="torch", help="torch (more in later versions)")
+    _add_onnx(p)
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=BACKENDS,
+        help="torch: PyTorch; ort / ort-cuda / ort-trt: the --onnx export under "
+        "ONNX Runtime's CPU / CUDA / TensorRT provider",
+    )
     p.add_argument(
         "--class",
         dest="cls",
@@ -158,6 +263,55 @@ def _p_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nrow", type=int, default=8, help="images per grid row")
     p.add_argument("--out", required=True, help="PNG grid to write")
     p.add_argument("--save-tokens", default=None, help="also write per-scale token ids (.npz)")
+
+
+def _p_export(p: argparse.ArgumentParser) -> None:
+    _add_model(p)
+    p.add_argument("--out", required=True, help="folder for the ONNX graphs and manifest")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument(
+        "--static-batch",
+        action="store_true",
+        help="fix the batch size instead of a dynamic batch axis",
+    )
+    p.add_argument("--batch-size", type=int, default=1, help="images, with --static-batch")
+
+
+def _p_calibrate(p: argparse.ArgumentParser) -> None:
+    from sasq.calib.observers import ObserverMethod
+    from sasq.calib.resample import ResampleMode
+    from sasq.calib.selection import SelectionMethod
+
+    _add_onnx(p, required=True)
+    p.add_argument("--n", type=int, default=32, help="calibration images (CFG pairs)")
+    p.add_argument(
+        "--resample",
+        default="ours",
+        choices=[m.value for m in ResampleMode],
+        help="codebook resampling of the sampled tokens (shift-and-sum paper)",
+    )
+    p.add_argument("--observer", default="entropy", choices=[m.value for m in ObserverMethod])
+    p.add_argument("--percentile", type=float, default=99.99)
+    p.add_argument(
+        "--selection",
+        default="all",
+        choices=[m.value for m in SelectionMethod],
+        help="dgc: distribution-guided selection of CFG rows (PTQ4ARVG)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--out", required=True, help="calibration cache (JSON)")
+
+
+def _p_bench(p: argparse.ArgumentParser) -> None:
+    _add_model(p)
+    _add_onnx(p)
+    p.add_argument("--backends", default="torch,ort", help="comma list; first is the baseline")
+    p.add_argument("--batch-sizes", default="1,8")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="out/bench", help="folder for bench.json and bench.md")
 
 
 def _p_train_default(p: argparse.ArgumentParser) -> None:
@@ -196,6 +350,17 @@ def _p_demo(p: argparse.ArgumentParser) -> None:
 # name -> (help, add-arguments, run)
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "generate": ("class-conditional images to a labelled PNG grid", _p_generate, cmd_generate),
+    "export": (
+        "export the decoding to ONNX (step, start, per-scale next, decoder)",
+        _p_export,
+        cmd_export,
+    ),
+    "calibrate": (
+        "rollouts of the FP export -> calibration cache (ranges, attention)",
+        _p_calibrate,
+        cmd_calibrate,
+    ),
+    "bench": ("per-scale latency and images/s of backends side by side", _p_bench, cmd_bench),
     "train-default": (
         "train the embedded digits model (VQVAE, VAR, classifier)",
         _p_train_default,
@@ -211,7 +376,7 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sasq",
         description="Quantized deployment of VAR image models: export, calibrate, quantize "
         "(shift-and-sum int8), run on ONNX Runtime / TensorRT, benchmark and evaluate.",
@@ -219,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     from sasq import __version__
 
     parser.add_argument("--version", action="version", version=f"sasq {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (help_, add_args, run) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         add_args(p)
@@ -229,7 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a one-line usage error
+        return int(e.code or 0)
     if args.command is None:
         parser.print_help()
         return EXIT_USER_ERROR

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from sasq.models import load_model
 from sasq.tools.generate import GenerateConfig, generate_many, make_backend
 from sasq.tools.image_grid import save_grid
@@ -31,7 +32,7 @@ def run_demo(out: Path, model_dir: str | None = None, per_class: int = 8, seed: 
     model = load_model(model_dir)
     K = model.var.num_classes
     labels = tuple(c for c in range(K) for _ in range(per_class))
-    gen = generate_many(model, make_backend("torch", model), GenerateConfig(labels, seed))
+    gen = generate_many(model.cfg, make_backend("torch", model), GenerateConfig(labels, seed))
     grid = save_grid(
         gen.img,
         out / "fp_torch.png",

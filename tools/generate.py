@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sasq.models import LoadedModel, SamplingConfig
+
+from sasq.models import LoadedModel, ModelConfig, SamplingConfig
 from sasq.tools.decode import Generation, StepBackend, generate
 from sasq.tools.errors import UserError
 
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "ort", "ort-cuda", "ort-trt")
+_ORT_PROVIDERS = {"ort": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}
 
 
 @dataclass(frozen=True)
@@ -22,17 +24,29 @@ class GenerateConfig:
     sampling: SamplingConfig | None = None  # None: the model's own defaults
 
 
-def make_backend(name: str, model: LoadedModel) -> StepBackend:
+def make_backend(
+    name: str, model: LoadedModel, onnx_dir: str | Path | None = None, threads: int = 0
+) -> StepBackend:
+    """``torch`` runs the PyTorch model; ``ort*`` run an export folder (``sasq export``)
+    under ONNX Runtime's CPU, CUDA or TensorRT execution provider."""
     if name == "torch":
         from sasq.engines.torch_backend import TorchBackend
 
         return TorchBackend(model)
+    if name in _ORT_PROVIDERS:
+        if onnx_dir is None:
+            raise UserError(f"--backend {name} needs --onnx DIR (an export folder)")
+        from sasq.engines.ort_backend import OrtBackend
+        from sasq.engines.ort_session import SessionConfig
+
+        cfg = SessionConfig(provider=_ORT_PROVIDERS[name], intra_op_threads=threads)
+        return OrtBackend(onnx_dir, cfg)
     raise UserError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
 
 
-def labels_for(model: LoadedModel, cls: int | None, n: int) -> tuple[int, ...]:
+def labels_for(cfg: ModelConfig, cls: int | None, n: int) -> tuple[int, ...]:
     """n labels: all ``cls``, or cycling through every class when cls is None."""
-    K = model.var.num_classes
+    K = cfg.var.num_classes
     if n < 1:
         raise UserError(f"--n must be at least 1, got {n}")
     if cls is None:
@@ -42,12 +56,13 @@ def labels_for(model: LoadedModel, cls: int | None, n: int) -> tuple[int, ...]:
     return (cls,) * n
 
 
-def generate_many(model: LoadedModel, backend: StepBackend, gc: GenerateConfig) -> Generation:
+def generate_many(cfg: ModelConfig, backend: StepBackend, gc: GenerateConfig) -> Generation:
     """Generate in chunks of ``gc.batch``; per-scale tokens and images concatenated."""
-    sampling = gc.sampling or model.cfg.sampling
+    sampling = gc.sampling or cfg.sampling
     labels = torch.tensor(gc.classes, dtype=torch.long)
+    pns, K = tuple(cfg.var.patch_nums), cfg.var.num_classes
     parts = [
-        generate(backend, chunk, model.var.patch_nums, sampling, gc.seed + i, model.var.num_classes)
+        generate(backend, chunk, pns, sampling, gc.seed + i, K)
         for i, chunk in enumerate(labels.split(gc.batch))
     ]
     idx = [torch.cat([p.idx[si] for p in parts]) for si in range(len(parts[0].idx))]

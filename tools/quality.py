@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
 from sasq.models import DEFAULT_DIR, LoadedModel
 from sasq.tools.classifier import DigitsClassifier, load_classifier, predict
 from sasq.tools.decode import StepBackend
@@ -32,7 +33,7 @@ def generation_quality(
     """Generate per_class images of every class; score them against held-out real digits."""
     K = model.var.num_classes
     labels = tuple(c for c in range(K) for _ in range(qc.per_class))
-    gen = generate_many(model, backend, GenerateConfig(labels, qc.seed, qc.batch))
+    gen = generate_many(model.cfg, backend, GenerateConfig(labels, qc.seed, qc.batch))
     probs, feats = predict(clf, gen.img)
     split = load_split(model.cfg.vqvae.image_size)
     _, real_feats = predict(clf, split.test_x)

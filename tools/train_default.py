@@ -181,7 +181,7 @@ def train_default(
     quality = evaluate_default(out_dir)
     _write_json(out_dir / "quality.json", quality)
     command = (
-        f"sasq train-default --out {out_dir.name} --seed {tc.seed} "
+        f"sasq train-default --out {out_dir} --seed {tc.seed} "
         f"--vae-steps {tc.vae_steps} --var-steps {tc.var_steps} --threads {tc.threads}"
     )
     write_model_card(out_dir, command, train, quality)

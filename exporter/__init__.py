@@ -6,6 +6,12 @@ from sasq.exporter.export import export_model
 from sasq.exporter.manifest import Manifest, ScaleShapes, load_manifest, step_io_names, verify
 
 __all__ = [
-    "ExportConfig", "Manifest", "ScaleShapes", "attention_chains", "export_model",
-    "load_manifest", "step_io_names", "verify",
-]  # fmt: skip
+    "ExportConfig",
+    "Manifest",
+    "ScaleShapes",
+    "attention_chains",
+    "export_model",
+    "load_manifest",
+    "step_io_names",
+    "verify",
+]

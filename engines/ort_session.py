@@ -1,0 +1,100 @@
+"""ONNX Runtime sessions from one frozen config: provider, threads, optimization level,
+disabled graph optimizers (e.g. ``MatMulAddFusion``, which breaks int8 Q/DQ MatMuls on CPU),
+profiling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import onnxruntime as ort
+
+from sasq.tools.errors import UserError
+
+
+class Provider(str, Enum):
+    CPU = "cpu"
+    CUDA = "cuda"
+    TENSORRT = "tensorrt"
+
+
+class GraphOpt(str, Enum):
+    DISABLE = "disable"
+    BASIC = "basic"
+    EXTENDED = "extended"
+    LAYOUT = "layout"
+    ALL = "all"
+
+
+# Requested provider -> ORT provider chain (fallbacks after the first).
+_CHAINS = {
+    Provider.CPU: ("CPUExecutionProvider",),
+    Provider.CUDA: ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    Provider.TENSORRT: (
+        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider",
+    ),
+}  # fmt: skip
+_LEVELS = {
+    GraphOpt.DISABLE: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    GraphOpt.BASIC: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    GraphOpt.EXTENDED: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    GraphOpt.LAYOUT: ort.GraphOptimizationLevel.ORT_ENABLE_LAYOUT,
+    GraphOpt.ALL: ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+_NAMES = {Provider.CUDA: "CUDA", Provider.TENSORRT: "TensorRT"}
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """provider: "cpu" | "cuda" | "tensorrt" (each falls back to the ones after it).
+    intra_op_threads: 0 lets ONNX Runtime choose (all physical cores).
+    profile_prefix: where ORT writes its JSON trace when ``enable_profiling``."""
+
+    provider: Provider = Provider.CPU
+    intra_op_threads: int = 0
+    graph_optimization: GraphOpt = GraphOpt.ALL
+    disabled_optimizers: tuple[str, ...] = ()
+    enable_profiling: bool = False
+    profile_prefix: str = "ort_profile"
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "provider", Provider(self.provider))
+            object.__setattr__(self, "graph_optimization", GraphOpt(self.graph_optimization))
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        object.__setattr__(self, "disabled_optimizers", tuple(self.disabled_optimizers))
+        if self.intra_op_threads < 0:
+            raise UserError("intra_op_threads must be >= 0")
+
+
+def providers_for(provider: Provider | str) -> list[str]:
+    """The ORT provider chain; ``UserError`` if this onnxruntime build lacks the first."""
+    p = Provider(provider)
+    chain = _CHAINS[p]
+    if chain[0] not in ort.get_available_providers():
+        raise UserError(
+            f"{_NAMES[p]} execution provider is not available in this onnxruntime build "
+            "(install sasq[gpu])"
+        )
+    return list(chain)
+
+
+def make_session(path: str | Path, cfg: SessionConfig | None = None) -> ort.InferenceSession:
+    """An InferenceSession on ``path`` (external data beside it is found by ORT)."""
+    cfg = cfg or SessionConfig()
+    providers = providers_for(cfg.provider)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = cfg.intra_op_threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = _LEVELS[cfg.graph_optimization]
+    so.log_severity_level = 3  # errors only: the CPU EP's "some nodes not assigned" is noise
+    if cfg.enable_profiling:
+        so.enable_profiling = True
+        so.profile_file_prefix = cfg.profile_prefix
+    if not Path(path).is_file():
+        raise UserError(f"{path}: no such ONNX file")
+    return ort.InferenceSession(
+        str(path), so, providers=providers, disabled_optimizers=list(cfg.disabled_optimizers)
+    )

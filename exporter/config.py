@@ -1,0 +1,40 @@
+"""How a model is exported: opset, batch axes, external-data threshold, checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# ONNX protobufs cannot exceed 2 GiB; 1 GiB leaves room for the graph itself and for tools
+# (checker, shape inference, Netron) that load a whole inline model into memory.
+DEFAULT_EXTERNAL_DATA_THRESHOLD = 1 << 30
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Settings of ``export_model``.
+
+    opset: 18 is the native opset of torch's ONNX exporter (torchlib), so no version
+        conversion runs; it has LayerNormalization (17+) and is parsed by ONNX Runtime and
+        TensorRT 10. (At 20 the exporter would emit the Gelu op; at 18 GELU is Tanh/Pow/Mul.)
+    dynamic_batch: batch axes symbolic (``B`` images, ``B2`` = 2B CFG rows in the step);
+        otherwise every graph is fixed to ``batch_size`` images.
+    external_data_threshold: a graph whose initializers total more bytes than this stores
+        them in ``<graph>.onnx.data`` beside it (0 forces external data everywhere).
+    optimize: run onnxscript's optimizer (constant folding, dead-code removal) per graph.
+    check: run ``onnx.checker.check_model(full_check=True)`` on every written graph.
+    """
+
+    opset: int = 18
+    dynamic_batch: bool = True
+    batch_size: int = 1
+    external_data_threshold: int = DEFAULT_EXTERNAL_DATA_THRESHOLD
+    optimize: bool = True
+    check: bool = True
+
+    def __post_init__(self) -> None:
+        if self.opset < 18:
+            raise ValueError("opset must be >= 18 (torch's dynamo ONNX exporter)")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if self.external_data_threshold < 0:
+            raise ValueError("external_data_threshold must be >= 0")

@@ -1,0 +1,172 @@
+"""``manifest.json`` of an export folder: what each graph takes and returns, per-scale shapes,
+versions, the model config, and the sha256 of every file, so a runtime can refuse a folder
+that is incomplete or was changed after export."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sasq.tools.errors import UserError
+
+MANIFEST = "manifest.json"
+FORMAT = "sasq-onnx-export"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # ONNX element type name, e.g. "FLOAT", "INT64"
+    shape: tuple[int | str, ...]  # ints are static, strings are symbolic dims
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    file: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    external_data: str | None = None  # file beside the graph holding its weights, if any
+
+
+@dataclass(frozen=True)
+class ScaleShapes:
+    """Shapes of scale si: ``l`` new tokens attend to ``past_len`` cached ones."""
+
+    si: int
+    pn: int
+    l: int
+    past_len: int
+    step_batch: str | int  # rows of the step graph: "B2" (= 2B, CFG) or a fixed number
+    next_graph: str
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    patch_nums: tuple[int, ...]
+    opset: int
+    exporter: str
+    dynamic_batch: bool
+    batch_size: int | None  # images per batch when the batch is static, else None
+    dims: dict[str, int]  # depth, num_heads, head_dim, embed_dim, vocab_size, Cvae, ...
+    scales: tuple[ScaleShapes, ...]
+    graphs: dict[str, GraphSpec]  # "start", "step", "next_0".., "decoder"
+    files: dict[str, FileEntry]  # every file of the folder except the manifest
+    versions: dict[str, str]
+    model_config: dict[str, Any]
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        def spec(t: dict) -> TensorSpec:
+            return TensorSpec(t["name"], t["dtype"], tuple(t["shape"]))
+
+        graphs = {
+            k: GraphSpec(
+                g["file"],
+                tuple(map(spec, g["inputs"])),
+                tuple(map(spec, g["outputs"])),
+                g.get("external_data"),
+            )
+            for k, g in d["graphs"].items()
+        }
+        return cls(
+            patch_nums=tuple(d["patch_nums"]),
+            opset=d["opset"],
+            exporter=d["exporter"],
+            dynamic_batch=d["dynamic_batch"],
+            batch_size=d["batch_size"],
+            dims=dict(d["dims"]),
+            scales=tuple(ScaleShapes(**s) for s in d["scales"]),
+            graphs=graphs,
+            files={k: FileEntry(**f) for k, f in d["files"].items()},
+            versions=dict(d["versions"]),
+            model_config=d["model_config"],
+            format=d["format"],
+            format_version=d["format_version"],
+            extra=d.get("extra", {}),
+        )
+
+
+def step_io_names(depth: int) -> tuple[list[str], list[str]]:
+    """Input and output names of step.onnx, caches interleaved per layer (key, value)."""
+    past = [f"past_{t}_{i}" for i in range(depth) for t in ("key", "value")]
+    present = [f"present_{t}_{i}" for i in range(depth) for t in ("key", "value")]
+    return ["x_BlC", "cond_BD", *past], ["logits", *present]
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_entries(folder: Path) -> dict[str, FileEntry]:
+    """sha256 and size of every file in ``folder`` except the manifest, sorted by name."""
+    return {
+        p.name: FileEntry(sha256_file(p), p.stat().st_size)
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+    }
+
+
+def write_manifest(manifest: Manifest, folder: Path) -> Path:
+    """Write ``manifest.json`` atomically (temporary name, then os.replace)."""
+    path = Path(folder) / MANIFEST
+    tmp = path.with_name(f".{MANIFEST}.tmp")
+    tmp.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_manifest(folder: str | Path) -> Manifest:
+    """The manifest of an export folder; ``UserError`` if it is missing or unreadable."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise UserError(f"{folder}: not a sasq ONNX export (no {MANIFEST})")
+    try:
+        d = json.loads(path.read_text())
+        if d.get("format") != FORMAT:
+            raise ValueError(f"format is {d.get('format')!r}, expected {FORMAT!r}")
+        if d.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"format_version {d.get('format_version')} is not {FORMAT_VERSION}")
+        return Manifest.from_dict(d)
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: invalid manifest ({e})") from None
+
+
+def verify(folder: str | Path) -> Manifest:
+    """Check every file listed in the manifest against its sha256; return the manifest.
+
+    Raises ``UserError`` with one line naming the first missing or changed file.
+    """
+    folder = Path(folder)
+    manifest = load_manifest(folder)
+    for g in manifest.graphs.values():
+        for name in (g.file, g.external_data):
+            if name is not None and name not in manifest.files:
+                raise UserError(f"{folder / MANIFEST}: {name} is used but not listed")
+    for name, entry in manifest.files.items():
+        p = folder / name
+        if not p.is_file():
+            raise UserError(f"{p}: missing from the export (listed in {MANIFEST})")
+        if p.stat().st_size != entry.bytes or sha256_file(p) != entry.sha256:
+            raise UserError(f"{p}: sha256 does not match {MANIFEST} (file changed after export)")
+    return manifest

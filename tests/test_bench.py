@@ -1,0 +1,63 @@
+"""The benchmark: structure of its result, positive medians, ratios that are the quotients
+of the medians, and an atomically written JSON + markdown report."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+from test_export import exported, tiny_model
+
+import sasq.models as M
+from sasq.tools.bench import BenchConfig, run_bench, write_report
+from sasq.tools.errors import UserError
+
+
+def test_bench_reports_medians_and_ratios_side_by_side(tmp_path_factory, tmp_path):
+    onnx_dir = exported(tmp_path_factory, "inline")
+    cfg = BenchConfig(batch_sizes=(1, 2), repeats=3, warmup=1, threads=1)
+    res = run_bench(tiny_model(), onnx_dir, cfg)
+
+    assert res["settings"]["repeats"] == 3 and res["settings"]["backends"] == ("torch", "ort")
+    assert res["settings"]["model"]["onnx_bytes"] > 0
+    assert {"platform", "cpu_count", "versions"} <= set(res["machine"])
+    assert [r["batch"] for r in res["runs"]] == [1, 2]
+    for run in res["runs"]:
+        assert [s["l"] for s in run["scales"]] == [1, 4, 9, 16]
+        for b in run["backends"].values():
+            assert len(b["step_ms"]) == 4 and all(len(s) == 3 for s in b["step_ms"])
+            assert b["step_ms_median"] == [statistics.median(s) for s in b["step_ms"]]
+            assert all(m > 0 for m in b["step_ms_median"]) and b["e2e_ms_median"] > 0
+            assert b["images_per_s"] == pytest.approx(run["batch"] * 1e3 / b["e2e_ms_median"])
+        t, o = run["backends"]["torch"], run["backends"]["ort"]
+        r = run["ratios"]["ort/torch"]
+        quotients = zip(o["step_ms_median"], t["step_ms_median"], strict=True)
+        assert r["step"] == [a / b for a, b in quotients]
+        assert r["e2e"] == o["e2e_ms_median"] / t["e2e_ms_median"]
+        assert r["images_per_s"] == o["images_per_s"] / t["images_per_s"]
+
+    js, md = write_report(res, tmp_path / "report")
+    assert json.loads(js.read_text())["runs"][0]["ratios"] == res["runs"][0]["ratios"]
+    text = md.read_text()
+    assert "| scale | pn | l | past | torch ms | ort ms | ort/torch |" in text
+    assert text.count("| images/s |") == 2
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["bench.json", "bench.md"]
+
+
+def test_bench_config_is_validated():
+    with pytest.raises(UserError, match="unknown backends"):
+        BenchConfig(backends=("torch", "tensorflow"))
+    with pytest.raises(UserError):
+        BenchConfig(repeats=0)
+
+
+def test_bench_refuses_an_export_of_another_model(tmp_path_factory):
+    import dataclasses
+
+    other = tiny_model()
+    other = dataclasses.replace(
+        other, cfg=dataclasses.replace(other.cfg, sampling=M.SamplingConfig())
+    )
+    with pytest.raises(UserError, match="different model config"):
+        run_bench(other, exported(tmp_path_factory, "inline"), BenchConfig(repeats=1))

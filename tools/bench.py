@@ -1,0 +1,285 @@
+"""Speed of the decoding loop: per-scale step latency and end-to-end images/s, every backend
+side by side in one run (repeats interleaved, so a noisy machine hits all alike), with
+ratios against the first backend and the machine, versions and settings recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from sasq.models import LoadedModel
+from sasq.tools.decode import StepBackend, generate
+from sasq.tools.errors import UserError
+
+KNOWN_BACKENDS = ("torch", "ort")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """backends: the first is the baseline of the ratios. threads: torch intra-op threads
+    and ONNX Runtime intra_op_threads alike (0: each library's default, all cores); on a
+    machine shared with other work, 1 gives the steadiest numbers (oversubscribed OpenMP
+    threads spin). warmup: untimed generations per backend."""
+
+    backends: tuple[str, ...] = ("torch", "ort")
+    batch_sizes: tuple[int, ...] = (1, 8)
+    repeats: int = 5
+    warmup: int = 1
+    seed: int = 0
+    threads: int = 2
+    io_binding: bool | None = None  # OrtBackend's default: on for GPU providers
+
+    def __post_init__(self) -> None:
+        unknown = [b for b in self.backends if b not in KNOWN_BACKENDS]
+        if unknown or not self.backends:
+            raise UserError(f"unknown backends {unknown}; choose from {KNOWN_BACKENDS}")
+        if self.repeats < 1 or self.warmup < 0 or self.threads < 0:
+            raise UserError("bench needs repeats >= 1, warmup >= 0, threads >= 0")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise UserError("batch sizes must be >= 1")
+
+
+class _Timed:
+    """A StepBackend that records the wall time of each ``step(si)``."""
+
+    def __init__(self, inner: StepBackend):
+        self.inner, self.name = inner, inner.name
+        self.step_s: dict[int, list[float]] = {}
+
+    def reset(self, label_2B: torch.Tensor) -> None:
+        self.inner.reset(label_2B)
+
+    def step(self, si: int) -> torch.Tensor:
+        t0 = time.perf_counter()
+        out = self.inner.step(si)
+        self.step_s.setdefault(si, []).append(time.perf_counter() - t0)
+        return out
+
+    def advance(self, si: int, idx_Bl: torch.Tensor) -> None:
+        self.inner.advance(si, idx_Bl)
+
+    def image(self) -> torch.Tensor:
+        return self.inner.image()
+
+
+def _make(name: str, model: LoadedModel, onnx_dir: Path | None, cfg: BenchConfig) -> StepBackend:
+    if name == "torch":
+        from sasq.engines.torch_backend import TorchBackend
+
+        return TorchBackend(model)
+    if onnx_dir is None:
+        raise UserError("the ort backend needs an export folder (sasq export)")
+    from sasq.engines.ort_backend import OrtBackend
+    from sasq.engines.ort_session import SessionConfig
+
+    return OrtBackend(onnx_dir, SessionConfig(intra_op_threads=cfg.threads), cfg.io_binding)
+
+
+def _ms(seconds: list[float]) -> list[float]:
+    return [s * 1e3 for s in seconds]
+
+
+def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig) -> dict:
+    """Time every backend of ``cfg`` on ``model`` (torch) and its export (ort)."""
+    onnx_dir = Path(onnx_dir) if onnx_dir is not None else None
+    if onnx_dir is not None and "ort" in cfg.backends:
+        _check_same_model(model, onnx_dir)
+    old_threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch_threads = torch.get_num_threads()
+    load_before = _loadavg()
+    try:
+        backends = {name: _make(name, model, onnx_dir, cfg) for name in cfg.backends}
+        runs = [_run_batch(backends, B, model, cfg) for B in cfg.batch_sizes]
+    finally:
+        torch.set_num_threads(old_threads)
+    machine = _machine()
+    # Other processes' load makes timings noisy (and oversubscribed OpenMP threads spin):
+    # the 1-minute load average before and after the run says how quiet the machine was.
+    machine["loadavg_1min"] = {"before": load_before, "after": _loadavg()}
+    return {
+        "settings": {
+            **asdict(cfg),
+            "onnx_dir": str(onnx_dir) if onnx_dir else None,
+            "torch_threads": torch_threads,
+            "patch_nums": list(model.var.patch_nums),
+            "model": _model_info(model, onnx_dir),
+        },
+        "machine": machine,
+        "runs": runs,
+    }
+
+
+def _run_batch(backends: dict[str, StepBackend], B: int, model: LoadedModel, cfg: BenchConfig):
+    pns, K = model.var.patch_nums, model.var.num_classes
+    labels = torch.arange(B) % K
+
+    def once(be: StepBackend) -> float:
+        t0 = time.perf_counter()
+        generate(be, labels, pns, model.cfg.sampling, cfg.seed, K)
+        return time.perf_counter() - t0
+
+    timed = {name: _Timed(be) for name, be in backends.items()}
+    for t in timed.values():
+        for _ in range(cfg.warmup):
+            once(t)
+        t.step_s.clear()
+    e2e: dict[str, list[float]] = {name: [] for name in timed}
+    for _ in range(cfg.repeats):  # interleaved: drift on a shared machine hits every backend
+        for name, t in timed.items():
+            e2e[name].append(once(t))
+
+    per_backend = {}
+    for name, t in timed.items():
+        step_ms = [_ms(t.step_s[si]) for si in range(len(pns))]
+        e2e_med = statistics.median(_ms(e2e[name]))
+        per_backend[name] = {
+            "step_ms": step_ms,
+            "step_ms_median": [statistics.median(s) for s in step_ms],
+            "e2e_ms": _ms(e2e[name]),
+            "e2e_ms_median": e2e_med,
+            "images_per_s": B / (e2e_med / 1e3),
+        }
+    base = cfg.backends[0]
+    ratios = {
+        f"{name}/{base}": {
+            "step": [
+                a / b
+                for a, b in zip(
+                    r["step_ms_median"], per_backend[base]["step_ms_median"], strict=True
+                )
+            ],
+            "e2e": r["e2e_ms_median"] / per_backend[base]["e2e_ms_median"],
+            "images_per_s": r["images_per_s"] / per_backend[base]["images_per_s"],
+        }
+        for name, r in per_backend.items()
+        if name != base
+    }
+    scales = [
+        {"si": si, "pn": pn, "l": pn * pn, "past_len": sum(p * p for p in pns[:si])}
+        for si, pn in enumerate(pns)
+    ]
+    return {"batch": B, "scales": scales, "backends": per_backend, "ratios": ratios}
+
+
+def _check_same_model(model: LoadedModel, onnx_dir: Path) -> None:
+    from sasq.exporter.manifest import load_manifest
+    from sasq.models import ModelConfig
+
+    exported = ModelConfig.from_dict(load_manifest(onnx_dir).model_config)
+    if exported != model.cfg:
+        raise UserError(f"{onnx_dir}: exported from a different model config than the one given")
+
+
+def _model_info(model: LoadedModel, onnx_dir: Path | None) -> dict:
+    info = {
+        "var_params": sum(p.numel() for p in model.var.parameters()),
+        "vqvae_params": sum(p.numel() for p in model.vqvae.parameters()),
+        "depth": model.var.depth,
+        "embed_dim": model.var.C,
+    }
+    if onnx_dir is not None:
+        from sasq.exporter.manifest import load_manifest
+
+        info["onnx_bytes"] = sum(f.bytes for f in load_manifest(onnx_dir).files.values())
+    return info
+
+
+def _machine() -> dict:
+    import onnxruntime
+
+    import sasq
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "versions": {
+            "sasq": sasq.__version__,
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+        "ort_providers": onnxruntime.get_available_providers(),
+    }
+
+
+def _loadavg() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return None
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_report(result: dict, out_dir: str | Path) -> tuple[Path, Path]:
+    """``bench.json`` (everything) and ``bench.md`` (tables), each written atomically."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    js, md = out / "bench.json", out / "bench.md"
+    _atomic_write(js, json.dumps(result, indent=2) + "\n")
+    _atomic_write(md, to_markdown(result))
+    return js, md
+
+
+def to_markdown(result: dict) -> str:
+    s, m = result["settings"], result["machine"]
+    load = m.get("loadavg_1min")
+    load_txt = (
+        f"; 1-min load average {load['before']} before, {load['after']} after" if load else ""
+    )
+    lines = [
+        "# sasq bench",
+        "",
+        f"{m['platform']}, {m['cpu_count']} CPUs, threads {s['threads']}, "
+        f"repeats {s['repeats']} (warmup {s['warmup']}), seed {s['seed']}; "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+        + load_txt,
+        "",
+        "Step latency is the median of one `step(si)` per generation; ratios are "
+        "latency (or throughput) of a backend over the first.",
+    ]
+    for run in result["runs"]:
+        names = list(run["backends"])
+        ratio_keys = list(run["ratios"])
+        lines += ["", f"## batch {run['batch']}", ""]
+        head = ["scale", "pn", "l", "past", *(f"{n} ms" for n in names), *ratio_keys]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for sc in run["scales"]:
+            si = sc["si"]
+            cells = [
+                si,
+                sc["pn"],
+                sc["l"],
+                sc["past_len"],
+                *(f"{run['backends'][n]['step_ms_median'][si]:.3f}" for n in names),
+                *(f"{run['ratios'][k]['step'][si]:.2f}" for k in ratio_keys),
+            ]
+            lines.append("| " + " | ".join(map(str, cells)) + " |")
+        for label, key, ratio in (
+            ("end-to-end ms", "e2e_ms_median", "e2e"),
+            ("images/s", "images_per_s", "images_per_s"),
+        ):
+            cells = [
+                label,
+                "",
+                "",
+                "",
+                *(f"{run['backends'][n][key]:.2f}" for n in names),
+                *(f"{run['ratios'][k][ratio]:.2f}" for k in ratio_keys),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -12,9 +12,11 @@ buffers without copying them, and binding measured no gain (VAR-d16, 2 threads: 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 
@@ -25,7 +27,14 @@ from sasq.tools.errors import UserError
 Value = ort.OrtValue | np.ndarray
 
 
+# Calibration's view of a step: (scale index, recorded tensors by name).
+RecordCallback = Callable[[int, dict[str, np.ndarray]], None]
+
+
 class OrtBackend:
+    """``record`` names step-graph tensors (intermediate ones or inputs) handed to
+    ``on_record`` after each step: calibration rollouts run through the same backend."""
+
     name = "ort"
 
     def __init__(
@@ -33,6 +42,8 @@ class OrtBackend:
         onnx_dir: str | Path,
         session_cfg: SessionConfig | None = None,
         io_binding: bool | None = None,
+        record: Sequence[str] = (),
+        on_record: RecordCallback | None = None,
     ):
         self.dir = Path(onnx_dir)
         self.manifest: Manifest = verify(self.dir)
@@ -45,7 +56,18 @@ class OrtBackend:
         if [t.name for t in step.inputs] != self._step_in:
             raise UserError(f"{self.dir}: step.onnx inputs do not match this sasq version")
         self._start = make_session(self.dir / m.graphs["start"].file, cfg)
-        self._step = make_session(self.dir / step.file, cfg)
+        self._record, self._on_record = list(dict.fromkeys(record)), on_record
+        if self._record:
+            from sasq.calib.recorder import expose
+
+            self.io_binding = False  # recorded tensors come back to the host anyway
+            exposed = expose(onnx.load(str(self.dir / step.file)), self._record)
+            self._step = make_session(exposed.SerializeToString(), cfg)
+            fetched = {o.name for o in self._step.get_outputs()}
+            self._fetch = [n for n in self._record if n in fetched and n not in self._step_out]
+        else:
+            self._step = make_session(self.dir / step.file, cfg)
+            self._fetch = []
         self._next = [make_session(self.dir / s.next_graph, cfg) for s in m.scales]
         self._decoder = make_session(self.dir / m.graphs["decoder"].file, cfg)
         self._kv_shape = (d["num_heads"], 0, d["head_dim"])
@@ -76,8 +98,12 @@ class OrtBackend:
         if si != self._si:
             raise RuntimeError(f"step({si}) called at scale {self._si}")
         feeds = dict(zip(self._step_in, [self._x, self._cond, *self._past], strict=True))
-        outs = self._run(self._step, feeds, self._step_out, host={"logits"})
-        self._past = outs[1:]
+        outs = self._run(self._step, feeds, self._step_out + self._fetch, host={"logits"})
+        n = len(self._step_out)
+        if self._on_record is not None:
+            known = {**feeds, **dict(zip(self._step_out + self._fetch, outs, strict=True))}
+            self._on_record(si, {k: _numpy(known[k]) for k in self._record})
+        self._past = outs[1:n]
         return torch.from_numpy(_numpy(outs[0]))
 
     def advance(self, si: int, idx_Bl: torch.Tensor) -> None:

@@ -81,8 +81,11 @@ def providers_for(provider: Provider | str) -> list[str]:
     return list(chain)
 
 
-def make_session(path: str | Path, cfg: SessionConfig | None = None) -> ort.InferenceSession:
-    """An InferenceSession on ``path`` (external data beside it is found by ORT)."""
+def make_session(
+    path: str | Path | bytes, cfg: SessionConfig | None = None
+) -> ort.InferenceSession:
+    """An InferenceSession on ``path`` (external data beside it is found by ORT), or on a
+    serialized model held in memory (``bytes``, e.g. a graph with extra outputs)."""
     cfg = cfg or SessionConfig()
     providers = providers_for(cfg.provider)
     so = ort.SessionOptions()
@@ -93,8 +96,11 @@ def make_session(path: str | Path, cfg: SessionConfig | None = None) -> ort.Infe
     if cfg.enable_profiling:
         so.enable_profiling = True
         so.profile_file_prefix = cfg.profile_prefix
-    if not Path(path).is_file():
+    if not isinstance(path, bytes) and not Path(path).is_file():
         raise UserError(f"{path}: no such ONNX file")
     return ort.InferenceSession(
-        str(path), so, providers=providers, disabled_optimizers=list(cfg.disabled_optimizers)
+        path if isinstance(path, bytes) else str(path),
+        so,
+        providers=providers,
+        disabled_optimizers=list(cfg.disabled_optimizers),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from sasq.models import LoadedModel
 from sasq.models.var_blocks import KV
 

@@ -1,0 +1,208 @@
+"""Calibration: rollouts of the FP model through the real decoding loop -> a range cache.
+
+The FP ``step.onnx`` of an export folder runs under ONNX Runtime inside the same host loop
+as generation, with the inputs of every quantizable MatMul exposed as extra outputs. After
+sampling at each scale, codebook resampling (``--resample ours``) may replace tokens; the
+backend then teacher-forces them, so the next scale's recorded activations follow the
+model's predicted token frequencies. Observers stream (per tensor, over all steps and per
+step), so memory stays bounded whatever the number of samples. The softmax probabilities
+of every attention block also give the attention each key position receives, averaged over
+queries, per layer and step: what shift-and-sum uses to choose its tokens.
+
+Distribution-guided selection (PTQ4ARVG) first rolls out a larger candidate pool, scores
+the conditional and unconditional rows of the CFG batch by the head's input features at
+the first scale, and then records only the chosen rows.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from tqdm import tqdm
+
+from sasq.calib.cache import CalibCache, CalibSettings, TensorRange, file_sha256
+from sasq.calib.observers import ObserverConfig, ObserverMethod, make_observer
+from sasq.calib.recorder import OpKind, QuantTarget, quantizable_inputs
+from sasq.calib.resample import ResampleHook, ResampleMode
+from sasq.calib.selection import SelectionMethod, select
+from sasq.engines.ort_backend import OrtBackend
+from sasq.engines.ort_session import SessionConfig
+from sasq.exporter.manifest import verify
+from sasq.models.config import ModelConfig
+from sasq.tools.decode import generate
+from sasq.tools.errors import UserError
+
+
+@dataclass(frozen=True)
+class CalibConfig:
+    num_samples: int = 32  # images; each is a conditional + unconditional row pair
+    resample: ResampleMode = ResampleMode.OURS
+    observer: ObserverMethod = ObserverMethod.ENTROPY
+    percentile: float = 99.99
+    selection: SelectionMethod = SelectionMethod.ALL
+    candidates_factor: int = 2  # DGC: rows are chosen from factor x num_samples rollouts
+    seed: int = 0
+    batch: int = 16
+    threads: int = 2
+    progress: bool = True
+
+
+@dataclass
+class CalibResult:
+    cache: CalibCache
+    tv_by_scale: dict[int, tuple[float, float]]  # mean TV (before, after) resampling
+    seconds: float
+    peak_rss_mb: float
+    targets: list[QuantTarget] = field(default_factory=list)
+
+
+class _Stats:
+    """Streaming statistics of one rollout pass: observers per tensor (all steps and per
+    step) and summed attention per AV block and step."""
+
+    def __init__(self, names: list[str], av_probs: dict[str, str], cfg: CalibConfig, SN: int):
+        ocfg = ObserverConfig(percentile=cfg.percentile)
+        self.all = {n: make_observer(cfg.observer, ocfg) for n in names}
+        self.steps = {n: [make_observer(cfg.observer, ocfg) for _ in range(SN)] for n in names}
+        self.av_probs = av_probs  # AV node -> its probabilities tensor
+        self.attn_sum: dict[str, dict[int, np.ndarray]] = defaultdict(dict)
+        self.attn_count: dict[str, dict[int, int]] = defaultdict(dict)
+        self.rows: np.ndarray | None = None  # CFG-batch rows to keep (DGC), None = all
+
+    def __call__(self, si: int, recorded: dict[str, np.ndarray]) -> None:
+        for name, value in recorded.items():
+            v = value if self.rows is None or value.ndim == 0 else value[self.rows]
+            self.all[name].update(v)
+            self.steps[name][si].update(v)
+        for node, probs in self.av_probs.items():
+            p = recorded[probs]
+            p = p if self.rows is None else p[self.rows]
+            # (rows, H, l, S) -> attention received by each key position, mean over queries
+            received = p.reshape(-1, p.shape[-1]).astype(np.float64)
+            prev = self.attn_sum[node].get(si, 0.0)
+            self.attn_sum[node][si] = prev + received.sum(0)
+            self.attn_count[node][si] = self.attn_count[node].get(si, 0) + received.shape[0]
+
+
+def _targets(step_path: Path) -> tuple[list[QuantTarget], list[str], dict[str, str]]:
+    model = onnx.load(str(step_path), load_external_data=False)
+    targets = quantizable_inputs(model)
+    names = list(dict.fromkeys(a for t in targets for a in t.activations))
+    av = {t.node: t.activations[0] for t in targets if t.kind == OpKind.ATTN_AV}
+    return targets, names, av
+
+
+def _rollouts(
+    onnx_dir: Path, labels: list[int], cfg: CalibConfig, names: list[str], on_record,
+    model_cfg: ModelConfig, desc: str,
+) -> ResampleHook:  # fmt: skip
+    """Run the decoding loop over ``labels`` in batches, recording ``names`` each step."""
+    sampling = model_cfg.sampling
+    backend = OrtBackend(
+        onnx_dir, SessionConfig(intra_op_threads=cfg.threads), record=names, on_record=on_record
+    )
+    hook = ResampleHook(sampling, cfg.resample, seed=cfg.seed)
+    chunks = torch.tensor(labels).split(cfg.batch)
+    for i, chunk in enumerate(tqdm(chunks, desc=desc, disable=not cfg.progress)):
+        generate(backend, chunk, tuple(model_cfg.vqvae.patch_nums), sampling,
+                 cfg.seed + i, model_cfg.var.num_classes, hook=hook)  # fmt: skip
+    return hook
+
+
+def _dgc_rows(onnx_dir: Path, labels, cfg, head_input: str, model_cfg) -> list[np.ndarray]:
+    """Per batch, the CFG rows DGC keeps: features = head input at scale 0 (one token)."""
+    feats: list[np.ndarray] = []
+
+    def grab(si: int, rec: dict[str, np.ndarray]) -> None:
+        if si == 0:
+            feats.append(rec[head_input].reshape(rec[head_input].shape[0], -1))
+
+    _rollouts(onnx_dir, labels, cfg, [head_input], grab, model_cfg, "dgc features")
+    rows_per_batch = []
+    k_total = cfg.num_samples * 2
+    pool = sum(len(f) for f in feats)
+    for f in feats:  # keep the same share of every batch
+        B = len(f) // 2
+        k = max(1, round(k_total * len(f) / pool))
+        rows_per_batch.append(select(f[:B], f[B:], min(k, 2 * B)))
+    return rows_per_batch
+
+
+def calibrate(onnx_dir: str | Path, cfg: CalibConfig) -> CalibResult:
+    """Calibrate the FP export in ``onnx_dir``; the cache is keyed by its step.onnx hash."""
+    if cfg.num_samples < 1:
+        raise UserError(f"--n must be at least 1, got {cfg.num_samples}")
+    t0 = time.perf_counter()
+    onnx_dir = Path(onnx_dir)
+    manifest = verify(onnx_dir)
+    model_cfg = ModelConfig.from_dict(manifest.model_config)
+    step_path = onnx_dir / manifest.graphs["step"].file
+    targets, names, av_probs = _targets(step_path)
+    K, SN = model_cfg.var.num_classes, len(manifest.patch_nums)
+    notes: list[str] = []
+    if cfg.num_samples < K:
+        notes.append(f"{cfg.num_samples} samples cover only {cfg.num_samples} of {K} classes")
+    stats = _Stats(names, av_probs, cfg, SN)
+    labels = [i % K for i in range(cfg.num_samples)]
+    if cfg.selection == SelectionMethod.DGC:
+        head = next(t for t in reversed(targets) if t.kind == OpKind.LINEAR)
+        pool = [i % K for i in range(cfg.num_samples * cfg.candidates_factor)]
+        rows = iter(_dgc_rows(onnx_dir, pool, cfg, head.activations[0], model_cfg))
+        labels, batch_rows = pool, rows
+    else:
+        batch_rows = None
+
+    def on_record(si: int, recorded: dict[str, np.ndarray]) -> None:
+        if batch_rows is not None and si == 0:
+            stats.rows = next(batch_rows)
+        stats(si, recorded)
+
+    hook = _rollouts(onnx_dir, labels, cfg, names, on_record, model_cfg, "calibrate")
+    cache = _build_cache(step_path, cfg, stats, SN, notes)
+    for w in cache.warnings:
+        warnings.warn(w, stacklevel=2)
+    return CalibResult(
+        cache=cache,
+        tv_by_scale=hook.tv_by_scale(),
+        seconds=time.perf_counter() - t0,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        targets=targets,
+    )
+
+
+def _build_cache(step_path: Path, cfg: CalibConfig, stats: _Stats, SN: int, notes) -> CalibCache:
+    ranges, warns = {}, list(notes)
+    for name, obs in stats.all.items():
+        steps = tuple(float(o.range()) if o.count else 0.0 for o in stats.steps[name])
+        ranges[name] = TensorRange(amax=float(obs.range()), steps=steps)
+        if obs.warning:
+            warns.append(f"{name}: {obs.warning}")
+        elif obs.is_zero:
+            warns.append(f"{name}: constant zero over calibration (tiny scale used)")
+    attention = {
+        node: tuple(
+            tuple(float(v) for v in stats.attn_sum[node][si] / stats.attn_count[node][si])
+            for si in range(SN)
+            if si in stats.attn_sum[node]
+        )
+        for node in stats.attn_sum
+    }
+    settings = CalibSettings(
+        observer=cfg.observer, percentile=cfg.percentile, num_samples=cfg.num_samples,
+        resample=cfg.resample, selection=cfg.selection, seed=cfg.seed,
+    )  # fmt: skip
+    return CalibCache(
+        model_hash=file_sha256(step_path),
+        settings=settings,
+        ranges=ranges,
+        attention=attention,
+        warnings=tuple(warns),
+    )

@@ -36,3 +36,13 @@ def save_model_dir(m: M.LoadedModel, d: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return save_model_dir(random_tiny(), tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="session")
+def default_export(tmp_path_factory) -> Path:
+    """The embedded default model exported once per test session (about 15 s)."""
+    from sasq.exporter import export_model
+
+    out = tmp_path_factory.mktemp("default_export") / "fp"
+    export_model(M.load_model(), out)
+    return out

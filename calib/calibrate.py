@@ -50,7 +50,7 @@ class CalibConfig:
     selection: SelectionMethod = SelectionMethod.ALL
     candidates_factor: int = 2  # DGC: rows are chosen from factor x num_samples rollouts
     seed: int = 0
-    batch: int = 16
+    batch: int = 32  # rollout batch; resampling is joint over the tokens of one batch
     threads: int = 2
     progress: bool = True
 

@@ -299,7 +299,12 @@ def _p_calibrate(p: argparse.ArgumentParser) -> None:
         help="dgc: distribution-guided selection of CFG rows (PTQ4ARVG)",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=32,
+        help="images per rollout batch; resampling is joint within a batch",
+    )
     p.add_argument("--out", required=True, help="calibration cache (JSON)")
 
 

@@ -74,7 +74,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         top_p=base.top_p if args.top_p is None else args.top_p,
     )
     labels = labels_for(cfg, args.cls, args.n)
-    backend = make_backend(args.backend, model, args.onnx, args.threads)
+    backend = make_backend(args.backend, model, args.onnx, args.threads, args.engine)
     gen = generate_many(cfg, backend, GenerateConfig(labels, args.seed, args.batch, sampling))
     save_grid(
         gen.img,
@@ -165,6 +165,56 @@ def cmd_bench(args: argparse.Namespace) -> int:
     write_report(result, out)
     print(to_markdown(result))
     return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from sasq.engines.trt_engine import EngineConfig, build_engine
+
+    out = _out_path(args.out)
+    cfg = EngineConfig(
+        batch=args.batch,
+        builder_optimization_level=args.opt_level,
+        timing_cache=Path(args.timing_cache) if args.timing_cache else None,
+    )
+    plan = build_engine(args.onnx, out, cfg, rebuild=args.rebuild)
+    print(json.dumps({"engine": str(plan), "bytes": plan.stat().st_size}))
+    return 0
+
+
+def _backend_from_spec(spec: str, model_dir: str | None):
+    """``torch`` | ``ort=DIR`` | ``ort-cuda=DIR`` | ``trt=DIR,PLAN``."""
+    from sasq.tools.generate import make_backend
+
+    name, _, rest = spec.partition("=")
+    if name == "torch":
+        return make_backend("torch", _load(argparse.Namespace(model=model_dir)))
+    if not rest:
+        raise UserError(f"backend {spec!r}: expected torch, ort=DIR, ort-cuda=DIR or trt=DIR,PLAN")
+    onnx_dir, _, engine = rest.partition(",")
+    return make_backend(name, None, onnx_dir, 0, engine or None)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from sasq.exporter import verify
+    from sasq.models import ModelConfig
+    from sasq.tools.compare import CompareConfig, compare_backends, to_markdown, write_report
+
+    a, b = _backend_from_spec(args.a, args.model), _backend_from_spec(args.b, args.model)
+    onnx = next((s.partition("=")[2].partition(",")[0] for s in (args.a, args.b) if "=" in s), None)
+    cfg = ModelConfig.from_dict(verify(onnx).model_config) if onnx else _load(args).cfg
+    cc = CompareConfig(n=args.n, seed=args.seed, atol=args.atol, rtol=args.rtol)
+    report = compare_backends(cfg, a, b, cc)
+    write_report(report, _out_path(str(Path(args.out) / "compare.json")).parent)
+    print(to_markdown(report))
+    return 0 if report["passed"] else 1
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from sasq.tools.selftest import gpu_selftest
+
+    if not args.gpu:
+        raise UserError("nothing to test: pass --gpu")
+    return gpu_selftest(Path(args.out))
 
 
 def cmd_train_default(args: argparse.Namespace) -> int:
@@ -263,6 +313,7 @@ def _p_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nrow", type=int, default=8, help="images per grid row")
     p.add_argument("--out", required=True, help="PNG grid to write")
     p.add_argument("--save-tokens", default=None, help="also write per-scale token ids (.npz)")
+    p.add_argument("--engine", default=None, help="TensorRT plan for --backend trt")
 
 
 def _p_export(p: argparse.ArgumentParser) -> None:
@@ -319,6 +370,31 @@ def _p_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="out/bench", help="folder for bench.json and bench.md")
 
 
+def _p_build(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--onnx", required=True, metavar="DIR", help="export folder (FP or Q/DQ)")
+    p.add_argument("--out", required=True, help="engine plan file to write")
+    p.add_argument("--batch", type=int, default=1, help="images per batch (2x rows for CFG)")
+    p.add_argument("--opt-level", type=int, default=3, help="builder optimization level 0-5")
+    p.add_argument("--timing-cache", default=None, help="timing cache file (read and written)")
+    p.add_argument("--rebuild", action="store_true", help="replace a stale or foreign engine")
+
+
+def _p_compare(p: argparse.ArgumentParser) -> None:
+    _add_model(p)
+    p.add_argument("a", help="reference: torch | ort=DIR | ort-cuda=DIR | trt=DIR,PLAN")
+    p.add_argument("b", help="the backend checked against it (same forms)")
+    p.add_argument("--n", type=int, default=8, help="samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--atol", type=float, default=1e-4)
+    p.add_argument("--rtol", type=float, default=1e-4)
+    p.add_argument("--out", default="out/compare", help="folder for compare.json and .md")
+
+
+def _p_selftest(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpu", action="store_true", help="TensorRT fp16/int8 engines on the GPU")
+    p.add_argument("--out", default="out/selftest")
+
+
 def _p_train_default(p: argparse.ArgumentParser) -> None:
     from sasq.tools.train_default import TrainConfig
 
@@ -366,6 +442,17 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         cmd_calibrate,
     ),
     "bench": ("per-scale latency and images/s of backends side by side", _p_bench, cmd_bench),
+    "build": (
+        "build a TensorRT engine of an export's step graph (one profile per scale)",
+        _p_build,
+        cmd_build,
+    ),
+    "compare": (
+        "compare two backends scale by scale on the same inputs (exit 1 if off)",
+        _p_compare,
+        cmd_compare,
+    ),
+    "selftest": ("GPU self-check: TensorRT engines vs ONNX Runtime CPU", _p_selftest, cmd_selftest),
     "train-default": (
         "train the embedded digits model (VQVAE, VAR, classifier)",
         _p_train_default,

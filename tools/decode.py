@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
+
 from sasq.models.config import SamplingConfig
 from sasq.models.sampling import cfg_mix, cfg_ramp, sample
 

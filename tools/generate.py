@@ -12,7 +12,7 @@ from sasq.models import LoadedModel, ModelConfig, SamplingConfig
 from sasq.tools.decode import Generation, StepBackend, generate
 from sasq.tools.errors import UserError
 
-BACKENDS = ("torch", "ort", "ort-cuda", "ort-trt")
+BACKENDS = ("torch", "ort", "ort-cuda", "ort-trt", "trt")
 _ORT_PROVIDERS = {"ort": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}
 
 
@@ -25,14 +25,25 @@ class GenerateConfig:
 
 
 def make_backend(
-    name: str, model: LoadedModel, onnx_dir: str | Path | None = None, threads: int = 0
+    name: str,
+    model: LoadedModel | None,
+    onnx_dir: str | Path | None = None,
+    threads: int = 0,
+    engine: str | Path | None = None,
 ) -> StepBackend:
     """``torch`` runs the PyTorch model; ``ort*`` run an export folder (``sasq export``)
-    under ONNX Runtime's CPU, CUDA or TensorRT execution provider."""
+    under ONNX Runtime's CPU, CUDA or TensorRT execution provider; ``trt`` runs the step
+    graph as a TensorRT engine (``sasq build``) and the rest of the folder under ORT."""
     if name == "torch":
         from sasq.engines.torch_backend import TorchBackend
 
         return TorchBackend(model)
+    if name == "trt":
+        if onnx_dir is None or engine is None:
+            raise UserError("--backend trt needs --onnx DIR and --engine PLAN (sasq build)")
+        from sasq.engines.trt_backend import TrtBackend
+
+        return TrtBackend(onnx_dir, engine)
     if name in _ORT_PROVIDERS:
         if onnx_dir is None:
             raise UserError(f"--backend {name} needs --onnx DIR (an export folder)")

@@ -78,42 +78,86 @@ class _Stats:
         self.rows: np.ndarray | None = None  # CFG-batch rows to keep (DGC), None = all
 
     def __call__(self, si: int, recorded: dict[str, np.ndarray]) -> None:
-        for name, value in recorded.items():
+        for name in self.all:
+            value = recorded[name]
             v = value if self.rows is None or value.ndim == 0 else value[self.rows]
             self.all[name].update(v)
             self.steps[name][si].update(v)
-        for node, probs in self.av_probs.items():
-            p = recorded[probs]
+        for node, mean_q in self.av_probs.items():
+            p = recorded[mean_q]  # (rows, H, S): probabilities averaged over the queries
             p = p if self.rows is None else p[self.rows]
-            # (rows, H, l, S) -> attention received by each key position, mean over queries
             received = p.reshape(-1, p.shape[-1]).astype(np.float64)
             prev = self.attn_sum[node].get(si, 0.0)
             self.attn_sum[node][si] = prev + received.sum(0)
             self.attn_count[node][si] = self.attn_count[node].get(si, 0) + received.shape[0]
 
 
+SOFTMAX_AMAX = 1.0  # probabilities: quantized at 1/127 by rule, no observer needed
+
+
 def _targets(step_path: Path) -> tuple[list[QuantTarget], list[str], dict[str, str]]:
+    """Quantizable ops, the tensors to observe, and per AV block the name of the in-graph
+    mean over queries of its probabilities (recording full probabilities of every layer
+    at once would cost gigabytes per step on VAR-d16)."""
     model = onnx.load(str(step_path), load_external_data=False)
     targets = quantizable_inputs(model)
-    names = list(dict.fromkeys(a for t in targets for a in t.activations))
-    av = {t.node: t.activations[0] for t in targets if t.kind == OpKind.ATTN_AV}
+    probs = {t.activations[0] for t in targets if t.kind == OpKind.ATTN_AV}
+    names = [n for n in dict.fromkeys(a for t in targets for a in t.activations) if n not in probs]
+    av = {t.node: _mean_name(t.activations[0]) for t in targets if t.kind == OpKind.ATTN_AV}
     return targets, names, av
 
 
+def _mean_name(probs: str) -> str:
+    return f"{probs}__sasq_mean_over_queries"
+
+
+def _add_query_means(av_probs: dict[str, str]):
+    """Graph augmentation: ReduceMean over the query axis (-2) of each AV's probabilities."""
+
+    def augment(model: onnx.ModelProto) -> onnx.ModelProto:
+        axes = onnx.numpy_helper.from_array(np.array([-2], np.int64), "sasq_axes_queries")
+        model.graph.initializer.append(axes)
+        for out in av_probs.values():
+            probs = out.removesuffix("__sasq_mean_over_queries")
+            model.graph.node.append(
+                onnx.helper.make_node("ReduceMean", [probs, axes.name], [out], keepdims=0)
+            )
+        return model
+
+    return augment
+
+
 def _rollouts(
-    onnx_dir: Path, labels: list[int], cfg: CalibConfig, names: list[str], on_record,
-    model_cfg: ModelConfig, desc: str,
-) -> ResampleHook:  # fmt: skip
+    onnx_dir: Path,
+    labels: list[int],
+    cfg: CalibConfig,
+    names: list[str],
+    on_record,
+    model_cfg: ModelConfig,
+    desc: str,
+    augment=None,
+) -> ResampleHook:
     """Run the decoding loop over ``labels`` in batches, recording ``names`` each step."""
     sampling = model_cfg.sampling
     backend = OrtBackend(
-        onnx_dir, SessionConfig(intra_op_threads=cfg.threads), record=names, on_record=on_record
+        onnx_dir,
+        SessionConfig(intra_op_threads=cfg.threads),
+        record=names,
+        on_record=on_record,
+        augment=augment,
     )
     hook = ResampleHook(sampling, cfg.resample, seed=cfg.seed)
     chunks = torch.tensor(labels).split(cfg.batch)
     for i, chunk in enumerate(tqdm(chunks, desc=desc, disable=not cfg.progress)):
-        generate(backend, chunk, tuple(model_cfg.vqvae.patch_nums), sampling,
-                 cfg.seed + i, model_cfg.var.num_classes, hook=hook)  # fmt: skip
+        generate(
+            backend,
+            chunk,
+            tuple(model_cfg.vqvae.patch_nums),
+            sampling,
+            cfg.seed + i,
+            model_cfg.var.num_classes,
+            hook=hook,
+        )
     return hook
 
 
@@ -165,8 +209,17 @@ def calibrate(onnx_dir: str | Path, cfg: CalibConfig) -> CalibResult:
             stats.rows = next(batch_rows)
         stats(si, recorded)
 
-    hook = _rollouts(onnx_dir, labels, cfg, names, on_record, model_cfg, "calibrate")
-    cache = _build_cache(step_path, cfg, stats, SN, notes)
+    hook = _rollouts(
+        onnx_dir,
+        labels,
+        cfg,
+        [*names, *av_probs.values()],
+        on_record,
+        model_cfg,
+        "calibrate",
+        augment=_add_query_means(av_probs),
+    )
+    cache = _build_cache(step_path, cfg, stats, SN, notes, targets)
     for w in cache.warnings:
         warnings.warn(w, stacklevel=2)
     return CalibResult(
@@ -178,8 +231,13 @@ def calibrate(onnx_dir: str | Path, cfg: CalibConfig) -> CalibResult:
     )
 
 
-def _build_cache(step_path: Path, cfg: CalibConfig, stats: _Stats, SN: int, notes) -> CalibCache:
+def _build_cache(
+    step_path: Path, cfg: CalibConfig, stats: _Stats, SN: int, notes, targets: list[QuantTarget]
+) -> CalibCache:
     ranges, warns = {}, list(notes)
+    for t in targets:  # probabilities keep their fixed range, so every input has one
+        if t.kind == OpKind.ATTN_AV:
+            ranges[t.activations[0]] = TensorRange(SOFTMAX_AMAX, (SOFTMAX_AMAX,) * SN)
     for name, obs in stats.all.items():
         steps = tuple(float(o.range()) if o.count else 0.0 for o in stats.steps[name])
         ranges[name] = TensorRange(amax=float(obs.range()), steps=steps)
@@ -196,9 +254,13 @@ def _build_cache(step_path: Path, cfg: CalibConfig, stats: _Stats, SN: int, note
         for node in stats.attn_sum
     }
     settings = CalibSettings(
-        observer=cfg.observer, percentile=cfg.percentile, num_samples=cfg.num_samples,
-        resample=cfg.resample, selection=cfg.selection, seed=cfg.seed,
-    )  # fmt: skip
+        observer=cfg.observer,
+        percentile=cfg.percentile,
+        num_samples=cfg.num_samples,
+        resample=cfg.resample,
+        selection=cfg.selection,
+        seed=cfg.seed,
+    )
     return CalibCache(
         model_hash=file_sha256(step_path),
         settings=settings,

@@ -33,7 +33,8 @@ RecordCallback = Callable[[int, dict[str, np.ndarray]], None]
 
 class OrtBackend:
     """``record`` names step-graph tensors (intermediate ones or inputs) handed to
-    ``on_record`` after each step: calibration rollouts run through the same backend."""
+    ``on_record`` after each step: calibration rollouts run through the same backend.
+    ``augment`` may add nodes to the step graph first (their outputs can be recorded)."""
 
     name = "ort"
 
@@ -44,6 +45,7 @@ class OrtBackend:
         io_binding: bool | None = None,
         record: Sequence[str] = (),
         on_record: RecordCallback | None = None,
+        augment: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None,
     ):
         self.dir = Path(onnx_dir)
         self.manifest: Manifest = verify(self.dir)
@@ -61,7 +63,10 @@ class OrtBackend:
             from sasq.calib.recorder import expose
 
             self.io_binding = False  # recorded tensors come back to the host anyway
-            exposed = expose(onnx.load(str(self.dir / step.file)), self._record)
+            step_model = onnx.load(str(self.dir / step.file))
+            if augment is not None:  # e.g. reductions computed in-graph for calibration
+                step_model = augment(step_model)
+            exposed = expose(step_model, self._record)
             self._step = make_session(exposed.SerializeToString(), cfg)
             fetched = {o.name for o in self._step.get_outputs()}
             self._fetch = [n for n in self._record if n in fetched and n not in self._step_out]

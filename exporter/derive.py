@@ -1,0 +1,68 @@
+"""A derived export: a copy of an export folder whose step graph is replaced.
+
+Quantized exports (sasq's Q/DQ writer, the ONNX Runtime peer) differ from their FP source
+only in ``step.onnx``. The copy gets a fresh manifest (new sha256 of every file, the
+source's step hash and the caller's notes under ``extra``) and is written under a temporary
+name and renamed into place, so a failure leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from sasq.exporter.export import _check_target, _install
+from sasq.exporter.manifest import GraphSpec, file_entries, sha256_file, verify, write_manifest
+from sasq.tools.errors import UserError
+
+
+def save_like(model: onnx.ModelProto, path: Path, spec: GraphSpec) -> None:
+    """Save like the FP graph was saved: inline, or with its weights in a file beside it."""
+    if spec.external_data is None:
+        onnx.save(model, str(path))
+        return
+    onnx.save(
+        model,
+        str(path),
+        save_as_external_data=True,
+        location=spec.external_data,
+        all_tensors_to_one_file=True,
+        size_threshold=1024,
+    )
+
+
+def derive_export(
+    src: str | Path, step: onnx.ModelProto, out_dir: str | Path, key: str, notes: dict[str, Any]
+) -> Path:
+    """Copy export ``src`` to ``out_dir`` with ``step`` as its step graph; ``notes`` go to
+    the new manifest's ``extra[key]`` (with ``source_step_sha256``)."""
+    src, out_dir = Path(src), Path(out_dir)
+    manifest = verify(src)
+    if out_dir.resolve() == src.resolve():
+        raise UserError(f"{out_dir}: a derived export must not replace its source")
+    _check_target(out_dir)
+    spec = manifest.graphs["step"]
+    notes = {**notes, "source_step_sha256": sha256_file(src / spec.file)}
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        tmp.chmod(0o755)
+        skip = {spec.file, spec.external_data, "manifest.json"}
+        for name in manifest.files:
+            if name not in skip:
+                shutil.copy2(src / name, tmp / name)
+        save_like(step, tmp / spec.file, spec)
+        new = dataclasses.replace(
+            manifest, files=file_entries(tmp), extra={**manifest.extra, key: notes}
+        )
+        write_manifest(new, tmp)
+        _install(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

@@ -1,0 +1,87 @@
+"""The peer quantizer: ONNX Runtime's own ``quantize_static`` on the same FP step graph
+and the same calibration data (sasq's rollouts, handed over as a CalibrationDataReader).
+
+Settings follow ORT's usual int8 QDQ setup (QDQ format, signed int8 activations and
+weights, symmetric, per-channel weights), with the calibration method (MinMax or Entropy)
+as the variable; the result is a derived export folder that every sasq backend runs.
+
+ORT's histogram (Entropy) calibrator stacks the runs of a tensor into one array, which
+fails when the runs have different shapes, as the scales of VAR's one step graph do. So
+for Entropy, ORT's own calibrator collects each scale's runs separately (its histograms
+accumulate across ``collect_data`` calls), and its ranges reach ``quantize_static`` as
+``TensorQuantOverrides`` (rmin / rmax).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.calibrate import create_calibrator
+
+from sasq.calib.data_reader import FeedsReader
+from sasq.exporter.derive import derive_export
+from sasq.exporter.manifest import verify
+
+
+class PeerMethod(str, Enum):
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+
+
+def _entropy_overrides(step: Path, reader: FeedsReader, tmp: Path) -> dict:
+    """ORT's Entropy ranges of every calibrated tensor, its runs collected scale by scale."""
+    cal = create_calibrator(
+        str(step),
+        augmented_model_path=str(tmp / "augmented.onnx"),
+        calibrate_method=CalibrationMethod.Entropy,
+        extra_options={"symmetric": True},
+    )
+    groups: dict[tuple, list] = {}
+    for feeds in reader.feeds:
+        groups.setdefault(tuple(v.shape for v in feeds.values()), []).append(feeds)
+    for runs in groups.values():
+        cal.collect_data(FeedsReader(runs))
+    ranges = cal.compute_data()
+    overrides = {}
+    for name in ranges:
+        lo, hi = (float(np.asarray(v).reshape(-1)[0]) for v in ranges[name].range_value)
+        overrides[name] = [{"rmin": np.float32(lo), "rmax": np.float32(hi)}]
+    return overrides
+
+
+def peer_quantize(
+    onnx_dir: str | Path, reader: FeedsReader, method: PeerMethod | str, out_dir: str | Path
+) -> Path:
+    """ORT's quantize_static of the export's step graph -> a derived export at ``out_dir``."""
+    method = PeerMethod(method)
+    src = Path(onnx_dir)
+    step = src / verify(src).graphs["step"].file
+    options: dict = {"ActivationSymmetric": True, "WeightSymmetric": True}
+    with tempfile.TemporaryDirectory() as tmp:
+        if method == PeerMethod.ENTROPY:
+            options["TensorQuantOverrides"] = _entropy_overrides(step, reader, Path(tmp))
+        q = Path(tmp) / "step_peer.onnx"
+        reader.rewind()
+        quantize_static(
+            str(step),
+            str(q),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options=options,
+        )
+        model = onnx.load(str(q))
+    notes = {
+        "quantizer": "onnxruntime.quantize_static",
+        "method": method.value,
+        "calibration_runs": len(reader),
+    }
+    return derive_export(src, model, out_dir, "peer", notes)

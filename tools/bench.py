@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -19,6 +20,18 @@ from sasq.tools.decode import StepBackend, generate
 from sasq.tools.errors import UserError
 
 KNOWN_BACKENDS = ("torch", "ort")
+
+
+def folder_of(spec: str, onnx_dir: Path | None) -> Path | None:
+    """The export folder a backend spec runs: ``ort`` -> ``onnx_dir``; ``LABEL=DIR`` -> DIR
+    (any export folder: FP, sasq int8, the ORT peer ...); ``torch`` -> None."""
+    if "=" in spec:
+        return Path(spec.partition("=")[2])
+    return onnx_dir if spec == "ort" else None
+
+
+def label_of(spec: str) -> str:
+    return spec.partition("=")[0]
 
 
 @dataclass(frozen=True)
@@ -37,9 +50,12 @@ class BenchConfig:
     io_binding: bool | None = None  # OrtBackend's default: on for GPU providers
 
     def __post_init__(self) -> None:
-        unknown = [b for b in self.backends if b not in KNOWN_BACKENDS]
+        unknown = [b for b in self.backends if b not in KNOWN_BACKENDS and "=" not in b]
         if unknown or not self.backends:
-            raise UserError(f"unknown backends {unknown}; choose from {KNOWN_BACKENDS}")
+            raise UserError(f"unknown backends {unknown}; use torch, ort or LABEL=DIR")
+        labels = [label_of(b) for b in self.backends]
+        if len(set(labels)) != len(labels):
+            raise UserError(f"backend labels must differ: {labels}")
         if self.repeats < 1 or self.warmup < 0 or self.threads < 0:
             raise UserError("bench needs repeats >= 1, warmup >= 0, threads >= 0")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
@@ -69,17 +85,21 @@ class _Timed:
         return self.inner.image()
 
 
-def _make(name: str, model: LoadedModel, onnx_dir: Path | None, cfg: BenchConfig) -> StepBackend:
-    if name == "torch":
+def _make(spec: str, model: LoadedModel, onnx_dir: Path | None, cfg: BenchConfig) -> StepBackend:
+    if spec == "torch":
         from sasq.engines.torch_backend import TorchBackend
 
         return TorchBackend(model)
-    if onnx_dir is None:
-        raise UserError("the ort backend needs an export folder (sasq export)")
+    folder = folder_of(spec, onnx_dir)
+    if folder is None:
+        raise UserError(f"backend {spec}: needs an export folder (sasq export / quantize)")
     from sasq.engines.ort_backend import OrtBackend
     from sasq.engines.ort_session import SessionConfig
 
-    return OrtBackend(onnx_dir, SessionConfig(intra_op_threads=cfg.threads), cfg.io_binding)
+    # The int8 kernels (MatMulIntegerToFloat) need Q/DQ -> MatMul -> Add left unfused
+    # (DESIGN.md, runtime facts); harmless for an FP graph.
+    sc = SessionConfig(intra_op_threads=cfg.threads, disabled_optimizers=("MatMulAddFusion",))
+    return OrtBackend(folder, sc, cfg.io_binding)
 
 
 def _ms(seconds: list[float]) -> list[float]:
@@ -89,15 +109,16 @@ def _ms(seconds: list[float]) -> list[float]:
 def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig) -> dict:
     """Time every backend of ``cfg`` on ``model`` (torch) and its export (ort)."""
     onnx_dir = Path(onnx_dir) if onnx_dir is not None else None
-    if onnx_dir is not None and "ort" in cfg.backends:
-        _check_same_model(model, onnx_dir)
+    for spec in cfg.backends:
+        if (folder := folder_of(spec, onnx_dir)) is not None:
+            _check_same_model(model, folder)
     old_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch_threads = torch.get_num_threads()
     load_before = _loadavg()
     try:
-        backends = {name: _make(name, model, onnx_dir, cfg) for name in cfg.backends}
+        backends = {label_of(s): _make(s, model, onnx_dir, cfg) for s in cfg.backends}
         runs = [_run_batch(backends, B, model, cfg) for B in cfg.batch_sizes]
     finally:
         torch.set_num_threads(old_threads)
@@ -105,6 +126,8 @@ def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig)
     # Other processes' load makes timings noisy (and oversubscribed OpenMP threads spin):
     # the 1-minute load average before and after the run says how quiet the machine was.
     machine["loadavg_1min"] = {"before": load_before, "after": _loadavg()}
+    machine["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    sizes = {label_of(s): _step_bytes(f) for s in cfg.backends if (f := folder_of(s, onnx_dir))}
     return {
         "settings": {
             **asdict(cfg),
@@ -112,6 +135,7 @@ def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig)
             "torch_threads": torch_threads,
             "patch_nums": list(model.var.patch_nums),
             "model": _model_info(model, onnx_dir),
+            "step_graph_bytes": sizes,
         },
         "machine": machine,
         "runs": runs,
@@ -148,7 +172,7 @@ def _run_batch(backends: dict[str, StepBackend], B: int, model: LoadedModel, cfg
             "e2e_ms_median": e2e_med,
             "images_per_s": B / (e2e_med / 1e3),
         }
-    base = cfg.backends[0]
+    base = label_of(cfg.backends[0])
     ratios = {
         f"{name}/{base}": {
             "step": [
@@ -177,6 +201,14 @@ def _check_same_model(model: LoadedModel, onnx_dir: Path) -> None:
     exported = ModelConfig.from_dict(load_manifest(onnx_dir).model_config)
     if exported != model.cfg:
         raise UserError(f"{onnx_dir}: exported from a different model config than the one given")
+
+
+def _step_bytes(folder: Path) -> int:
+    """Size on disk of the step graph (with its external data): what quantization shrinks."""
+    from sasq.exporter.manifest import load_manifest
+
+    spec = load_manifest(folder).graphs["step"]
+    return sum((folder / f).stat().st_size for f in (spec.file, spec.external_data) if f)
 
 
 def _model_info(model: LoadedModel, onnx_dir: Path | None) -> dict:
@@ -282,4 +314,10 @@ def to_markdown(result: dict) -> str:
                 *(f"{run['ratios'][k][ratio]:.2f}" for k in ratio_keys),
             ]
             lines.append("| " + " | ".join(cells) + " |")
+    sizes = s.get("step_graph_bytes") or {}
+    if sizes:
+        lines += ["", "## Step graph size on disk", "", "| backend | MB |", "|---|---|"]
+        lines += [f"| {k} | {v / 1e6:.2f} |" for k, v in sizes.items()]
+    if m.get("peak_rss_mb"):
+        lines += ["", f"Peak RSS of the bench process: {m['peak_rss_mb']:.0f} MB."]
     return "\n".join(lines) + "\n"

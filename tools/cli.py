@@ -217,6 +217,28 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     return gpu_selftest(Path(args.out))
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from sasq.tools.evaluate import EvalConfig, evaluate, to_markdown, write_report
+    from sasq.tools.quality import default_classifier
+
+    if args.model is not None:
+        raise UserError("eval scores with the digits classifier: only the embedded model")
+    ec = EvalConfig(
+        per_class=args.per_class,
+        bits=tuple(args.bits.split(",")),
+        rows=tuple(args.rows.split(",")),
+        calib_samples=args.calib_n,
+        seed=args.seed,
+    )
+    unknown = [b for b in ec.bits if b not in ("W8A8", "W6A6", "W4A8")]
+    if unknown:
+        raise UserError(f"unknown bit widths {unknown}; choose from W8A8, W6A6, W4A8")
+    result = evaluate(_load(args), default_classifier(), ec)
+    write_report(result, _out_path(str(Path(args.out) / "eval.json")).parent)
+    print(to_markdown(result))
+    return 0
+
+
 def cmd_train_default(args: argparse.Namespace) -> int:
     from sasq.tools.train_default import TrainConfig, train_default
 
@@ -251,6 +273,54 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from sasq.tools.demo import run_demo
 
     print(run_demo(Path(args.out), model_dir=args.model))
+    return 0
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from sasq.tools.edit import (
+        EditConfig,
+        EditTask,
+        TokenRule,
+        check_class,
+        check_export,
+        edit,
+        load_inputs,
+        masked_psnr,
+        save_edit_sheet,
+    )
+    from sasq.tools.generate import make_backend
+
+    out = _out_path(args.out)
+    model = _load(args)  # the VQVAE encoder runs host-side in torch for every backend
+    task = EditTask(args.task)
+    check_class(model.cfg, args.cls, task)
+    image, mask = load_inputs(args.image, args.mask, model.cfg, task)
+    if args.backend != "torch" and args.onnx is not None:
+        check_export(args.onnx, model.cfg)
+    backend = make_backend(args.backend, model, args.onnx, args.threads, args.engine)
+    ec = EditConfig(
+        task, args.cls, args.seed, args.n, TokenRule(args.rule), reencode=not args.no_reencode
+    )
+    res = edit(model.cfg, model.vqvae, backend, image, mask, ec)
+    cond = "uncond" if args.cls is None else f"class {args.cls}"
+    save_edit_sheet(res, out, args.n, title=f"{task.value} {cond} {args.backend} seed={args.seed}")
+    keep = res.mask.repeat_interleave(args.n, 0) == 0
+    recon = res.recon.repeat_interleave(args.n, 0)
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "task": task.value,
+                "backend": args.backend,
+                "seed": args.seed,
+                "n": args.n,
+                "sampled_tokens": [int(t[0].sum()) for t in res.inside],
+                "psnr_outside_db": round(masked_psnr(res.img, recon, keep), 2)
+                if bool(keep.any())
+                else None,  # the whole image was regenerated
+            }
+        )
+    )
     return 0
 
 
@@ -395,6 +465,18 @@ def _p_selftest(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="out/selftest")
 
 
+def _p_eval(p: argparse.ArgumentParser) -> None:
+    from sasq.tools.evaluate import ROWS
+
+    _add_model(p)
+    p.add_argument("--per-class", type=int, default=100, help="samples per class (default 1,000)")
+    p.add_argument("--bits", default="W8A8,W6A6,W4A8")
+    p.add_argument("--rows", default=",".join(ROWS), help=f"any of {', '.join(ROWS)}")
+    p.add_argument("--calib-n", type=int, default=32, help="calibration images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="out/eval", help="folder for eval.json and eval.md")
+
+
 def _p_train_default(p: argparse.ArgumentParser) -> None:
     from sasq.tools.train_default import TrainConfig
 
@@ -428,9 +510,50 @@ def _p_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="out/demo", help="folder for images and report")
 
 
+def _p_edit(p: argparse.ArgumentParser) -> None:
+    from sasq.tools.edit import EditTask, TokenRule
+    from sasq.tools.generate import BACKENDS
+
+    _add_model(p)
+    _add_onnx(p)
+    p.add_argument("--task", required=True, choices=[t.value for t in EditTask])
+    p.add_argument("--image", required=True, help="input PNG (colour is converted to grey)")
+    p.add_argument(
+        "--mask", default=None, help="binary PNG, white = regenerate (class-edit default: all)"
+    )
+    p.add_argument(
+        "--class",
+        dest="cls",
+        type=int,
+        default=None,
+        help="condition (required by class-edit); default: unconditional",
+    )
+    p.add_argument("--backend", default="torch", choices=BACKENDS)
+    p.add_argument("--engine", default=None, help="TensorRT plan for --backend trt")
+    p.add_argument("--n", type=int, default=4, help="samples per input")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--rule",
+        default=TokenRule.ANY.value,
+        choices=[r.value for r in TokenRule],
+        help="a token is regenerated if any / at least half of its pixels are masked",
+    )
+    p.add_argument(
+        "--no-reencode",
+        action="store_true",
+        help="force the input's own tokens outside instead of re-encoding the residual",
+    )
+    p.add_argument("--out", required=True, help="PNG: input | mask | results")
+
+
 # name -> (help, add-arguments, run)
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "generate": ("class-conditional images to a labelled PNG grid", _p_generate, cmd_generate),
+    "edit": (
+        "zero-shot inpaint / outpaint / class-edit of an image (PNG sheet)",
+        _p_edit,
+        cmd_edit,
+    ),
     "export": (
         "export the decoding to ONNX (step, start, per-scale next, decoder)",
         _p_export,
@@ -453,6 +576,11 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         cmd_compare,
     ),
     "selftest": ("GPU self-check: TensorRT engines vs ONNX Runtime CPU", _p_selftest, cmd_selftest),
+    "eval": (
+        "the paper-style quality table: quantizers x bit widths vs FP (IS, FID, FID2FP, ...)",
+        _p_eval,
+        cmd_eval,
+    ),
     "train-default": (
         "train the embedded digits model (VQVAE, VAR, classifier)",
         _p_train_default,

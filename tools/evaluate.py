@@ -1,0 +1,198 @@
+"""``sasq eval``: the shift-and-sum paper's table on the embedded model.
+
+Rows are quantizers, columns bit widths; every cell generates the same labels with the same
+seed as the FP model and scores the images on the digits classifier's features: IS, FID to
+held-out real digits, FID2FP (to the FP images of the same seeds: what quantization changed),
+class accuracy, and token agreement with FP (mean over scales). FP against FP with another
+seed is the noise floor of FID2FP and token agreement.
+
+Rows: the ONNX Runtime peer (``quantize_static``, MinMax and Entropy; int8 only), sasq's
+static Q/DQ graph plain (minmax), + codebook resampling, + shift-and-sum, + both, and the
+paper-faithful PyTorch fake-quant reference (dynamic per-token activations, log2 softmax,
+per-head V, dynamic shift-and-sum), which shows what static TensorRT-legal deployment costs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sasq.models import LoadedModel
+from sasq.tools.classifier import DigitsClassifier, predict
+from sasq.tools.decode import StepBackend
+from sasq.tools.digits import load_split
+from sasq.tools.generate import GenerateConfig, generate_many, make_backend
+from sasq.tools.metrics import fid, inception_score, token_agreement
+
+BITS = {"W8A8": (8, 8), "W6A6": (6, 6), "W4A8": (4, 8)}
+ROWS = ("peer-minmax", "peer-entropy", "plain", "resample", "shift-sum", "both", "paper-ref")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    per_class: int = 100  # 1,000 samples on the 10-class default
+    bits: tuple[str, ...] = ("W8A8", "W6A6", "W4A8")
+    rows: tuple[str, ...] = ROWS
+    calib_samples: int = 32
+    seed: int = 0
+    batch: int = 100
+    progress: bool = True
+
+
+@dataclass
+class _Ref:
+    labels: np.ndarray
+    idx: list[torch.Tensor]
+    feats: np.ndarray
+    real_feats: np.ndarray
+
+
+def _score(clf: DigitsClassifier, gen, ref: _Ref) -> dict:
+    probs, feats = predict(clf, gen.img)
+    return {
+        "IS": round(inception_score(probs), 3),
+        "FID": round(fid(feats, ref.real_feats), 3),
+        "FID2FP": round(fid(feats, ref.feats), 3),
+        "class_acc": round(float((probs.argmax(1) == ref.labels).mean()), 4),
+        "token_agreement": round(float(np.mean(token_agreement(ref.idx, gen.idx))), 4),
+    }
+
+
+class _Workspace:
+    """Exports, calibration caches and quantized folders, each made once per evaluation."""
+
+    def __init__(self, model: LoadedModel, root: Path, ec: EvalConfig):
+        from sasq.exporter import export_model
+
+        self.model, self.root, self.ec = model, root, ec
+        self.fp = root / "fp"
+        export_model(model, self.fp)
+        self._caches: dict[str, object] = {}
+        self._reader = None
+
+    def cache(self, resample: str):
+        from sasq.calib.calibrate import CalibConfig, calibrate
+
+        if resample not in self._caches:
+            cc = CalibConfig(
+                num_samples=self.ec.calib_samples,
+                resample=resample,
+                observer="minmax",
+                seed=self.ec.seed,
+                progress=False,
+            )
+            self._caches[resample] = calibrate(self.fp, cc).cache
+        return self._caches[resample]
+
+    def peer(self, method: str) -> Path:
+        from sasq.calib.calibrate import CalibConfig
+        from sasq.calib.data_reader import record_step_feeds
+        from sasq.exporter.peer import peer_quantize
+
+        if self._reader is None:
+            cc = CalibConfig(
+                num_samples=self.ec.calib_samples,
+                resample="ours",
+                seed=self.ec.seed,
+                progress=False,
+            )
+            self._reader = record_step_feeds(self.fp, cc)
+        return peer_quantize(self.fp, self._reader, method, self.root / f"peer-{method}")
+
+    def sasq(self, row: str, w: int, a: int) -> Path:
+        from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
+        from sasq.exporter.quantize import quantize
+
+        resample = "ours" if row in ("resample", "both") else "none"
+        shift = row in ("shift-sum", "both")
+        qc = QuantConfig(w_bits=w, a_bits=a, shift_sum=ShiftSumConfig(enabled=shift))
+        return quantize(self.fp, self.cache(resample), qc, self.root / f"{row}-W{w}A{a}")
+
+
+def _backend_for(ws: _Workspace, row: str, bits: str) -> StepBackend | None:
+    """The backend of one cell, or None where the row has no such bit width."""
+    w, a = BITS[bits]
+    if row.startswith("peer-"):
+        return make_backend("ort", None, ws.peer(row[5:])) if bits == "W8A8" else None
+    if row == "paper-ref":
+        from sasq.tools.paper_quant import PaperQuantBackend, PaperQuantConfig
+
+        return PaperQuantBackend(ws.model, PaperQuantConfig(w_bits=w, a_bits=a))
+    return make_backend("ort", None, ws.sasq(row, w, a))
+
+
+def evaluate(model: LoadedModel, clf: DigitsClassifier, ec: EvalConfig) -> dict:
+    """Every (row, bits) cell against FP; FP vs FP (another seed) as the noise floor."""
+    t0 = time.perf_counter()
+    K = model.var.num_classes
+    labels = tuple(c for c in range(K) for _ in range(ec.per_class))
+
+    def run(backend: StepBackend, seed: int = ec.seed):
+        return generate_many(model.cfg, backend, GenerateConfig(labels, seed, ec.batch))
+
+    fp = run(make_backend("torch", model))
+    _, fp_feats = predict(clf, fp.img)
+    _, real = predict(clf, load_split(model.cfg.vqvae.image_size).test_x)
+    ref = _Ref(np.asarray(labels), fp.idx, fp_feats, real)
+    table: dict[str, dict[str, dict | None]] = {
+        "FP": {b: _score(clf, fp, ref) for b in ec.bits},
+        "FP (seed+1)": {
+            b: _score(clf, run(make_backend("torch", model), ec.seed + 1), ref) for b in ec.bits[:1]
+        },
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = _Workspace(model, Path(tmp), ec)
+        cells = [(r, b) for r in ec.rows for b in ec.bits]
+        for row, bits in tqdm(cells, desc="eval", disable=not ec.progress):
+            backend = _backend_for(ws, row, bits)
+            table.setdefault(row, {})[bits] = (
+                None if backend is None else _score(clf, run(backend), ref)
+            )
+    return {
+        "config": asdict(ec),
+        "samples": len(labels),
+        "table": table,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "notes": [
+            "peer rows are int8 only (ORT quantize_static); None = not applicable",
+            "plain/resample/shift-sum/both: sasq static Q/DQ, minmax observer",
+            "FP (seed+1): noise floor of FID2FP and token agreement",
+        ],
+    }
+
+
+def to_markdown(r: dict) -> str:
+    metrics = ("IS", "FID", "FID2FP", "class_acc", "token_agreement")
+    bits = r["config"]["bits"]
+    head = "| row | " + " | ".join(f"{b} {m}" for b in bits for m in metrics) + " |"
+    lines = [
+        f"# sasq eval ({r['samples']} samples, {r['seconds']} s)",
+        "",
+        head,
+        "|---|" + "---|" * (len(bits) * len(metrics)),
+    ]
+    for row, cells in r["table"].items():
+        vals = []
+        for b in bits:
+            c = cells.get(b)
+            vals += [("" if c is None else str(c[m])) for m in metrics]
+        lines.append(f"| {row} | " + " | ".join(vals) + " |")
+    return "\n".join([*lines, "", *[f"- {n}" for n in r["notes"]], ""])
+
+
+def write_report(r: dict, out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = (out_dir / "eval.json", out_dir / "eval.md")
+    for path, text in zip(paths, (json.dumps(r, indent=2) + "\n", to_markdown(r)), strict=True):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return paths

@@ -141,7 +141,7 @@ def _rollouts(
     sampling = model_cfg.sampling
     backend = OrtBackend(
         onnx_dir,
-        SessionConfig(intra_op_threads=cfg.threads),
+        SessionConfig(intra_op_threads=cfg.threads, cpu_mem_arena=False),
         record=names,
         on_record=on_record,
         augment=augment,

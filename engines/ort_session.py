@@ -56,6 +56,9 @@ class SessionConfig:
     graph_optimization: GraphOpt = GraphOpt.ALL
     disabled_optimizers: tuple[str, ...] = ()
     enable_profiling: bool = False
+    # ORT's CPU arena keeps the largest block it ever needed per shape; calibration, which
+    # returns many large intermediates at every scale, peaks far lower without it.
+    cpu_mem_arena: bool = True
     profile_prefix: str = "ort_profile"
 
     def __post_init__(self) -> None:
@@ -93,6 +96,7 @@ def make_session(
     so.inter_op_num_threads = 1
     so.graph_optimization_level = _LEVELS[cfg.graph_optimization]
     so.log_severity_level = 3  # errors only: the CPU EP's "some nodes not assigned" is noise
+    so.enable_cpu_mem_arena = cfg.cpu_mem_arena
     if cfg.enable_profiling:
         so.enable_profiling = True
         so.profile_file_prefix = cfg.profile_prefix

@@ -48,6 +48,7 @@ class BenchConfig:
     seed: int = 0
     threads: int = 2
     io_binding: bool | None = None  # OrtBackend's default: on for GPU providers
+    gemm_peak: bool = True  # also time plain int8 / fp32 MatMuls of the model's GEMM shapes
 
     def __post_init__(self) -> None:
         unknown = [b for b in self.backends if b not in KNOWN_BACKENDS and "=" not in b]
@@ -127,6 +128,13 @@ def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig)
     # the 1-minute load average before and after the run says how quiet the machine was.
     machine["loadavg_1min"] = {"before": load_before, "after": _loadavg()}
     machine["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = None
+    if cfg.gemm_peak:
+        from sasq.tools.matmul_peak import gemm_peak, linear_shapes
+
+        # The last scale's linears at the largest batch: where int8 has the most to gain.
+        rows = 2 * max(cfg.batch_sizes) * model.var.patch_nums[-1] ** 2
+        peak = gemm_peak(linear_shapes(rows, model.var.C), threads=cfg.threads or 0)
     sizes = {label_of(s): _step_bytes(f) for s in cfg.backends if (f := folder_of(s, onnx_dir))}
     return {
         "settings": {
@@ -139,6 +147,7 @@ def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig)
         },
         "machine": machine,
         "runs": runs,
+        "gemm_peak": peak,
     }
 
 
@@ -318,6 +327,20 @@ def to_markdown(result: dict) -> str:
     if sizes:
         lines += ["", "## Step graph size on disk", "", "| backend | MB |", "|---|---|"]
         lines += [f"| {k} | {v / 1e6:.2f} |" for k, v in sizes.items()]
+    if result.get("gemm_peak"):
+        lines += [
+            "",
+            "## Plain MatMuls of the model's GEMM shapes (machine peak)",
+            "",
+            "| GEMM | M | K | N | int8 GOP/s | fp32 GOP/s | int8/fp32 |",
+            "|---|" * 7,
+        ]
+        lines[-1] = "|---|---|---|---|---|---|---|"
+        lines += [
+            f"| {g['name']} | {g['M']} | {g['K']} | {g['N']} | {g['int8_gops']:.0f} | "
+            f"{g['fp32_gops']:.0f} | {g['int8_over_fp32']:.2f} |"
+            for g in result["gemm_peak"]["shapes"]
+        ]
     if m.get("peak_rss_mb"):
         lines += ["", f"Peak RSS of the bench process: {m['peak_rss_mb']:.0f} MB."]
     return "\n".join(lines) + "\n"

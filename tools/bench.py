@@ -333,9 +333,8 @@ def to_markdown(result: dict) -> str:
             "## Plain MatMuls of the model's GEMM shapes (machine peak)",
             "",
             "| GEMM | M | K | N | int8 GOP/s | fp32 GOP/s | int8/fp32 |",
-            "|---|" * 7,
+            "|---|---|---|---|---|---|---|",
         ]
-        lines[-1] = "|---|---|---|---|---|---|---|"
         lines += [
             f"| {g['name']} | {g['M']} | {g['K']} | {g['N']} | {g['int8_gops']:.0f} | "
             f"{g['fp32_gops']:.0f} | {g['int8_over_fp32']:.2f} |"

@@ -1,0 +1,160 @@
+"""exporter/fuse_shift_sum.py: Sum of Q/DQ MatMuls -> one MatMul over concatenated keys, on a
+hand-built pair of branches (op types, equality, checker, a case that must not fire) and on
+the embedded default's shift-and-sum step graph (fused == expanded, one AV MatMul per layer,
+no duplicated projection, lint clean)."""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from sasq.calib.cache import load_cache, save_cache
+from sasq.calib.calibrate import CalibConfig, calibrate
+from sasq.engines.lint import LintConfig, lint
+from sasq.exporter.fuse_shift_sum import FuseShiftSumPass, fuse_shift_sum
+from sasq.exporter.manifest import load_manifest
+from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
+from sasq.exporter.qdq_writer import write_qdq
+
+H, L, D = 2, 3, 16
+
+
+def branches(v_scale_2: float = 0.02, clip: bool = False) -> onnx.ModelProto:
+    """out = DQ(Q(p0)) @ DQ(Q(v0)) + DQ(Q(p1)) @ DQ(Q(v1)) as a Sum (S0 and S1 keys)."""
+    inits = [
+        numpy_helper.from_array(np.array(1 / 127, np.float32), "sp"),
+        numpy_helper.from_array(np.array(0.02, np.float32), "sv"),
+        numpy_helper.from_array(np.array(v_scale_2, np.float32), "sv2"),
+        numpy_helper.from_array(np.array(0, np.int8), "zp"),
+        numpy_helper.from_array(np.array(-31, np.int8), "lo"),
+        numpy_helper.from_array(np.array(31, np.int8), "hi"),
+    ]
+    nodes = []
+
+    def qdq(x: str, s: str) -> str:
+        nodes.append(helper.make_node("QuantizeLinear", [x, s, "zp"], [f"{x}_q"], name=f"{x}_Q"))
+        q = f"{x}_q"
+        if clip:
+            nodes.append(helper.make_node("Clip", [q, "lo", "hi"], [f"{x}_c"], name=f"{x}_clip"))
+            q = f"{x}_c"
+        nodes.append(
+            helper.make_node("DequantizeLinear", [q, s, "zp"], [f"{x}_dq"], name=f"{x}_DQ")
+        )
+        return f"{x}_dq"
+
+    m0 = helper.make_node("MatMul", [qdq("p0", "sp"), qdq("v0", "sv")], ["m0"], name="mm0")
+    m1 = helper.make_node("MatMul", [qdq("p1", "sp"), qdq("v1", "sv2")], ["m1"], name="mm1")
+    nodes += [m0, m1, helper.make_node("Sum", ["m0", "m1"], ["out"], name="av_shift_sum")]
+    f = TensorProto.FLOAT
+    ins = [helper.make_tensor_value_info("p0", f, [H, L, "S0"]),
+           helper.make_tensor_value_info("v0", f, [H, "S0", D]),
+           helper.make_tensor_value_info("p1", f, [H, L, "S1"]),
+           helper.make_tensor_value_info("v1", f, [H, "S1", D])]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "br", ins, [helper.make_tensor_value_info("out", f, [H, L, D])], inits
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+
+
+def run(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def branch_feeds(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"p0": rng.uniform(0, 0.5, (H, L, 5)).astype(np.float32),
+            "v0": rng.normal(0, 1, (H, 5, D)).astype(np.float32),
+            "p1": rng.uniform(0, 0.5, (H, L, 2)).astype(np.float32),
+            "v1": rng.normal(0, 1, (H, 2, D)).astype(np.float32)}  # fmt: skip
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_two_branches_fuse_into_one_matmul(clip):
+    model = branches(clip=clip)
+    fused = fuse_shift_sum(model)
+    onnx.checker.check_model(fused, full_check=True)
+    ops = Counter(n.op_type for n in fused.graph.node)
+    assert ops["MatMul"] == 1 and ops["Sum"] == 0 and ops["Concat"] == 2
+    assert ops["QuantizeLinear"] == 2 and ops["DequantizeLinear"] == 2
+    assert ops["Clip"] == (2 if clip else 0)
+    cat_v = next(n for n in fused.graph.node if n.name.endswith("_cat_v"))
+    assert next(a.i for a in cat_v.attribute if a.name == "axis") == -2
+    f = branch_feeds()
+    (a,), (b,) = run(model, f), run(fused, f)
+    assert a.shape == b.shape == (H, L, D)
+    assert np.abs(a - b).max() <= 1e-5
+    assert np.abs(a).max() > 0.1
+    if not clip:  # a Clip between Q and DQ (simulated widths) is not a TensorRT graph
+        assert lint(fused) == []
+
+
+def test_different_scales_do_not_fuse():
+    import onnx_ir as ir
+
+    model = ir.serde.deserialize_model(branches(v_scale_2=0.03))
+    p = FuseShiftSumPass()
+    assert not p(model).modified
+    assert p.reasons == {
+        "av_shift_sum": "branches have different scales, zero points or clip bounds"
+    }
+
+
+# ----- the embedded default's step graph -----
+
+
+@pytest.fixture(scope="module")
+def default_cache(default_export, tmp_path_factory):
+    """Calibrated once per session (4 samples), shared with test_quantize via a file."""
+    path = tmp_path_factory.getbasetemp() / "default_calib.json"
+    if not path.is_file():
+        cfg = CalibConfig(num_samples=4, batch=4, progress=False, threads=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "4 samples cover only 4 of 10 classes"
+            save_cache(calibrate(default_export, cfg).cache, path)
+    return load_cache(path)
+
+
+def step_feeds(depth: int, P: int, l: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    f = {"x_BlC": rng.normal(0, 1, (4, l, 128)).astype(np.float32),
+         "cond_BD": rng.normal(0, 1, (4, 128)).astype(np.float32)}  # fmt: skip
+    for i in range(depth):
+        for t in ("key", "value"):
+            f[f"past_{t}_{i}"] = rng.normal(0, 0.3, (4, 4, P, 32)).astype(np.float32)
+    return f
+
+
+def test_fused_equals_expanded_on_the_default_step(default_export, default_cache):
+    man = load_manifest(default_export)
+    depth = man.dims["depth"]
+    fp = onnx.load(str(default_export / "step.onnx"))
+    ss = ShiftSumConfig(enabled=True, fuse=False)
+    expanded, report = write_qdq(fp, default_cache, QuantConfig(shift_sum=ss))
+    fused = fuse_shift_sum(expanded)
+    plain, _ = write_qdq(fp, default_cache, QuantConfig())
+    assert any(sum(x) > 0 for x in report.shift_sum.values())
+    for m in (expanded, fused):
+        onnx.checker.check_model(m, full_check=True)
+        assert lint(m, LintConfig(float_nodes=report.float_nodes)) == []
+    count = {k: Counter(n.op_type for n in m.graph.node) for k, m in
+             (("fp", fp), ("plain", plain), ("expanded", expanded), ("fused", fused))}  # fmt: skip
+    assert count["fused"]["MatMul"] == count["fp"]["MatMul"] == count["plain"]["MatMul"]
+    assert count["expanded"]["MatMul"] > count["fused"]["MatMul"]
+    assert count["expanded"]["Sum"] == depth and count["fused"]["Sum"] == 0
+    fused_av = [n for n in fused.graph.node if n.name.endswith("_fused")]
+    assert len(fused_av) == depth  # one AV MatMul per layer
+    qkv = [n for n in fused.graph.node if n.op_type == "MatMul" and "mat_qkv" in n.input[1]]
+    assert len(qkv) == depth  # the value projection is never duplicated
+    for s in man.scales:
+        f = step_feeds(depth, s.past_len, s.l, seed=s.si)
+        a, b, c = run(expanded, f), run(fused, f), run(plain, f)
+        assert max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True)) <= 1e-5
+        if report.shift_sum[fused_av[0].name.removesuffix("_shift_sum_fused")][s.si]:
+            assert float(np.abs(a[0] - c[0]).max()) > 1e-4  # the copies are really there

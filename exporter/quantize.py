@@ -5,8 +5,8 @@ with shift-and-sum attention expanded and, by default, fused); the other graphs 
 unchanged. A fresh manifest lists the new sha256 of every file and records the settings
 under ``extra["quant"]``, including the exact node names kept float, so a lint can check
 the graph later: ``LintConfig(float_nodes=tuple(manifest.extra["quant"]["kept_float"]))``.
-The folder is written under a temporary name and renamed into place, as ``export_model``
-does, so a failure leaves nothing half-written.
+``derive_export`` writes the folder under a temporary name and renames it into place, so a
+failure leaves nothing half-written.
 
     cache = load_cache("calib.json")
     quantize("out/fp", cache, QuantConfig(shift_sum=ShiftSumConfig(enabled=True)), "out/int8")
@@ -14,17 +14,14 @@ does, so a failure leaves nothing half-written.
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
-import tempfile
 from pathlib import Path
 
 import onnx
 
 from sasq.calib.cache import CalibCache
-from sasq.exporter.export import _check_target, _install
+from sasq.exporter.derive import derive_export
 from sasq.exporter.fuse_shift_sum import fuse_shift_sum
-from sasq.exporter.manifest import GraphSpec, file_entries, sha256_file, verify, write_manifest
+from sasq.exporter.manifest import sha256_file, verify
 from sasq.exporter.qdq_config import QuantConfig
 from sasq.exporter.qdq_per_step import StepKey
 from sasq.exporter.qdq_writer import QdqReport, write_qdq
@@ -39,15 +36,6 @@ def quantize_step(
     if cfg.shift_sum.enabled and cfg.shift_sum.fuse:
         q = fuse_shift_sum(q)
     return q, report
-
-
-def _save(model: onnx.ModelProto, path: Path, spec: GraphSpec) -> None:
-    """Save like the FP graph was saved: inline, or with its weights in a file beside it."""
-    if spec.external_data is None:
-        onnx.save(model, str(path))
-        return
-    onnx.save(model, str(path), save_as_external_data=True, location=spec.external_data,
-              all_tensors_to_one_file=True, size_threshold=1024)  # fmt: skip
 
 
 def quantize(
@@ -69,38 +57,17 @@ def quantize(
             f"calibration cache is for another step graph (sha256 {cache.model_hash[:12]}..., "
             f"{src / spec.file} is {step_hash[:12]}...); recalibrate"
         )
-    _check_target(out_dir)
     model = onnx.load(str(src / spec.file))
-    # the step is found from the KV cache length (past_key_0 [B2, H, P, D]), unique per scale
-    key = StepKey("past_key_0", 2, tuple(s.past_len for s in manifest.scales))
-    q, report = quantize_step(model, cache, cfg, key)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        tmp.chmod(0o755)
-        skip = {spec.file, spec.external_data, "manifest.json"}
-        for name in manifest.files:
-            if name not in skip:
-                shutil.copy2(src / name, tmp / name)
-        _save(q, tmp / spec.file, spec)
-        quant = {
-            **cfg.to_dict(),
-            "source_step_sha256": step_hash,
-            "quantized": report.quantized,
-            "kept_float": report.kept_float,
-            "shift_sum_extra_keys": report.shift_sum,
-            "calib_settings": {
-                "observer": cache.settings.observer.value,
-                "num_samples": cache.settings.num_samples,
-                "resample": cache.settings.resample.value,
-            },
-        }
-        new = dataclasses.replace(
-            manifest, files=file_entries(tmp), extra={**manifest.extra, "quant": quant}
-        )
-        write_manifest(new, tmp)
-        _install(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    q, report = quantize_step(model, cache, cfg)
+    quant = {
+        **cfg.to_dict(),
+        "quantized": report.quantized,
+        "kept_float": report.kept_float,
+        "shift_sum_extra_keys": report.shift_sum,
+        "calib_settings": {
+            "observer": cache.settings.observer.value,
+            "num_samples": cache.settings.num_samples,
+            "resample": cache.settings.resample.value,
+        },
+    }
+    return derive_export(src, q, out_dir, "quant", quant)

@@ -58,7 +58,9 @@ def quantize(
             f"{src / spec.file} is {step_hash[:12]}...); recalibrate"
         )
     model = onnx.load(str(src / spec.file))
-    q, report = quantize_step(model, cache, cfg)
+    # the step is found from the KV cache length (past_key_0 [B2, H, P, D]), unique per scale
+    key = StepKey("past_key_0", 2, tuple(s.past_len for s in manifest.scales))
+    q, report = quantize_step(model, cache, cfg, key)
     quant = {
         **cfg.to_dict(),
         "quantized": report.quantized,

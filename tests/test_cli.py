@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -128,3 +129,25 @@ def test_lint_command_passes_clean_and_fails_seeded_graph(tmp_path, capsys):
     assert main(["lint", str(tmp_path / "bad.onnx")]) == 1
     assert "softmax-scale" in capsys.readouterr().out
     assert main(["lint", str(tmp_path / "missing.onnx")]) == 2
+
+
+def test_calibrate_quantize_lint_generate_chain(default_export, tmp_path, capsys):
+    calib, q = tmp_path / "calib.json", tmp_path / "int8"
+    assert main(["calibrate", "--onnx", str(default_export), "--n", "8", "--out", str(calib)]) == 0
+    capsys.readouterr()
+    args = ["quantize", "--onnx", str(default_export), "--calib", str(calib), "--out", str(q)]
+    assert main([*args, "--shift-sum"]) == 0
+    report = capsys.readouterr().out
+    assert json.loads(report[report.index("{") :])["tensorrt_lint"] == "PASSED"
+    assert main(["lint", str(q / "step.onnx")]) == 0  # the manifest's float GEMVs are exempt
+    assert "PASSED" in capsys.readouterr().out
+    out = tmp_path / "g.png"
+    assert (
+        main(["generate", "--backend", "ort", "--onnx", str(q), "--n", "4", "--out", str(out)]) == 0
+    )
+    assert out.is_file()
+    # a cache of another model is refused in one line
+    other = json.loads(calib.read_text()) | {"model_hash": "0" * 64}
+    calib.write_text(json.dumps(other))
+    assert main([*args[:-1], str(tmp_path / "int8b")]) == 2
+    assert "another step graph" in capsys.readouterr().err

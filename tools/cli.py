@@ -149,6 +149,61 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+BIT_WIDTHS = {"W8A8": (8, 8), "W6A6": (6, 6), "W4A8": (4, 8)}
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from sasq.calib.cache import load_cache
+    from sasq.engines.lint import LintConfig, lint
+    from sasq.exporter.manifest import verify
+    from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
+    from sasq.exporter.quantize import quantize
+
+    w, a = BIT_WIDTHS[args.bits]
+    shift = ShiftSumConfig(
+        enabled=args.shift_sum,
+        mode=args.shift_sum_mode,
+        budget=args.budget,
+        max_n=args.max_n,
+        fuse=not args.no_fuse,
+    )
+    cfg = QuantConfig(
+        w_bits=w,
+        a_bits=a,
+        float_nodes=tuple(args.float_node),
+        shift_sum=shift,
+        static_per_step=args.per_step,
+    )
+    out = _out_path(str(Path(args.out) / "manifest.json")).parent
+    quantize(args.onnx, load_cache(args.calib), cfg, out)
+    manifest = verify(out)
+    quant = manifest.extra["quant"]
+    violations = lint(
+        out / manifest.graphs["step"].file, LintConfig(float_nodes=tuple(quant["kept_float"]))
+    )
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "bits": args.bits,
+                "quantized": len(quant["quantized"]),
+                "kept_float": len(quant["kept_float"]),
+                "shift_sum": args.shift_sum,
+                "tensorrt_lint": "PASSED"
+                if not violations
+                else f"{len(violations)} violation(s)"
+                + (
+                    " (expected: narrower than int8 is simulated with Clip)"
+                    if w < 8 or a < 8
+                    else ""
+                ),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from sasq.tools.bench import BenchConfig, run_bench, to_markdown, write_report
 
@@ -256,10 +311,17 @@ def cmd_lint(args: argparse.Namespace) -> int:
     path = Path(args.model_onnx)
     if not path.is_file():
         raise UserError(f"no such ONNX file: {path}")
+    float_nodes = list(args.float_node)
+    manifest = path.parent / "manifest.json"
+    if manifest.is_file():  # a quantized export records which GEMMs it kept float, and why
+        kept = json.loads(manifest.read_text()).get("extra", {}).get("quant", {})
+        float_nodes += list(kept.get("kept_float", {}))
+        if kept:
+            print(f"using {len(kept.get('kept_float', {}))} float nodes from {manifest}")
     cfg = LintConfig(
         min_opset=args.min_opset,
         coverage=Coverage.TOUCHED if args.touched_only else Coverage.ALL,
-        float_nodes=tuple(args.float_node),
+        float_nodes=tuple(float_nodes),
     )
     try:
         violations = lint(path, cfg)
@@ -429,6 +491,53 @@ def _p_calibrate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="calibration cache (JSON)")
 
 
+def _p_quantize(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--onnx", required=True, metavar="DIR", help="FP export folder")
+    p.add_argument("--calib", required=True, help="calibration cache of that export")
+    p.add_argument("--out", required=True, help="folder for the quantized export")
+    p.add_argument(
+        "--bits",
+        default="W8A8",
+        choices=list(BIT_WIDTHS),
+        help="W8A8 is real int8; W6A6 / W4A8 are simulated with Clip",
+    )
+    p.add_argument(
+        "--float-node",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="MatMul node or weight names kept float, e.g. '*ffn.fc2*'",
+    )
+    p.add_argument(
+        "--shift-sum",
+        action="store_true",
+        help="shift-and-sum quantization of the attention-value product",
+    )
+    p.add_argument(
+        "--shift-sum-mode",
+        default="budget",
+        choices=["budget", "all2"],
+        help="budget: tokens by attention under --budget; all2: every token n=2",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=0.01,
+        help="extra AV work as a fraction of the step's MatMul work",
+    )
+    p.add_argument("--max-n", type=int, default=8, help="most copies of one key token")
+    p.add_argument(
+        "--no-fuse",
+        action="store_true",
+        help="write the expanded branches instead of one fused AV MatMul",
+    )
+    p.add_argument(
+        "--per-step",
+        action="store_true",
+        help="static per-step activation scales (PTQ4ARVG token-wise)",
+    )
+
+
 def _p_bench(p: argparse.ArgumentParser) -> None:
     _add_model(p)
     _add_onnx(p)
@@ -563,6 +672,11 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         "rollouts of the FP export -> calibration cache (ranges, attention)",
         _p_calibrate,
         cmd_calibrate,
+    ),
+    "quantize": (
+        "FP export + calibration cache -> TensorRT-ready Q/DQ export (shift-and-sum option)",
+        _p_quantize,
+        cmd_quantize,
     ),
     "bench": ("per-scale latency and images/s of backends side by side", _p_bench, cmd_bench),
     "build": (

@@ -1,8 +1,9 @@
 """``make demo``: the whole chain on the embedded default model, written to one folder.
 
-export -> calibrate -> quantize (when the Q/DQ writer is present) -> generate with each
-backend -> compare tokens with PyTorch -> short bench -> ``report.md`` with image grids.
-Every stage writes plain files into ``out`` so each can be inspected on its own.
+export -> calibrate -> quantize (int8, int8 + shift-and-sum) -> generate with each backend
+-> token agreement with PyTorch FP -> short eval (quality against FP, with the ORT peer)
+-> short bench -> ``report.md`` with image grids. Every stage writes plain files into
+``out`` so each can be inspected on its own.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,32 +29,49 @@ def _write(path: Path, text: str) -> None:
 
 
 class _Stages:
-    """Runs named stages, timing each and collecting their results for the report."""
+    """Runs named stages, timing each and keeping their summaries for the report."""
 
     def __init__(self) -> None:
         self.results: dict[str, dict] = {}
 
-    def run(self, name: str, fn, *args, **kw):
+    def run(self, name: str, fn: Callable, *args):
+        """``fn(*args)`` returns (value, summary dict); the summary gets the stage's time."""
         print(f"[demo] {name} ...", flush=True)
         t0 = time.perf_counter()
-        value, summary = fn(*args, **kw)
+        value, summary = fn(*args)
         self.results[name] = summary | {"seconds": round(time.perf_counter() - t0, 2)}
         return value
 
 
-def _grid(model: LoadedModel, backend_name: str, onnx_dir, labels, seed, out: Path, title: str):
-    backend = make_backend(backend_name, model, onnx_dir)
+def _grid(model: LoadedModel, onnx_dir, labels, seed, out: Path, title: str):
+    backend = make_backend("torch" if onnx_dir is None else "ort", model, onnx_dir)
     gen = generate_many(model.cfg, backend, GenerateConfig(labels, seed))
     save_grid(gen.img, out, labels=[str(c) for c in labels], nrow=8, title=title)
     return gen, {"grid": out.name}
 
 
+def _calibrate(fp_dir: Path):
+    from sasq.calib.calibrate import CalibConfig, calibrate
+
+    r = calibrate(fp_dir, CalibConfig(progress=False))
+    tv = {si: [round(a, 4), round(b, 4)] for si, (a, b) in r.tv_by_scale.items()}
+    return r, {"tensors": len(r.cache.ranges), "tv_by_scale_sampled_vs_resampled": tv}
+
+
+def _quantize(fp_dir: Path, cache, qc, out: Path):
+    from sasq.exporter.quantize import quantize
+
+    return quantize(fp_dir, cache, qc, out), {"settings": qc.to_dict()}
+
+
 def run_demo(out: Path, model_dir: str | None = None, per_class: int = 8, seed: int = 0) -> str:
     """Run every stage; return the markdown report (also written to ``out/report.md``)."""
     from sasq.calib.cache import save_cache
-    from sasq.calib.calibrate import CalibConfig, calibrate
     from sasq.exporter import export_model
-    from sasq.tools.bench import BenchConfig, run_bench, to_markdown, write_report
+    from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
+    from sasq.tools.bench import BenchConfig, run_bench
+    from sasq.tools.bench import to_markdown as bench_md
+    from sasq.tools.bench import write_report as write_bench
 
     out.mkdir(parents=True, exist_ok=True)
     st = _Stages()
@@ -61,94 +80,96 @@ def run_demo(out: Path, model_dir: str | None = None, per_class: int = 8, seed: 
 
     fp_dir = out / "onnx_fp"
     st.run("export", lambda: (export_model(model, fp_dir), {"folder": fp_dir.name}))
-    calib = st.run("calibrate", _calibrate, calibrate, CalibConfig(progress=False), fp_dir)
+    calib = st.run("calibrate", _calibrate, fp_dir)
     save_cache(calib.cache, out / "calib.json")
 
-    fp, _ = _grid(model, "torch", None, labels, seed, out / "fp_torch.png", "FP32 (torch)")
-    ort_fp = st.run(
-        "generate ort fp32",
-        _grid,
-        model,
-        "ort",
-        fp_dir,
-        labels,
-        seed,
-        out / "fp_ort.png",
-        "FP32 (ONNX Runtime)",
-    )
-    st.results["generate ort fp32"]["token_agreement_vs_torch"] = token_agreement(
-        fp.idx, ort_fp.idx
-    )
-    grids = [("FP32 torch", "fp_torch.png"), ("FP32 ONNX Runtime", "fp_ort.png")]
-
-    q_dir = out / "onnx_int8"
-    quantized = _quantize(calib, fp_dir, q_dir)
-    backends = ("torch", "ort")
-    if quantized is not None:
-        st.results["quantize"] = quantized
-        q = st.run(
-            "generate ort int8",
+    fp, _ = _grid(model, None, labels, seed, out / "fp_torch.png", "FP32 (torch)")
+    gens = {
+        "ort fp32": st.run(
+            "generate ort fp32",
             _grid,
             model,
-            "ort",
-            q_dir,
+            fp_dir,
             labels,
             seed,
-            out / "int8_ort.png",
-            "int8 W8A8 (ONNX Runtime)",
+            out / "fp_ort.png",
+            "FP32 (ONNX Runtime)",
         )
-        st.results["generate ort int8"]["token_agreement_vs_fp"] = token_agreement(fp.idx, q.idx)
-        side_by_side(out / "fp_torch.png", out / "int8_ort.png", out / "fp_vs_int8.png")
-        grids.append(("FP vs int8", "fp_vs_int8.png"))
+    }
+    int8 = {"int8": QuantConfig(), "int8-ss": QuantConfig(shift_sum=ShiftSumConfig(enabled=True))}
+    for name, qc in int8.items():
+        st.run(f"quantize {name}", _quantize, fp_dir, calib.cache, qc, out / f"onnx_{name}")
+        gens[name] = st.run(
+            f"generate {name}",
+            _grid,
+            model,
+            out / f"onnx_{name}",
+            labels,
+            seed,
+            out / f"{name}_ort.png",
+            f"{name} W8A8 (ONNX Runtime)",
+        )
+    for name, g in gens.items():
+        st.results[f"generate {name}"]["token_agreement_vs_torch_fp"] = token_agreement(
+            fp.idx, g.idx
+        )
+    side_by_side(
+        out / "fp_torch.png",
+        out / "int8-ss_ort.png",
+        out / "fp_vs_int8.png",
+        titles=("FP32 (torch)", "int8 + shift-and-sum (ONNX Runtime)"),
+    )
 
-    bench_cfg = BenchConfig(backends=backends, batch_sizes=(1, 8), repeats=5, threads=1)
+    eval_md = ""
+    if model_dir is None:  # the digits classifier scores the embedded model only
+        from sasq.tools.evaluate import EvalConfig, evaluate
+        from sasq.tools.evaluate import to_markdown as eval_of
+        from sasq.tools.evaluate import write_report as write_eval
+        from sasq.tools.quality import default_classifier
+
+        ec = EvalConfig(
+            per_class=30,
+            bits=("W8A8",),
+            progress=False,
+            rows=("peer-minmax", "plain", "resample", "shift-sum", "both"),
+        )
+        result = st.run("eval", lambda: (evaluate(model, default_classifier(), ec), {}))
+        write_eval(result, out)
+        eval_md = eval_of(result)
+
+    specs = ("ort", "torch", *(f"{n}={out / f'onnx_{n}'}" for n in int8))
+    bench_cfg = BenchConfig(backends=specs, batch_sizes=(1, 8, 32), repeats=5, threads=1)
     bench = st.run("bench", lambda: (run_bench(model, fp_dir, bench_cfg), {}))
-    write_report(bench, out)
-    if model_dir is None:
-        st.run("quality fp torch", _quality, model)
+    write_bench(bench, out)
+
     _write(out / "summary.json", json.dumps(st.results, indent=2, default=str) + "\n")
     report = "\n".join(
         [
             "# sasq demo",
             "",
-            f"Model: `{model.path}`; torch {torch.__version__}.",
+            f"Model: `{model.path}`; torch {torch.__version__}. Stage timings and token agreement"
+            " in `summary.json`; full tables in `eval.md` and `bench.md`.",
             "",
-            *[f"## {title}\n\n![{title}]({name})\n" for title, name in grids],
+            "## FP vs int8 (same seeds)",
+            "",
+            "![FP vs int8](fp_vs_int8.png)",
+            "",
+            "Also: `fp_ort.png` (FP32 under ONNX Runtime), `int8_ort.png` (plain int8).",
+            "",
+            "## Quality against FP (short eval)",
+            "",
+            eval_md,
+            "## Speed (ONNX Runtime FP32 is the baseline)",
+            "",
+            bench_md(bench),
+            "",
             "## Stages",
             "",
             "```json",
             json.dumps(st.results, indent=2, default=str),
             "```",
             "",
-            "## Bench",
-            "",
-            to_markdown(bench),
-            "",
         ]
     )
     _write(out / "report.md", report)
     return report
-
-
-def _quality(model: LoadedModel):
-    from sasq.tools.quality import GenQualityConfig, default_classifier, generation_quality
-
-    backend = make_backend("torch", model)
-    q = generation_quality(model, backend, default_classifier(), GenQualityConfig(per_class=20))
-    return None, q
-
-
-def _calibrate(calibrate, cfg, fp_dir: Path):
-    r = calibrate(fp_dir, cfg)
-    tv = {si: [round(a, 4), round(b, 4)] for si, (a, b) in r.tv_by_scale.items()}
-    return r, {"tensors": len(r.cache.ranges), "tv_by_scale_sampled_vs_resampled": tv}
-
-
-def _quantize(calib, fp_dir: Path, q_dir: Path) -> dict | None:
-    """W8A8 Q/DQ export, when the Q/DQ writer is part of this build."""
-    try:
-        from sasq.exporter.quantize import QuantConfig, quantize
-    except ImportError:
-        return None
-    quantize(fp_dir, calib.cache, QuantConfig(), q_dir)
-    return {"folder": q_dir.name}

@@ -3,7 +3,7 @@ embedded default, and peak memory (RSS) of calibrating it and a random VAR-d16.
 
     python scripts/calib_study.py tv            # TV table at 16, 32, 128 images
     python scripts/calib_study.py rss-default   # 32 images (run in its own process)
-    python scripts/calib_study.py rss-d16       # 8 images, random d16 (exports ~1.2 GB)
+    python scripts/calib_study.py rss-d16 [B]   # 8 images in batches of B, random d16
 """
 
 from __future__ import annotations

@@ -151,3 +151,31 @@ def test_calibrate_quantize_lint_generate_chain(default_export, tmp_path, capsys
     calib.write_text(json.dumps(other))
     assert main([*args[:-1], str(tmp_path / "int8b")]) == 2
     assert "another step graph" in capsys.readouterr().err
+    assert not (tmp_path / "int8b").exists()
+
+
+def test_export_of_a_corrupt_checkpoint_is_one_line(tiny_model_dir, tmp_path, capsys):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_model_dir, bad)
+    (bad / "var.safetensors").write_bytes(b"not a safetensors file")
+    assert main(["export", "--model", str(bad), "--out", str(tmp_path / "onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "not a valid safetensors" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "onnx").exists()
+
+
+def test_tampered_export_is_refused_in_one_line(default_export, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "onnx"
+    shutil.copytree(default_export, copy)
+    data = bytearray((copy / "decoder.onnx").read_bytes())
+    data[-1] ^= 0xFF
+    (copy / "decoder.onnx").write_bytes(bytes(data))
+    rc = main(
+        ["generate", "--backend", "ort", "--onnx", str(copy), "--out", str(tmp_path / "g.png")]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "decoder.onnx" in err and len(err.strip().splitlines()) == 1

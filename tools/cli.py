@@ -102,11 +102,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from sasq.exporter import ExportConfig, export_model
 
-    out = _out_path(str(Path(args.out) / "manifest.json")).parent
+    model = _load(args)
+    out = _out_path(args.out)  # export_model builds beside it and renames into place
     cfg = ExportConfig(
         opset=args.opset, dynamic_batch=not args.static_batch, batch_size=args.batch_size
     )
-    manifest = export_model(_load(args), out, cfg)
+    manifest = export_model(model, out, cfg)
     sizes = {k: v.bytes for k, v in manifest.files.items()}
     print(json.dumps({"out": str(out), "opset": manifest.opset, "files": sizes}, indent=2))
     return 0
@@ -174,7 +175,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         shift_sum=shift,
         static_per_step=args.per_step,
     )
-    out = _out_path(str(Path(args.out) / "manifest.json")).parent
+    out = _out_path(args.out)  # quantize builds beside it and renames into place
     quantize(args.onnx, load_cache(args.calib), cfg, out)
     manifest = verify(out)
     quant = manifest.extra["quant"]

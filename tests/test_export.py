@@ -17,6 +17,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import random_tiny
 
 import sasq.models as M
 from sasq.exporter import (
@@ -40,15 +41,7 @@ _EXPORTS: dict[str, Path] = {}
 
 @functools.cache
 def tiny_model() -> M.LoadedModel:
-    torch.manual_seed(0)
-    m = M.build(M.tiny_default())
-    # Random init has near-zero residual gates; widen them so attention actually matters.
-    with torch.no_grad():
-        for b in m.var.blocks:
-            b.ada_lin[-1].weight.normal_(0, 0.05)
-            b.ada_lin[-1].bias.normal_(0, 0.5)
-        m.var.head.weight.normal_(0, 0.2)
-    return m
+    return random_tiny()
 
 
 def exported(tmp_path_factory: pytest.TempPathFactory, kind: str = "inline") -> Path:

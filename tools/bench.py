@@ -4,7 +4,6 @@ ratios against the first backend and the machine, versions and settings recorded
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 
 from sasq.models import LoadedModel
+from sasq.tools import atomic
 from sasq.tools.decode import StepBackend, generate
 from sasq.tools.errors import UserError
 
@@ -260,20 +260,9 @@ def _loadavg() -> float | None:
         return None
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_report(result: dict, out_dir: str | Path) -> tuple[Path, Path]:
     """``bench.json`` (everything) and ``bench.md`` (tables), each written atomically."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    js, md = out / "bench.json", out / "bench.md"
-    _atomic_write(js, json.dumps(result, indent=2) + "\n")
-    _atomic_write(md, to_markdown(result))
-    return js, md
+    return atomic.write_report(result, Path(out_dir), "bench", to_markdown)
 
 
 def to_markdown(result: dict) -> str:

@@ -9,14 +9,13 @@ sampled differently from the same logits distribution (its own sampling, same se
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from sasq.models import ModelConfig
+from sasq.tools import atomic
 from sasq.tools.decode import StepBackend, generate
 from sasq.tools.metrics import token_agreement
 
@@ -102,10 +101,4 @@ def to_markdown(r: dict) -> str:
 
 
 def write_report(r: dict, out_dir: Path) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = (out_dir / "compare.json", out_dir / "compare.md")
-    for path, text in zip(paths, (json.dumps(r, indent=2) + "\n", to_markdown(r)), strict=True):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    return paths
+    return atomic.write_report(r, out_dir, "compare", to_markdown)

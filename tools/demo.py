@@ -9,7 +9,6 @@ export -> calibrate -> quantize (int8, int8 + shift-and-sum) -> generate with ea
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,15 +16,10 @@ from pathlib import Path
 import torch
 
 from sasq.models import LoadedModel, load_model
+from sasq.tools import atomic
 from sasq.tools.generate import GenerateConfig, generate_many, make_backend
 from sasq.tools.image_grid import save_grid, side_by_side
 from sasq.tools.metrics import token_agreement
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class _Stages:
@@ -142,7 +136,7 @@ def run_demo(out: Path, model_dir: str | None = None, per_class: int = 8, seed: 
     bench = st.run("bench", lambda: (run_bench(model, fp_dir, bench_cfg), {}))
     write_bench(bench, out)
 
-    _write(out / "summary.json", json.dumps(st.results, indent=2, default=str) + "\n")
+    atomic.write_json(out / "summary.json", st.results)
     report = "\n".join(
         [
             "# sasq demo",
@@ -171,5 +165,5 @@ def run_demo(out: Path, model_dir: str | None = None, per_class: int = 8, seed: 
             "",
         ]
     )
-    _write(out / "report.md", report)
+    atomic.write_text(out / "report.md", report)
     return report

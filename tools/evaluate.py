@@ -14,8 +14,6 @@ per-head V, dynamic shift-and-sum), which shows what static TensorRT-legal deplo
 
 from __future__ import annotations
 
-import json
-import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -26,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from sasq.models import LoadedModel
+from sasq.tools import atomic
 from sasq.tools.classifier import DigitsClassifier, predict
 from sasq.tools.decode import StepBackend
 from sasq.tools.digits import load_split
@@ -189,10 +188,4 @@ def to_markdown(r: dict) -> str:
 
 
 def write_report(r: dict, out_dir: Path) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = (out_dir / "eval.json", out_dir / "eval.md")
-    for path, text in zip(paths, (json.dumps(r, indent=2) + "\n", to_markdown(r)), strict=True):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    return paths
+    return atomic.write_report(r, out_dir, "eval", to_markdown)

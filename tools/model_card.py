@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from sasq.tools import atomic
 
 
 def write_model_card(model_dir: Path, command: str, train: dict, quality: dict) -> Path:
@@ -54,8 +55,4 @@ def write_model_card(model_dir: Path, command: str, train: dict, quality: dict) 
         "```",
         "",
     ]
-    path = model_dir / "MODEL_CARD.md"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(model_dir / "MODEL_CARD.md", "\n".join(lines))

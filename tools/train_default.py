@@ -8,7 +8,6 @@ small codebook is used), the class-conditional VAR on teacher-forced token pyram
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -20,6 +19,7 @@ from tqdm import tqdm
 
 from sasq.models import LoadedModel, ModelConfig, build, tiny_default
 from sasq.models.checkpoint import save_safetensors
+from sasq.tools import atomic
 from sasq.tools.model_card import write_model_card
 
 
@@ -175,11 +175,11 @@ def train_default(
     save_safetensors(m.vqvae, out_dir / "vqvae.safetensors")
     save_safetensors(m.var, out_dir / "var.safetensors")
     save_safetensors(clf, out_dir / "classifier.safetensors")
-    _write_json(out_dir / "config.json", json.loads(cfg.to_json()))
+    atomic.write_json(out_dir / "config.json", json.loads(cfg.to_json()))
     train = {"train_config": asdict(tc), "metrics": metrics}
-    _write_json(out_dir / "train.json", train)
+    atomic.write_json(out_dir / "train.json", train)
     quality = evaluate_default(out_dir)
-    _write_json(out_dir / "quality.json", quality)
+    atomic.write_json(out_dir / "quality.json", quality)
     command = (
         f"sasq train-default --out {out_dir} --seed {tc.seed} "
         f"--vae-steps {tc.vae_steps} --var-steps {tc.var_steps} --threads {tc.threads}"
@@ -207,9 +207,3 @@ def evaluate_default(model_dir: Path) -> dict:
         | {f"generated_{k}": v for k, v in gq.items()}
         | {"generated_cfg": model.cfg.sampling.cfg}
     )
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)

@@ -63,11 +63,13 @@ class OrtBackend:
             from sasq.calib.recorder import expose
 
             self.io_binding = False  # recorded tensors come back to the host anyway
-            step_model = onnx.load(str(self.dir / step.file))
+            # The graph is edited without its weights (a VAR-d16 step holds 1.2 GB); ORT reads
+            # them from the export folder, where the external data file lies.
+            step_model = onnx.load(str(self.dir / step.file), load_external_data=False)
             if augment is not None:  # e.g. reductions computed in-graph for calibration
                 step_model = augment(step_model)
             exposed = expose(step_model, self._record)
-            self._step = make_session(exposed.SerializeToString(), cfg)
+            self._step = make_session(exposed.SerializeToString(), cfg, self.dir)
             fetched = {o.name for o in self._step.get_outputs()}
             self._fetch = [n for n in self._record if n in fetched and n not in self._step_out]
         else:

@@ -85,10 +85,13 @@ def providers_for(provider: Provider | str) -> list[str]:
 
 
 def make_session(
-    path: str | Path | bytes, cfg: SessionConfig | None = None
+    path: str | Path | bytes,
+    cfg: SessionConfig | None = None,
+    external_data_dir: str | Path | None = None,
 ) -> ort.InferenceSession:
     """An InferenceSession on ``path`` (external data beside it is found by ORT), or on a
-    serialized model held in memory (``bytes``, e.g. a graph with extra outputs)."""
+    serialized model held in memory (``bytes``, e.g. a graph with extra outputs), whose
+    external weights ORT then reads from ``external_data_dir``."""
     cfg = cfg or SessionConfig()
     providers = providers_for(cfg.provider)
     so = ort.SessionOptions()
@@ -97,6 +100,10 @@ def make_session(
     so.graph_optimization_level = _LEVELS[cfg.graph_optimization]
     so.log_severity_level = 3  # errors only: the CPU EP's "some nodes not assigned" is noise
     so.enable_cpu_mem_arena = cfg.cpu_mem_arena
+    if external_data_dir is not None:
+        so.add_session_config_entry(
+            "session.model_external_initializers_file_folder_path", str(external_data_dir)
+        )
     if cfg.enable_profiling:
         so.enable_profiling = True
         so.profile_file_prefix = cfg.profile_prefix

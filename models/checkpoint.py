@@ -70,4 +70,7 @@ def save_safetensors(module: torch.nn.Module, path: str | os.PathLike, meta: dic
     tmp = p.with_name(p.name + ".tmp")
     sd = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
     save_file(sd, str(tmp), metadata={k: str(v) for k, v in (meta or {}).items()})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # an ordinary file, not safetensors' private 0600
     os.replace(tmp, p)

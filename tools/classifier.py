@@ -139,12 +139,12 @@ def _train(
 
 
 def save_classifier(model: DigitsClassifier, path: str | Path) -> Path:
-    """Write the state dict as safetensors (no pickles), creating the parent directory."""
-    from safetensors.torch import save_file
+    """Write the state dict as safetensors (no pickles, atomically), creating the folder."""
+    from sasq.models.checkpoint import save_safetensors
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, path)
+    save_safetensors(model, path)
     return path
 
 

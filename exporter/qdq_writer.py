@@ -53,9 +53,27 @@ def qmax(bits: int) -> int:
     return 2 ** (bits - 1) - 1
 
 
+def _weightless(model: onnx.ModelProto, keep_bytes: int = 1024) -> onnx.ModelProto:
+    """The graph with large initializers reduced to name, type and dims: shape inference
+    needs the values of small constants (Reshape targets) but not of weights, and a copy
+    of a VAR-d16 step with its 1.2 GB of weights is what exhausted memory."""
+    light = onnx.ModelProto(ir_version=model.ir_version)
+    light.opset_import.extend(model.opset_import)
+    g, src = light.graph, model.graph
+    g.name = src.name
+    for part in ("node", "input", "output", "value_info"):
+        getattr(g, part).extend(getattr(src, part))
+    for t in src.initializer:
+        if t.ByteSize() <= keep_bytes:
+            g.initializer.append(t)
+        else:
+            g.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
+    return light
+
+
 def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = onnx.shape_inference.infer_shapes(_weightless(model))
     except Exception:  # shapes only sharpen the GEMV / tiny-GEMM exemptions
         inferred = model
     g = inferred.graph
@@ -193,13 +211,17 @@ def write_qdq(
     cache: CalibCache,
     cfg: QuantConfig,
     step_key: StepKey | None = None,
+    in_place: bool = False,
 ) -> tuple[onnx.ModelProto, QdqReport]:
     """A Q/DQ copy of ``model`` (weights loaded) and what was done to each GEMM.
-    ``step_key`` tells static per-step scales how to find the step (``qdq_per_step``)."""
+    ``step_key`` tells static per-step scales how to find the step (``qdq_per_step``);
+    ``in_place`` edits ``model`` itself (for callers that loaded it just for this)."""
     if cfg.static_per_step and step_key is None:
         raise UserError("static per-step scales need a step key (the KV cache length per step)")
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = model
+    if not in_place:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
     targets = quantizable_inputs(out)
     shapes = _shapes(out)
     w = _Writer(out, cache, cfg, step_key if cfg.static_per_step else None)

@@ -29,10 +29,14 @@ from sasq.tools.errors import UserError
 
 
 def quantize_step(
-    model: onnx.ModelProto, cache: CalibCache, cfg: QuantConfig, key: StepKey | None = None
+    model: onnx.ModelProto,
+    cache: CalibCache,
+    cfg: QuantConfig,
+    key: StepKey | None = None,
+    in_place: bool = False,
 ) -> tuple[onnx.ModelProto, QdqReport]:
     """The Q/DQ step graph (fused shift-and-sum if configured) and the writer's report."""
-    q, report = write_qdq(model, cache, cfg, key)
+    q, report = write_qdq(model, cache, cfg, key, in_place=in_place)
     if cfg.shift_sum.enabled and cfg.shift_sum.fuse:
         q = fuse_shift_sum(q)
     return q, report
@@ -60,7 +64,7 @@ def quantize(
     model = onnx.load(str(src / spec.file))
     # the step is found from the KV cache length (past_key_0 [B2, H, P, D]), unique per scale
     key = StepKey("past_key_0", 2, tuple(s.past_len for s in manifest.scales))
-    q, report = quantize_step(model, cache, cfg, key)
+    q, report = quantize_step(model, cache, cfg, key, in_place=True)  # loaded just for this
     quant = {
         **cfg.to_dict(),
         "quantized": report.quantized,

@@ -72,7 +72,7 @@ class _Stats:
         ocfg = ObserverConfig(percentile=cfg.percentile)
         self.all = {n: make_observer(cfg.observer, ocfg) for n in names}
         self.steps = {n: [make_observer(cfg.observer, ocfg) for _ in range(SN)] for n in names}
-        self.av_probs = av_probs  # AV node -> its probabilities tensor
+        self.av_probs = av_probs  # AV node -> its probabilities tensor (recorded: its mean)
         self.attn_sum: dict[str, dict[int, np.ndarray]] = defaultdict(dict)
         self.attn_count: dict[str, dict[int, int]] = defaultdict(dict)
         self.rows: np.ndarray | None = None  # CFG-batch rows to keep (DGC), None = all
@@ -83,8 +83,8 @@ class _Stats:
             v = value if self.rows is None or value.ndim == 0 else value[self.rows]
             self.all[name].update(v)
             self.steps[name][si].update(v)
-        for node, mean_q in self.av_probs.items():
-            p = recorded[mean_q]  # (rows, H, S): probabilities averaged over the queries
+        for node, probs in self.av_probs.items():
+            p = recorded[_mean_name(probs)]  # (rows, H, S): probabilities, mean over queries
             p = p if self.rows is None else p[self.rows]
             received = p.reshape(-1, p.shape[-1]).astype(np.float64)
             prev = self.attn_sum[node].get(si, 0.0)
@@ -96,14 +96,14 @@ SOFTMAX_AMAX = 1.0  # probabilities: quantized at 1/127 by rule, no observer nee
 
 
 def _targets(step_path: Path) -> tuple[list[QuantTarget], list[str], dict[str, str]]:
-    """Quantizable ops, the tensors to observe, and per AV block the name of the in-graph
-    mean over queries of its probabilities (recording full probabilities of every layer
-    at once would cost gigabytes per step on VAR-d16)."""
+    """Quantizable ops, the tensors to observe, and per AV block its probabilities tensor,
+    whose mean over queries is computed in-graph (recording full probabilities of every
+    layer at once would cost gigabytes per step on VAR-d16)."""
     model = onnx.load(str(step_path), load_external_data=False)
     targets = quantizable_inputs(model)
     probs = {t.activations[0] for t in targets if t.kind == OpKind.ATTN_AV}
     names = [n for n in dict.fromkeys(a for t in targets for a in t.activations) if n not in probs]
-    av = {t.node: _mean_name(t.activations[0]) for t in targets if t.kind == OpKind.ATTN_AV}
+    av = {t.node: t.activations[0] for t in targets if t.kind == OpKind.ATTN_AV}
     return targets, names, av
 
 
@@ -117,10 +117,11 @@ def _add_query_means(av_probs: dict[str, str]):
     def augment(model: onnx.ModelProto) -> onnx.ModelProto:
         axes = onnx.numpy_helper.from_array(np.array([-2], np.int64), "sasq_axes_queries")
         model.graph.initializer.append(axes)
-        for out in av_probs.values():
-            probs = out.removesuffix("__sasq_mean_over_queries")
+        for probs in av_probs.values():
             model.graph.node.append(
-                onnx.helper.make_node("ReduceMean", [probs, axes.name], [out], keepdims=0)
+                onnx.helper.make_node(
+                    "ReduceMean", [probs, axes.name], [_mean_name(probs)], keepdims=0
+                )
             )
         return model
 
@@ -213,7 +214,7 @@ def calibrate(onnx_dir: str | Path, cfg: CalibConfig) -> CalibResult:
         onnx_dir,
         labels,
         cfg,
-        [*names, *av_probs.values()],
+        [*names, *(_mean_name(p) for p in av_probs.values())],
         on_record,
         model_cfg,
         "calibrate",

@@ -8,6 +8,9 @@ from enum import Enum
 
 from sasq.tools.errors import UserError
 
+# The bit widths of the quality studies: name -> (weight bits, activation bits).
+BIT_WIDTHS = {"W8A8": (8, 8), "W6A6": (6, 6), "W4A8": (4, 8)}
+
 
 class ShiftSumMode(str, Enum):
     BUDGET = "budget"  # n in {1, 2, 4, .., max_n} per key token, extra work within a budget

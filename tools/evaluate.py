@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from sasq.exporter.qdq_config import BIT_WIDTHS
 from sasq.models import LoadedModel
 from sasq.tools import atomic
 from sasq.tools.classifier import DigitsClassifier, predict
@@ -31,7 +32,6 @@ from sasq.tools.digits import load_split
 from sasq.tools.generate import GenerateConfig, generate_many, make_backend
 from sasq.tools.metrics import fid, inception_score, token_agreement
 
-BITS = {"W8A8": (8, 8), "W6A6": (6, 6), "W4A8": (4, 8)}
 ROWS = ("peer-minmax", "peer-entropy", "plain", "resample", "shift-sum", "both", "paper-ref")
 
 
@@ -118,7 +118,7 @@ class _Workspace:
 
 def _backend_for(ws: _Workspace, row: str, bits: str) -> StepBackend | None:
     """The backend of one cell, or None where the row has no such bit width."""
-    w, a = BITS[bits]
+    w, a = BIT_WIDTHS[bits]
     if row.startswith("peer-"):
         return make_backend("ort", None, ws.peer(row[5:])) if bits == "W8A8" else None
     if row == "paper-ref":

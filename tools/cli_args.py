@@ -1,0 +1,266 @@
+"""The arguments of each ``sasq`` subcommand, one function per command (``_p_<name>``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from sasq.exporter.qdq_config import BIT_WIDTHS
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model folder (config.json + vqvae/var safetensors); default: embedded",
+    )
+
+
+def _add_onnx(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument(
+        "--onnx",
+        required=required,
+        default=None,
+        metavar="DIR",
+        help="export folder written by 'sasq export'",
+    )
+    p.add_argument(
+        "--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)"
+    )
+
+
+def args_generate(p: argparse.ArgumentParser) -> None:
+    from sasq.tools.generate import BACKENDS
+
+    _add_model(p)
+    _add_onnx(p)
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=BACKENDS,
+        help="torch: PyTorch; ort / ort-cuda / ort-trt: the --onnx export under "
+        "ONNX Runtime's CPU / CUDA / TensorRT provider",
+    )
+    p.add_argument(
+        "--class",
+        dest="cls",
+        type=int,
+        default=None,
+        help="class id; default: cycle through all classes",
+    )
+    p.add_argument("--n", type=int, default=16, help="number of images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=64, help="images per batch (batch i: seed+i)")
+    p.add_argument("--cfg", type=float, default=None, help="guidance at the last scale")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--nrow", type=int, default=8, help="images per grid row")
+    p.add_argument("--out", required=True, help="PNG grid to write")
+    p.add_argument("--save-tokens", default=None, help="also write per-scale token ids (.npz)")
+    p.add_argument("--engine", default=None, help="TensorRT plan for --backend trt")
+
+
+def args_export(p: argparse.ArgumentParser) -> None:
+    _add_model(p)
+    p.add_argument("--out", required=True, help="folder for the ONNX graphs and manifest")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument(
+        "--static-batch",
+        action="store_true",
+        help="fix the batch size instead of a dynamic batch axis",
+    )
+    p.add_argument("--batch-size", type=int, default=1, help="images, with --static-batch")
+
+
+def args_calibrate(p: argparse.ArgumentParser) -> None:
+    from sasq.calib.observers import ObserverMethod
+    from sasq.calib.resample import ResampleMode
+    from sasq.calib.selection import SelectionMethod
+
+    _add_onnx(p, required=True)
+    p.add_argument("--n", type=int, default=32, help="calibration images (CFG pairs)")
+    p.add_argument(
+        "--resample",
+        default="ours",
+        choices=[m.value for m in ResampleMode],
+        help="codebook resampling of the sampled tokens (shift-and-sum paper)",
+    )
+    p.add_argument("--observer", default="entropy", choices=[m.value for m in ObserverMethod])
+    p.add_argument("--percentile", type=float, default=99.99)
+    p.add_argument(
+        "--selection",
+        default="all",
+        choices=[m.value for m in SelectionMethod],
+        help="dgc: distribution-guided selection of CFG rows (PTQ4ARVG)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=32,
+        help="images per rollout batch; resampling is joint within a batch",
+    )
+    p.add_argument("--out", required=True, help="calibration cache (JSON)")
+
+
+def args_quantize(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--onnx", required=True, metavar="DIR", help="FP export folder")
+    p.add_argument("--calib", required=True, help="calibration cache of that export")
+    p.add_argument("--out", required=True, help="folder for the quantized export")
+    p.add_argument(
+        "--bits",
+        default="W8A8",
+        choices=list(BIT_WIDTHS),
+        help="W8A8 is real int8; W6A6 / W4A8 are simulated with Clip",
+    )
+    p.add_argument(
+        "--float-node",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="MatMul node or weight names kept float, e.g. '*ffn.fc2*'",
+    )
+    p.add_argument(
+        "--shift-sum",
+        action="store_true",
+        help="shift-and-sum quantization of the attention-value product",
+    )
+    p.add_argument(
+        "--shift-sum-mode",
+        default="budget",
+        choices=["budget", "all2"],
+        help="budget: tokens by attention under --budget; all2: every token n=2",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=0.01,
+        help="extra AV work as a fraction of the step's MatMul work",
+    )
+    p.add_argument("--max-n", type=int, default=8, help="most copies of one key token")
+    p.add_argument(
+        "--no-fuse",
+        action="store_true",
+        help="write the expanded branches instead of one fused AV MatMul",
+    )
+    p.add_argument(
+        "--per-step",
+        action="store_true",
+        help="static per-step activation scales (PTQ4ARVG token-wise)",
+    )
+
+
+def args_bench(p: argparse.ArgumentParser) -> None:
+    _add_model(p)
+    _add_onnx(p)
+    p.add_argument("--backends", default="torch,ort", help="comma list; first is the baseline")
+    p.add_argument("--batch-sizes", default="1,8")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="out/bench", help="folder for bench.json and bench.md")
+
+
+def args_build(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--onnx", required=True, metavar="DIR", help="export folder (FP or Q/DQ)")
+    p.add_argument("--out", required=True, help="engine plan file to write")
+    p.add_argument("--batch", type=int, default=1, help="images per batch (2x rows for CFG)")
+    p.add_argument("--opt-level", type=int, default=3, help="builder optimization level 0-5")
+    p.add_argument("--timing-cache", default=None, help="timing cache file (read and written)")
+    p.add_argument("--rebuild", action="store_true", help="replace a stale or foreign engine")
+
+
+def args_compare(p: argparse.ArgumentParser) -> None:
+    _add_model(p)
+    p.add_argument("a", help="reference: torch | ort=DIR | ort-cuda=DIR | trt=DIR,PLAN")
+    p.add_argument("b", help="the backend checked against it (same forms)")
+    p.add_argument("--n", type=int, default=8, help="samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--atol", type=float, default=1e-4)
+    p.add_argument("--rtol", type=float, default=1e-4)
+    p.add_argument("--out", default="out/compare", help="folder for compare.json and .md")
+
+
+def args_selftest(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpu", action="store_true", help="TensorRT fp16/int8 engines on the GPU")
+    p.add_argument("--out", default="out/selftest")
+
+
+def args_eval(p: argparse.ArgumentParser) -> None:
+    from sasq.tools.evaluate import ROWS
+
+    _add_model(p)
+    p.add_argument("--per-class", type=int, default=100, help="samples per class (default 1,000)")
+    p.add_argument("--bits", default="W8A8,W6A6,W4A8")
+    p.add_argument("--rows", default=",".join(ROWS), help=f"any of {', '.join(ROWS)}")
+    p.add_argument("--calib-n", type=int, default=32, help="calibration images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="out/eval", help="folder for eval.json and eval.md")
+
+
+def args_train_default(p: argparse.ArgumentParser) -> None:
+    from sasq.tools.train_default import TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("--out", required=True, help="folder for the trained model")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--vae-steps", type=int, default=d.vae_steps)
+    p.add_argument("--var-steps", type=int, default=d.var_steps)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
+
+
+def args_lint(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_onnx", metavar="MODEL.onnx", help="a Q/DQ ONNX model")
+    p.add_argument("--min-opset", type=int, default=13)
+    p.add_argument(
+        "--touched-only",
+        action="store_true",
+        help="check only MatMuls that already have a DequantizeLinear input",
+    )
+    p.add_argument(
+        "--float-node",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="MatMul/Gemm node names allowed to stay float (repeatable)",
+    )
+
+
+def args_demo(p: argparse.ArgumentParser) -> None:
+    _add_model(p)
+    p.add_argument("--out", default="out/demo", help="folder for images and report")
+
+
+def args_edit(p: argparse.ArgumentParser) -> None:
+    from sasq.tools.edit import EditTask, TokenRule
+    from sasq.tools.generate import BACKENDS
+
+    _add_model(p)
+    _add_onnx(p)
+    p.add_argument("--task", required=True, choices=[t.value for t in EditTask])
+    p.add_argument("--image", required=True, help="input PNG (colour is converted to grey)")
+    p.add_argument(
+        "--mask", default=None, help="binary PNG, white = regenerate (class-edit default: all)"
+    )
+    p.add_argument(
+        "--class",
+        dest="cls",
+        type=int,
+        default=None,
+        help="condition (required by class-edit); default: unconditional",
+    )
+    p.add_argument("--backend", default="torch", choices=BACKENDS)
+    p.add_argument("--engine", default=None, help="TensorRT plan for --backend trt")
+    p.add_argument("--n", type=int, default=4, help="samples per input")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--rule",
+        default=TokenRule.ANY.value,
+        choices=[r.value for r in TokenRule],
+        help="a token is regenerated if any / at least half of its pixels are masked",
+    )
+    p.add_argument(
+        "--no-reencode",
+        action="store_true",
+        help="force the input's own tokens outside instead of re-encoding the residual",
+    )
+    p.add_argument("--out", required=True, help="PNG: input | mask | results")

@@ -1,0 +1,374 @@
+"""The ``sasq`` subcommands: each a thin function over the Python API, taking the parsed
+arguments and returning the exit status. User mistakes raise ``UserError`` (one line, 2)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from sasq.tools.errors import UserError
+
+
+def _load(args: argparse.Namespace):
+    """The model: --model, else the one an --onnx export was made from, else the default."""
+    from sasq.models import load_model
+
+    return load_model(args.model)
+
+
+def _out_path(p: str) -> Path:
+    path = Path(p)
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output folder {parent}: {e.strerror}") from None
+    if not _writable(parent):
+        raise UserError(f"output folder is not writable: {parent}")
+    return path
+
+
+def _writable(folder: Path) -> bool:
+    import os
+
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from sasq.models import SamplingConfig
+    from sasq.tools.generate import (
+        GenerateConfig,
+        generate_many,
+        labels_for,
+        make_backend,
+        save_tokens,
+    )
+    from sasq.tools.image_grid import save_grid
+
+    out = _out_path(args.out)
+    if args.backend == "torch" or args.model is not None or args.onnx is None:
+        model = _load(args)
+        cfg = model.cfg
+    else:  # an ONNX backend needs only the export and the config it records
+        from sasq.exporter import verify
+        from sasq.models import ModelConfig
+
+        model, cfg = None, ModelConfig.from_dict(verify(args.onnx).model_config)
+    base = cfg.sampling
+    sampling = SamplingConfig(
+        cfg=base.cfg if args.cfg is None else args.cfg,
+        top_k=base.top_k if args.top_k is None else args.top_k,
+        top_p=base.top_p if args.top_p is None else args.top_p,
+    )
+    labels = labels_for(cfg, args.cls, args.n)
+    backend = make_backend(args.backend, model, args.onnx, args.threads, args.engine)
+    gen = generate_many(cfg, backend, GenerateConfig(labels, args.seed, args.batch, sampling))
+    save_grid(
+        gen.img,
+        out,
+        labels=[str(c) for c in labels],
+        nrow=args.nrow,
+        title=f"{args.backend} seed={args.seed} cfg={sampling.cfg}",
+    )
+    if args.save_tokens:
+        save_tokens(gen, labels, _out_path(args.save_tokens))
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "n": len(labels),
+                "backend": args.backend,
+                "seed": args.seed,
+                "sampling": vars(sampling),
+            }
+        )
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from sasq.exporter import ExportConfig, export_model
+
+    model = _load(args)
+    out = _out_path(args.out)  # export_model builds beside it and renames into place
+    cfg = ExportConfig(
+        opset=args.opset, dynamic_batch=not args.static_batch, batch_size=args.batch_size
+    )
+    manifest = export_model(model, out, cfg)
+    sizes = {k: v.bytes for k, v in manifest.files.items()}
+    print(json.dumps({"out": str(out), "opset": manifest.opset, "files": sizes}, indent=2))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from sasq.calib.cache import save_cache
+    from sasq.calib.calibrate import CalibConfig, calibrate
+
+    out = _out_path(args.out)
+    cfg = CalibConfig(
+        num_samples=args.n,
+        resample=args.resample,
+        observer=args.observer,
+        percentile=args.percentile,
+        selection=args.selection,
+        seed=args.seed,
+        batch=args.batch,
+        threads=args.threads,
+    )
+    result = calibrate(args.onnx, cfg)
+    save_cache(result.cache, out)
+    tv = {
+        si: {"plain": round(a, 4), "resampled": round(b, 4)}
+        for si, (a, b) in result.tv_by_scale.items()
+    }
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "tensors": len(result.cache.ranges),
+                "tv_by_scale": tv,
+                "seconds": round(result.seconds, 1),
+                "peak_rss_mb": round(result.peak_rss_mb),
+                "warnings": list(result.cache.warnings),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from sasq.calib.cache import load_cache
+    from sasq.engines.lint import LintConfig, lint
+    from sasq.exporter.manifest import verify
+    from sasq.exporter.qdq_config import BIT_WIDTHS, QuantConfig, ShiftSumConfig
+    from sasq.exporter.quantize import quantize
+
+    w, a = BIT_WIDTHS[args.bits]
+    shift = ShiftSumConfig(
+        enabled=args.shift_sum,
+        mode=args.shift_sum_mode,
+        budget=args.budget,
+        max_n=args.max_n,
+        fuse=not args.no_fuse,
+    )
+    cfg = QuantConfig(
+        w_bits=w,
+        a_bits=a,
+        float_nodes=tuple(args.float_node),
+        shift_sum=shift,
+        static_per_step=args.per_step,
+    )
+    out = _out_path(args.out)  # quantize builds beside it and renames into place
+    quantize(args.onnx, load_cache(args.calib), cfg, out)
+    manifest = verify(out)
+    quant = manifest.extra["quant"]
+    violations = lint(
+        out / manifest.graphs["step"].file, LintConfig(float_nodes=tuple(quant["kept_float"]))
+    )
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "bits": args.bits,
+                "quantized": len(quant["quantized"]),
+                "kept_float": len(quant["kept_float"]),
+                "shift_sum": args.shift_sum,
+                "tensorrt_lint": "PASSED"
+                if not violations
+                else f"{len(violations)} violation(s)"
+                + (
+                    " (expected: narrower than int8 is simulated with Clip)"
+                    if w < 8 or a < 8
+                    else ""
+                ),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from sasq.tools.bench import BenchConfig, run_bench, to_markdown, write_report
+
+    cfg = BenchConfig(
+        backends=tuple(args.backends.split(",")),
+        batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),
+        repeats=args.repeats,
+        warmup=args.warmup,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    out = _out_path(str(Path(args.out) / "bench.json")).parent
+    result = run_bench(_load(args), args.onnx, cfg)
+    write_report(result, out)
+    print(to_markdown(result))
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from sasq.engines.trt_engine import EngineConfig, build_engine
+
+    out = _out_path(args.out)
+    cfg = EngineConfig(
+        batch=args.batch,
+        builder_optimization_level=args.opt_level,
+        timing_cache=Path(args.timing_cache) if args.timing_cache else None,
+    )
+    plan = build_engine(args.onnx, out, cfg, rebuild=args.rebuild)
+    print(json.dumps({"engine": str(plan), "bytes": plan.stat().st_size}))
+    return 0
+
+
+def _backend_from_spec(spec: str, model_dir: str | None):
+    """``torch`` | ``ort=DIR`` | ``ort-cuda=DIR`` | ``trt=DIR,PLAN``."""
+    from sasq.tools.generate import make_backend
+
+    name, _, rest = spec.partition("=")
+    if name == "torch":
+        return make_backend("torch", _load(argparse.Namespace(model=model_dir)))
+    if not rest:
+        raise UserError(f"backend {spec!r}: expected torch, ort=DIR, ort-cuda=DIR or trt=DIR,PLAN")
+    onnx_dir, _, engine = rest.partition(",")
+    return make_backend(name, None, onnx_dir, 0, engine or None)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from sasq.exporter import verify
+    from sasq.models import ModelConfig
+    from sasq.tools.compare import CompareConfig, compare_backends, to_markdown, write_report
+
+    a, b = _backend_from_spec(args.a, args.model), _backend_from_spec(args.b, args.model)
+    onnx = next((s.partition("=")[2].partition(",")[0] for s in (args.a, args.b) if "=" in s), None)
+    cfg = ModelConfig.from_dict(verify(onnx).model_config) if onnx else _load(args).cfg
+    cc = CompareConfig(n=args.n, seed=args.seed, atol=args.atol, rtol=args.rtol)
+    report = compare_backends(cfg, a, b, cc)
+    write_report(report, _out_path(str(Path(args.out) / "compare.json")).parent)
+    print(to_markdown(report))
+    return 0 if report["passed"] else 1
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from sasq.tools.selftest import gpu_selftest
+
+    if not args.gpu:
+        raise UserError("nothing to test: pass --gpu")
+    return gpu_selftest(Path(args.out))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from sasq.tools.evaluate import EvalConfig, evaluate, to_markdown, write_report
+    from sasq.tools.quality import default_classifier
+
+    if args.model is not None:
+        raise UserError("eval scores with the digits classifier: only the embedded model")
+    ec = EvalConfig(
+        per_class=args.per_class,
+        bits=tuple(args.bits.split(",")),
+        rows=tuple(args.rows.split(",")),
+        calib_samples=args.calib_n,
+        seed=args.seed,
+    )
+    from sasq.exporter.qdq_config import BIT_WIDTHS
+
+    unknown = [b for b in ec.bits if b not in BIT_WIDTHS]
+    if unknown:
+        raise UserError(f"unknown bit widths {unknown}; choose from {', '.join(BIT_WIDTHS)}")
+    result = evaluate(_load(args), default_classifier(), ec)
+    write_report(result, _out_path(str(Path(args.out) / "eval.json")).parent)
+    print(to_markdown(result))
+    return 0
+
+
+def cmd_train_default(args: argparse.Namespace) -> int:
+    from sasq.tools.train_default import TrainConfig, train_default
+
+    tc = TrainConfig(
+        seed=args.seed, vae_steps=args.vae_steps, var_steps=args.var_steps, threads=args.threads
+    )
+    metrics = train_default(_out_path(str(Path(args.out) / "x")).parent, tc)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    from sasq.engines.lint import Coverage, LintConfig, format_violations, lint
+
+    path = Path(args.model_onnx)
+    if not path.is_file():
+        raise UserError(f"no such ONNX file: {path}")
+    float_nodes = list(args.float_node)
+    manifest = path.parent / "manifest.json"
+    if manifest.is_file():  # a quantized export records which GEMMs it kept float, and why
+        kept = json.loads(manifest.read_text()).get("extra", {}).get("quant", {})
+        float_nodes += list(kept.get("kept_float", {}))
+        if kept:
+            print(f"using {len(kept.get('kept_float', {}))} float nodes from {manifest}")
+    cfg = LintConfig(
+        min_opset=args.min_opset,
+        coverage=Coverage.TOUCHED if args.touched_only else Coverage.ALL,
+        float_nodes=tuple(float_nodes),
+    )
+    try:
+        violations = lint(path, cfg)
+    except Exception as e:  # onnx raises DecodeError and friends for a file that is not ONNX
+        raise UserError(f"{path}: cannot be read as ONNX ({type(e).__name__})") from None
+    print(format_violations(violations))
+    return 1 if violations else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sasq.tools.demo import run_demo
+
+    print(run_demo(Path(args.out), model_dir=args.model))
+    return 0
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from sasq.tools.edit import (
+        EditConfig,
+        EditTask,
+        TokenRule,
+        check_class,
+        check_export,
+        edit,
+        load_inputs,
+        masked_psnr,
+        save_edit_sheet,
+    )
+    from sasq.tools.generate import make_backend
+
+    out = _out_path(args.out)
+    model = _load(args)  # the VQVAE encoder runs host-side in torch for every backend
+    task = EditTask(args.task)
+    check_class(model.cfg, args.cls, task)
+    image, mask = load_inputs(args.image, args.mask, model.cfg, task)
+    if args.backend != "torch" and args.onnx is not None:
+        check_export(args.onnx, model.cfg)
+    backend = make_backend(args.backend, model, args.onnx, args.threads, args.engine)
+    ec = EditConfig(
+        task, args.cls, args.seed, args.n, TokenRule(args.rule), reencode=not args.no_reencode
+    )
+    res = edit(model.cfg, model.vqvae, backend, image, mask, ec)
+    cond = "uncond" if args.cls is None else f"class {args.cls}"
+    save_edit_sheet(res, out, args.n, title=f"{task.value} {cond} {args.backend} seed={args.seed}")
+    keep = res.mask.repeat_interleave(args.n, 0) == 0
+    recon = res.recon.repeat_interleave(args.n, 0)
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "task": task.value,
+                "backend": args.backend,
+                "seed": args.seed,
+                "n": args.n,
+                "sampled_tokens": [int(t[0].sum()) for t in res.inside],
+                "psnr_outside_db": round(masked_psnr(res.img, recon, keep), 2)
+                if bool(keep.any())
+                else None,  # the whole image was regenerated
+            }
+        )
+    )
+    return 0

@@ -47,3 +47,34 @@ def test_compare_fails_when_tolerance_is_below_the_error(default_export, tmp_pat
 def test_bad_backend_spec_is_one_line(capsys):
     assert main(["compare", "torch", "ort"]) == 2
     assert "expected torch, ort=DIR" in capsys.readouterr().err
+
+
+def test_layer_sqnr_of_an_int8_export(default_export, tmp_path, capsys):
+    import math
+
+    from sasq.calib.calibrate import CalibConfig, calibrate
+    from sasq.exporter.qdq_config import QuantConfig
+    from sasq.exporter.quantize import quantize
+
+    cache = calibrate(default_export, CalibConfig(num_samples=8, progress=False)).cache
+    q = quantize(default_export, cache, QuantConfig(), tmp_path / "int8")
+    rc = main(
+        [
+            "compare",
+            f"ort={default_export}",
+            f"ort={q}",
+            "--n",
+            "8",
+            "--atol",
+            "10",
+            "--out",
+            str(tmp_path / "cmp"),
+        ]
+    )
+    assert rc == 0
+    sqnr = json.loads((tmp_path / "cmp" / "compare.json").read_text())["layer_sqnr_db"]
+    assert len(sqnr) == 34  # every quantizable input of the 4-block default
+    assert math.isinf(sqnr["silu"])  # AdaLN input: the condition only, never quantized
+    finite = [v for v in sqnr.values() if math.isfinite(v)]
+    assert min(finite) >= 15.0 and max(finite) <= 60.0, sqnr
+    assert "SQNR of each quantized op" in capsys.readouterr().out

@@ -245,6 +245,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = ModelConfig.from_dict(verify(onnx).model_config) if onnx else _load(args).cfg
     cc = CompareConfig(n=args.n, seed=args.seed, atol=args.atol, rtol=args.rtol)
     report = compare_backends(cfg, a, b, cc)
+    folders = [sp.partition("=")[2] for sp in (args.a, args.b) if sp.startswith("ort=")]
+    if len(folders) == 2:  # two exports: also the SQNR of every quantized op's input
+        from sasq.tools.compare import layer_sqnr
+
+        report["layer_sqnr_db"] = layer_sqnr(cfg, Path(folders[0]), Path(folders[1]), cc)
     write_report(report, _out_path(str(Path(args.out) / "compare.json")).parent)
     print(to_markdown(report))
     return 0 if report["passed"] else 1

@@ -97,8 +97,65 @@ def to_markdown(r: dict) -> str:
         f"**{'PASSED' if r['passed'] else 'FAILED'}**",
         "",
     ]
+    if r.get("layer_sqnr_db"):
+        lines += [
+            "## SQNR of each quantized op's input (dB, same tokens)",
+            "",
+            "| tensor | SQNR |",
+            "|---|---|",
+        ]
+        lines += [f"| {k} | {v} |" for k, v in r["layer_sqnr_db"].items()]
+        lines.append("")
     return "\n".join(lines)
 
 
 def write_report(r: dict, out_dir: Path) -> tuple[Path, Path]:
     return atomic.write_report(r, out_dir, "compare", to_markdown)
+
+
+def layer_sqnr(cfg: ModelConfig, fp_dir: Path, q_dir: Path, cc: CompareConfig) -> dict:
+    """SQNR (dB) of every quantized op's input, int8 export against FP export, on the same
+    tokens (the int8 run is teacher-forced with the FP run's tokens), pooled over scales.
+    The tensors are the Q/DQ writer's inputs, which keep their FP names in both graphs."""
+    import onnx
+
+    from sasq.calib.recorder import quantizable_inputs
+    from sasq.engines.ort_backend import OrtBackend
+    from sasq.exporter.manifest import verify
+    from sasq.tools.metrics import sqnr_db
+
+    step = onnx.load(str(fp_dir / verify(fp_dir).graphs["step"].file), load_external_data=False)
+    names = list(dict.fromkeys(a for t in quantizable_inputs(step) for a in t.activations))
+    seen: dict[str, dict[str, list]] = {"fp": {}, "q": {}}
+
+    def keep(which: str):
+        def on_record(si: int, rec: dict) -> None:
+            for n in names:
+                seen[which].setdefault(n, []).append(rec[n].ravel().astype("float64"))
+
+        return on_record
+
+    labels, pns, K = _labels(cfg, cc.n), tuple(cfg.var.patch_nums), cfg.var.num_classes
+    fp = generate(
+        OrtBackend(fp_dir, record=names, on_record=keep("fp")),
+        labels,
+        pns,
+        cfg.sampling,
+        cc.seed,
+        K,
+    )
+    generate(
+        OrtBackend(q_dir, record=names, on_record=keep("q")),
+        labels,
+        pns,
+        cfg.sampling,
+        cc.seed,
+        K,
+        hook=lambda si, idx, logits: fp.idx[si],
+    )
+    import numpy as np
+
+    return {
+        n: round(sqnr_db(np.concatenate(seen["fp"][n]), np.concatenate(seen["q"][n])), 2)
+        for n in names
+    }

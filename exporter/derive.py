@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import onnx
 
-from sasq.exporter.export import _check_target, _install
+from sasq.exporter.export import staged_export
 from sasq.exporter.manifest import GraphSpec, file_entries, sha256_file, verify, write_manifest
 from sasq.tools.errors import UserError
 
@@ -45,13 +44,9 @@ def derive_export(
     manifest = verify(src)
     if out_dir.resolve() == src.resolve():
         raise UserError(f"{out_dir}: a derived export must not replace its source")
-    _check_target(out_dir)
     spec = manifest.graphs["step"]
     notes = {**notes, "source_step_sha256": sha256_file(src / spec.file)}
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        tmp.chmod(0o755)
+    with staged_export(out_dir) as tmp:
         skip = {spec.file, spec.external_data, "manifest.json"}
         for name in manifest.files:
             if name not in skip:
@@ -61,8 +56,4 @@ def derive_export(
             manifest, files=file_entries(tmp), extra={**manifest.extra, key: notes}
         )
         write_manifest(new, tmp)
-        _install(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

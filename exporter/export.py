@@ -78,21 +78,12 @@ def export_model(
     ``out_dir`` is replaced; any other non-empty folder there is refused.
     """
     cfg = cfg or ExportConfig()
-    out_dir = Path(out_dir)
-    _check_target(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the export is an ordinary folder
+    with staged_export(Path(out_dir)) as tmp:
         model.var.eval()
         model.vqvae.eval()
         graphs = {g.name: _export_graph(g, tmp / f"{g.name}.onnx", cfg) for g in _plan(model, cfg)}
         manifest = _manifest(model, cfg, graphs, tmp)
         write_manifest(manifest, tmp)
-        _install(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 
@@ -287,6 +278,22 @@ def _check_target(out_dir: Path) -> None:
         raise UserError(f"{out_dir}: exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
         raise UserError(f"{out_dir}: not empty and not a sasq export; refusing to overwrite")
+
+
+@contextlib.contextmanager
+def staged_export(out_dir: Path) -> Iterator[Path]:
+    """A private folder beside ``out_dir`` to build an export in; renamed into place when
+    the block succeeds, removed when it fails, so nothing half-written is ever seen."""
+    _check_target(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the export is an ordinary folder
+        yield tmp
+        _install(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _install(tmp: Path, out_dir: Path) -> None:

@@ -39,7 +39,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import onnx
 import onnx_ir as ir
@@ -69,9 +69,13 @@ EXPORTER = "torch.onnx.export(dynamo=True)"
 
 
 def export_model(
-    model: LoadedModel, out_dir: str | Path, cfg: ExportConfig | None = None
+    model: LoadedModel,
+    out_dir: str | Path,
+    cfg: ExportConfig | None = None,
+    notes: dict[str, Any] | None = None,
 ) -> Manifest:
     """Export every graph of ``model`` to ``out_dir``; return the written manifest.
+    ``notes`` go to the manifest's ``extra`` (e.g. what GPS did to the weights).
 
     The folder is built under a temporary name beside ``out_dir`` and renamed into place
     at the end, so a failure leaves nothing half-written. An existing export at
@@ -83,6 +87,7 @@ def export_model(
         model.vqvae.eval()
         graphs = {g.name: _export_graph(g, tmp / f"{g.name}.onnx", cfg) for g in _plan(model, cfg)}
         manifest = _manifest(model, cfg, graphs, tmp)
+        manifest.extra.update(notes or {})
         write_manifest(manifest, tmp)
     return manifest
 

@@ -69,6 +69,20 @@ def args_export(p: argparse.ArgumentParser) -> None:
         help="fix the batch size instead of a dynamic batch axis",
     )
     p.add_argument("--batch-size", type=int, default=1, help="images, with --static-batch")
+    p.add_argument(
+        "--gps",
+        action="store_true",
+        help="PTQ4ARVG gain-projected scaling: balance the inputs of qkv, fc1 and the head "
+        "for quantization, folded into the AdaLN linears (same FP function, new weights)",
+    )
+    p.add_argument(
+        "--gps-bits",
+        default="W8A8",
+        choices=list(BIT_WIDTHS),
+        help="bit widths GPS balances for (quantize the export at the same bits)",
+    )
+    p.add_argument("--gps-n", type=int, default=32, help="GPS calibration images (CFG pairs)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the GPS rollouts")
 
 
 def args_calibrate(p: argparse.ArgumentParser) -> None:

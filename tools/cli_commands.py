@@ -95,9 +95,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     cfg = ExportConfig(
         opset=args.opset, dynamic_batch=not args.static_batch, batch_size=args.batch_size
     )
-    manifest = export_model(model, out, cfg)
+    notes, report = {}, {}
+    if args.gps:
+        from sasq.calib.gps import GPSConfig, apply_gps
+        from sasq.exporter.qdq_config import BIT_WIDTHS
+
+        w, a = BIT_WIDTHS[args.gps_bits]
+        model, gps = apply_gps(
+            model, GPSConfig(num_samples=args.gps_n, w_bits=w, a_bits=a, seed=args.seed)
+        )
+        notes["gps"] = gps
+        report["gps"] = {k: v for k, v in gps.items() if k != "layers"}
+        report["gps"]["layers"] = len(gps["layers"])
+    manifest = export_model(model, out, cfg, notes)
     sizes = {k: v.bytes for k, v in manifest.files.items()}
-    print(json.dumps({"out": str(out), "opset": manifest.opset, "files": sizes}, indent=2))
+    result = {"out": str(out), "opset": manifest.opset, "files": sizes, **report}
+    print(json.dumps(result, indent=2))
     return 0
 
 

@@ -8,7 +8,9 @@ seed is the noise floor of FID2FP and token agreement.
 
 Rows: the ONNX Runtime peer (``quantize_static``, MinMax and Entropy; int8 only), sasq's
 static Q/DQ graph plain (minmax), + codebook resampling, + shift-and-sum, + both, and the
-paper-faithful PyTorch fake-quant reference (dynamic per-token activations, log2 softmax,
+PTQ4ARVG's pair (gain-projected scaling balanced for the cell's bits, exported, then
+static per-step activation scales; otherwise as plain), and the paper-faithful PyTorch
+fake-quant reference (dynamic per-token activations, log2 softmax,
 per-head V, dynamic shift-and-sum), which shows what static TensorRT-legal deployment costs.
 """
 
@@ -32,7 +34,16 @@ from sasq.tools.digits import load_split
 from sasq.tools.generate import GenerateConfig, generate_many, make_backend
 from sasq.tools.metrics import fid, inception_score, token_agreement
 
-ROWS = ("peer-minmax", "peer-entropy", "plain", "resample", "shift-sum", "both", "paper-ref")
+ROWS = (
+    "peer-minmax",
+    "peer-entropy",
+    "plain",
+    "resample",
+    "shift-sum",
+    "both",
+    "gps-stwq",
+    "paper-ref",
+)
 
 
 @dataclass(frozen=True)
@@ -74,13 +85,14 @@ class _Workspace:
         self.model, self.root, self.ec = model, root, ec
         self.fp = root / "fp"
         export_model(model, self.fp)
-        self._caches: dict[str, object] = {}
+        self._caches: dict[tuple[Path, str], object] = {}
         self._reader = None
 
-    def cache(self, resample: str):
+    def cache(self, resample: str, fp: Path | None = None):
         from sasq.calib.calibrate import CalibConfig, calibrate
 
-        if resample not in self._caches:
+        fp = fp or self.fp
+        if (fp, resample) not in self._caches:
             cc = CalibConfig(
                 num_samples=self.ec.calib_samples,
                 resample=resample,
@@ -88,8 +100,27 @@ class _Workspace:
                 seed=self.ec.seed,
                 progress=False,
             )
-            self._caches[resample] = calibrate(self.fp, cc).cache
-        return self._caches[resample]
+            self._caches[fp, resample] = calibrate(fp, cc).cache
+        return self._caches[fp, resample]
+
+    def gps_export(self, w: int, a: int) -> Path:
+        """The FP export with GPS balanced for (w, a) bits."""
+        from sasq.calib.gps import GPSConfig, apply_gps
+        from sasq.exporter import export_model
+
+        out = self.root / f"fp-gps-W{w}A{a}"
+        if not out.exists():
+            gc = GPSConfig(
+                num_samples=self.ec.calib_samples,
+                w_bits=w,
+                a_bits=a,
+                resample="none",  # as the plain row's calibration
+                seed=self.ec.seed,
+                progress=False,
+            )
+            model, notes = apply_gps(self.model, gc)
+            export_model(model, out, notes={"gps": notes})
+        return out
 
     def peer(self, method: str) -> Path:
         from sasq.calib.calibrate import CalibConfig
@@ -112,8 +143,12 @@ class _Workspace:
 
         resample = "ours" if row in ("resample", "both") else "none"
         shift = row in ("shift-sum", "both")
-        qc = QuantConfig(w_bits=w, a_bits=a, shift_sum=ShiftSumConfig(enabled=shift))
-        return quantize(self.fp, self.cache(resample), qc, self.root / f"{row}-W{w}A{a}")
+        gps = row == "gps-stwq"
+        fp = self.gps_export(w, a) if gps else self.fp
+        qc = QuantConfig(
+            w_bits=w, a_bits=a, shift_sum=ShiftSumConfig(enabled=shift), static_per_step=gps
+        )
+        return quantize(fp, self.cache(resample, fp), qc, self.root / f"{row}-W{w}A{a}")
 
 
 def _backend_for(ws: _Workspace, row: str, bits: str) -> StepBackend | None:
@@ -162,7 +197,7 @@ def evaluate(model: LoadedModel, clf: DigitsClassifier, ec: EvalConfig) -> dict:
         "seconds": round(time.perf_counter() - t0, 1),
         "notes": [
             "peer rows are int8 only (ORT quantize_static); None = not applicable",
-            "plain/resample/shift-sum/both: sasq static Q/DQ, minmax observer",
+            "plain/resample/shift-sum/both/gps-stwq: sasq static Q/DQ, minmax observer",
             "FP (seed+1): noise floor of FID2FP and token agreement",
         ],
     }

@@ -1,0 +1,237 @@
+"""PTQ4ARVG's gain-projected scaling (GPS), folded into the AdaLN linears.
+
+The linears fed by an AdaLN-modulated LayerNorm (each block's qkv and fc1, and the head)
+see activations with a few channels far larger than the rest. Dividing input channel i by
+s_i and multiplying the linear's weight column i by s_i leaves the FP output unchanged; the
+division is free at run time because the modulated LayerNorm is ``LN(x) * (1 + scale) +
+shift`` with ``scale`` and ``shift`` rows of the AdaLN linear, which absorb it.
+
+How large s_i should be comes from the quantization loss of one linear (activations per
+tensor, weights per output channel) expanded to second order with independent errors:
+
+    L_i(s) = b_i s^2 / s0^2 + a_i s0^2 / s^2
+    a_i = ||x_i||^2 ||dW_i||^2    weight error, seen through the channel's activations
+    b_i = ||dx_i||^2 ||W^q_i||^2  activation error, seen through the quantized weights
+
+dx and dW are the errors of quantizing without scaling, and s0 is the SmoothQuant scale
+(alpha = 0.5) of the channel with the largest range, which sets both quantization steps.
+dL/ds = 0 gives s_i^4 = s0^4 a_i / b_i: the gain of shrinking a channel's activation error
+projected through the weights against the cost in weight error. The anchor s0 and the
+formula follow the authors' code; the two clamps below are ours and keep its assumption
+true (the anchor stays the channel that sets the activation step) and the weights finite.
+
+GPS changes the FP weights, so it runs before export: ``sasq export --gps`` writes an FP
+export that calibrates and quantizes like any other.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from sasq.calib.resample import ResampleHook, ResampleMode
+from sasq.models import LoadedModel
+from sasq.tools.errors import UserError
+
+RATIO_CLAMP = 1e8  # a_i / b_i within [1/RATIO_CLAMP, RATIO_CLAMP]: s within s0 * [0.01, 100]
+
+
+@dataclass(frozen=True)
+class GPSConfig:
+    """num_samples: calibration images (CFG pairs) rolled out by the FP model in PyTorch;
+    w_bits / a_bits: the bit widths the scales are balanced for; max_tokens: tokens per
+    layer kept (uniformly at random) for the a_i / b_i sums; ranges use every token."""
+
+    num_samples: int = 32
+    w_bits: int = 8
+    a_bits: int = 8
+    resample: ResampleMode = ResampleMode.OURS
+    seed: int = 0
+    batch: int = 32
+    max_tokens: int = 4096
+    alpha: float = 0.5
+    progress: bool = True
+
+
+@dataclass
+class ChannelStats:
+    """Per-channel |x| maximum over every token, and a uniform sample of token rows."""
+
+    keep: float  # probability that a token row is kept in the sample
+    generator: torch.Generator
+    absmax: torch.Tensor | None = None
+    rows: list[torch.Tensor] = field(default_factory=list)
+
+    def update(self, x: torch.Tensor) -> None:
+        x = x.detach().reshape(-1, x.shape[-1]).float()
+        amax = x.abs().amax(0)
+        self.absmax = amax if self.absmax is None else torch.maximum(self.absmax, amax)
+        pick = torch.rand(x.shape[0], generator=self.generator) < self.keep
+        self.rows.append(x[pick].clone())
+
+    def sample(self) -> torch.Tensor:
+        return torch.cat(self.rows)
+
+
+def _quant_error(x: torch.Tensor, step: torch.Tensor, qmax: int) -> torch.Tensor:
+    return x - (x / step).round().clamp(-qmax, qmax) * step
+
+
+def gps_scales(
+    absmax_x: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    w_bits: int,
+    a_bits: int,
+    alpha: float = 0.5,
+) -> torch.Tensor:
+    """Per-input-channel scales s (C_in,) for ``y = x @ weight.T``: divide x by s, multiply
+    weight columns by s. ``absmax_x`` over all tokens, ``x`` (N, C_in) a token sample."""
+    qa, qw = 2 ** (a_bits - 1) - 1, 2 ** (w_bits - 1) - 1
+    w = weight.detach().double()
+    x, absmax_x = x.double(), absmax_x.double().clamp_min(1e-12)
+    absmax_w = w.abs().amax(0).clamp_min(1e-12)  # per input channel
+    anchor = int(absmax_x.argmax())
+    s0 = absmax_x[anchor] ** alpha / absmax_w[anchor] ** (1 - alpha)
+    dx = _quant_error(x, absmax_x[anchor] / qa, qa)  # the per-tensor step before scaling
+    w_step = (w.abs().amax(1, keepdim=True) / qw).clamp_min(1e-12)  # per output channel
+    dw = _quant_error(w, w_step, qw)
+    a = x.square().sum(0) * dw.square().sum(0)
+    b = dx.square().sum(0) * (w - dw).square().sum(0)
+    ratio = torch.where(b > 0, a / b.clamp_min(1e-300), torch.ones_like(a))
+    ratio = torch.where(a > 0, ratio, torch.ones_like(a))  # nothing to gain: stay at s0
+    s = s0 * ratio.clamp(1 / RATIO_CLAMP, RATIO_CLAMP) ** 0.25
+    # No channel may outgrow the anchor after scaling, or the anchor no longer sets the step.
+    s = torch.maximum(s, absmax_x * s0 / absmax_x[anchor])
+    s[anchor] = s0
+    return s.float()
+
+
+def output_sqnr(
+    x: torch.Tensor, weight: torch.Tensor, s: torch.Tensor, w_bits: int, a_bits: int
+) -> float:
+    """SQNR (dB) of ``x @ weight.T`` with x / s quantized per tensor and weight * s per
+    output channel, against FP: what the scales buy on the sample they were computed on."""
+    qa, qw = 2 ** (a_bits - 1) - 1, 2 ** (w_bits - 1) - 1
+    x, w, s = x.double(), weight.detach().double(), s.double()
+    xs, ws = x / s, w * s
+    dx = _quant_error(xs, (xs.abs().max() / qa).clamp_min(1e-12), qa)
+    dw = _quant_error(ws, (ws.abs().amax(1, keepdim=True) / qw).clamp_min(1e-12), qw)
+    y = x @ w.T
+    err = y - (xs - dx) @ (ws - dw).T
+    return float(10 * torch.log10(y.square().sum() / err.square().sum().clamp_min(1e-300)))
+
+
+def gps_targets(model: LoadedModel):
+    """(name, module whose first input is the linear's input, weight, AdaLN linear, the
+    ``scale`` and ``shift`` row offsets in it) for every GPS target."""
+    var = model.var
+    C = var.C
+    for i, blk in enumerate(var.blocks):
+        ada = blk.ada_lin[1]
+        yield f"blocks.{i}.attn.mat_qkv", blk.attn, blk.attn.mat_qkv.weight, ada, 2 * C, 4 * C
+        yield f"blocks.{i}.ffn.fc1", blk.ffn, blk.ffn.fc1.weight, ada, 3 * C, 5 * C
+    yield "head", var.head, var.head.weight, var.head_nm.ada_lin[1], 0, C
+
+
+@torch.no_grad()
+def collect_stats(model: LoadedModel, cfg: GPSConfig) -> dict[str, ChannelStats]:
+    """Roll out the FP model over ``cfg.num_samples`` images (classes cycled, resampled like
+    calibration) and gather the input statistics of every GPS target."""
+    from sasq.engines.torch_backend import TorchBackend
+    from sasq.tools.decode import generate
+
+    if cfg.num_samples < 1:
+        raise UserError(f"--gps-n must be at least 1, got {cfg.num_samples}")
+    mc = model.cfg
+    tokens = 2 * cfg.num_samples * sum(p * p for p in mc.vqvae.patch_nums)
+    keep = min(1.0, cfg.max_tokens / tokens)
+    stats, handles = {}, []
+    for k, (name, module, *_) in enumerate(gps_targets(model)):
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + k)
+        stats[name] = st = ChannelStats(keep, gen)
+        handles.append(module.register_forward_pre_hook(lambda _m, args, st=st: st.update(args[0])))
+    try:
+        K = mc.var.num_classes
+        labels = torch.tensor([i % K for i in range(cfg.num_samples)])
+        hook = ResampleHook(mc.sampling, cfg.resample, seed=cfg.seed)
+        backend = TorchBackend(model)
+        chunks = labels.split(cfg.batch)
+        for i, chunk in enumerate(tqdm(chunks, desc="gps", disable=not cfg.progress)):
+            generate(
+                backend, chunk, tuple(mc.vqvae.patch_nums), mc.sampling, cfg.seed + i, K, hook=hook
+            )
+    finally:
+        for h in handles:
+            h.remove()
+    return stats
+
+
+@torch.no_grad()
+def fold_scales(model: LoadedModel, scales: dict[str, torch.Tensor]) -> LoadedModel:
+    """A copy of ``model`` with each target's input divided by its scales (through the AdaLN
+    rows) and its weight columns multiplied by them: the same function in exact arithmetic.
+
+    ``LN(x) * (1 + scale) + shift`` divided by s: the ``scale`` rows become
+    ``(W c + b + 1) / s - 1`` (weight W / s, bias (b + 1) / s - 1) and the ``shift`` rows
+    ``(W c + b) / s``; the model's constant 1 stays as it is."""
+    out = copy.deepcopy(model)
+    for name, _module, weight, ada, scale_at, shift_at in gps_targets(out):
+        s = scales[name].to(weight.dtype)
+        C = s.numel()
+        weight.mul_(s)
+        ws, bs = ada.weight[scale_at : scale_at + C], ada.bias[scale_at : scale_at + C]
+        ws.div_(s[:, None])
+        bs.add_(1).div_(s).sub_(1)
+        ada.weight[shift_at : shift_at + C].div_(s[:, None])
+        ada.bias[shift_at : shift_at + C].div_(s)
+    return out
+
+
+def apply_gps(model: LoadedModel, cfg: GPSConfig) -> tuple[LoadedModel, dict]:
+    """Collect statistics, compute the scales and fold them: (new model, summary)."""
+    stats = collect_stats(model, cfg)
+    scales = {}
+    layers = {}
+    for name, _module, weight, *_ in gps_targets(model):
+        st = stats[name]
+        x = st.sample()
+        s = gps_scales(st.absmax, x, weight, cfg.w_bits, cfg.a_bits, cfg.alpha)
+        # The loss model holds each weight row's step fixed; where scaled columns take over
+        # the row maxima (low weight bits) it can be wrong, so a layer keeps GPS only where
+        # its output SQNR on the sample improves.
+        before = output_sqnr(x, weight, torch.ones_like(s), cfg.w_bits, cfg.a_bits)
+        after = output_sqnr(x, weight, s, cfg.w_bits, cfg.a_bits)
+        applied = after > before
+        scales[name] = s if applied else torch.ones_like(s)
+        layers[name] = {
+            "applied": applied,
+            "sqnr_db_before": round(before, 2),
+            "sqnr_db_gps": round(after, 2),
+            "s_min": round(float(s.min()), 5),
+            "s_median": round(float(s.median()), 5),
+            "s_max": round(float(s.max()), 5),
+            "anchor_channel": int(st.absmax.argmax()),
+            "range_ratio_before": round(_range_ratio(st.absmax), 2),
+            "range_ratio_after": round(_range_ratio(st.absmax / s), 2),
+        }
+    summary = {
+        "w_bits": cfg.w_bits,
+        "a_bits": cfg.a_bits,
+        "num_samples": cfg.num_samples,
+        "resample": ResampleMode(cfg.resample).value,
+        "seed": cfg.seed,
+        "tokens_per_layer": int(next(iter(stats.values())).sample().shape[0]),
+        "applied": sum(v["applied"] for v in layers.values()),
+        "layers": layers,
+    }
+    return fold_scales(model, scales), summary
+
+
+def _range_ratio(absmax: torch.Tensor) -> float:
+    """max / median of per-channel ranges: how much one channel dominates the tensor step."""
+    med = float(absmax.median())
+    return float(absmax.max()) / med if med > 0 else float("nan")

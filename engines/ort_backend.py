@@ -79,7 +79,7 @@ class OrtBackend:
         self._decoder = make_session(self.dir / m.graphs["decoder"].file, cfg)
         self._kv_shape = (d["num_heads"], 0, d["head_dim"])
         self._fhat_shape = (d["Cvae"], d["latent_hw"], d["latent_hw"])
-        self._cond: Value | None = None
+        self._mod: Value | None = None
         self._x: Value | None = None
         self._past: list[Value] = []
         self._f_hat: Value | None = None
@@ -94,17 +94,17 @@ class OrtBackend:
             raise UserError(
                 f"{self.dir}: exported for batch {self.manifest.batch_size}, got {n // 2} labels"
             )
-        cond, x = self._start.run(["cond_BD", "x_BlC"], {"label_2B": labels})
+        mod, x = self._start.run(["mod_BMC", "x_BlC"], {"label_2B": labels})
         zeros_kv = np.zeros((n, *self._kv_shape), np.float32)
         zeros_f = np.zeros((n // 2, *self._fhat_shape), np.float32)
-        self._cond, self._x = self._value(cond), self._value(x)
+        self._mod, self._x = self._value(mod), self._value(x)
         self._past = [self._value(zeros_kv) for _ in range(len(self._step_in) - 2)]
         self._f_hat, self._si = self._value(zeros_f), 0
 
     def step(self, si: int) -> torch.Tensor:
         if si != self._si:
             raise RuntimeError(f"step({si}) called at scale {self._si}")
-        feeds = dict(zip(self._step_in, [self._x, self._cond, *self._past], strict=True))
+        feeds = dict(zip(self._step_in, [self._x, self._mod, *self._past], strict=True))
         outs = self._run(self._step, feeds, self._step_out + self._fetch, host={"logits"})
         n = len(self._step_out)
         if self._on_record is not None:

@@ -13,20 +13,21 @@ class TorchBackend:
 
     def __init__(self, model: LoadedModel):
         self.m = model
-        self._cond: torch.Tensor | None = None
+        self._mod: torch.Tensor | None = None  # every AdaLN modulation, (2B, 6 depth + 2, C)
         self._x: torch.Tensor | None = None  # this scale's input tokens (2B, l, C)
         self._past: list[KV] | None = None
         self._f_hat: torch.Tensor | None = None
 
     @torch.no_grad()
     def reset(self, label_2B: torch.Tensor) -> None:
-        self._cond = self.m.var.class_cond(label_2B)
-        self._x = self.m.var.first_input(self._cond)
+        cond = self.m.var.class_cond(label_2B)
+        self._mod = self.m.var.modulation(cond)
+        self._x = self.m.var.first_input(cond)
         self._past, self._f_hat = None, None
 
     @torch.no_grad()
     def step(self, si: int) -> torch.Tensor:
-        logits, self._past = self.m.var.decode_step(self._x, self._cond, self._past)
+        logits, self._past = self.m.var.decode_step(self._x, self._mod, self._past)
         return logits
 
     @torch.no_grad()

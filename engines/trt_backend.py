@@ -49,7 +49,7 @@ class TrtBackend(OrtBackend):
             raise RuntimeError(f"step({si}) called at scale {self._si}")
         self._runner.set_profile(si)
         dev = [torch.from_numpy(np.ascontiguousarray(_numpy(v))).cuda()
-               for v in (self._x, self._cond)]  # fmt: skip
+               for v in (self._x, self._mod)]  # fmt: skip
         feeds = dict(zip(self._step_in, [*dev, *self._past_dev], strict=True))
         outs = self._runner.infer(feeds, copy_outputs_to_host=False)
         self._past_dev = [outs[n] for n in self._step_out[1:]]

@@ -61,7 +61,10 @@ def scale_shapes(manifest: Manifest, batch: int) -> list[dict[str, tuple[int, ..
     shapes = []
     for s in manifest.scales:
         kv = (rows, d["num_heads"], s.past_len, d["head_dim"])
-        shape = {names[0]: (rows, s.l, d["embed_dim"]), names[1]: (rows, d["embed_dim"])}
+        shape = {
+            names[0]: (rows, s.l, d["embed_dim"]),
+            names[1]: (rows, d["modulation_rows"], d["embed_dim"]),
+        }
         shape |= {n: kv for n in names[2:]}
         shapes.append(shape)
     return shapes

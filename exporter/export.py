@@ -2,8 +2,8 @@
 
 Layout of an export folder (all graphs fp32, standard ONNX ops only, no custom domains):
 
-- ``start.onnx``    label_2B -> cond_BD, x_BlC (scale 0's start tokens)
-- ``step.onnx``     x_BlC, cond_BD, past_key_i/past_value_i -> logits, present_key_i/value_i
+- ``start.onnx``    label_2B -> mod_BMC (every AdaLN modulation, once per image), x_BlC
+- ``step.onnx``     x_BlC, mod_BMC, past_key_i/past_value_i -> logits, present_key_i/value_i
 - ``next_{si}.onnx`` idx_Bl, f_hat -> f_hat_out (+ x_BlC of scale si+1, CFG-doubled)
 - ``decoder.onnx``  f_hat -> image in [-1, 1]
 - ``manifest.json`` shapes, names, versions, config, sha256 of every file
@@ -116,20 +116,20 @@ def _plan(model: LoadedModel, cfg: ExportConfig) -> Iterator[_Graph]:
 
     label = torch.arange(2 * B) % (var.num_classes + 1)
     start_dyn = {"label_2B": {0: B2d}} if dyn else None
-    yield _Graph("start", Start(model), (label,), ["label_2B"], ["cond_BD", "x_BlC"], start_dyn)
+    yield _Graph("start", Start(model), (label,), ["label_2B"], ["mod_BMC", "x_BlC"], start_dyn)
 
     l_ex, P_ex = 4, 5  # example sizes only; both axes are symbolic
     x = torch.randn(2 * B, l_ex, var.C)
-    cond = torch.randn(2 * B, var.D)
+    mod = torch.randn(2 * B, 6 * var.depth + 2, var.C)
     past = tuple(torch.randn(2 * B, nh, P_ex, hd) for _ in range(2 * var.depth))
     l_dim, P_dim = torch.export.Dim("l", min=1), torch.export.Dim("P", min=0)
     step_dyn = {
         "x_BlC": {0: B2d, 1: l_dim} if dyn else {1: l_dim},
-        "cond_BD": {0: B2d} if dyn else None,
+        "mod_BMC": {0: B2d} if dyn else None,
         "past": tuple(({0: B2d, 2: P_dim} if dyn else {2: P_dim}) for _ in past),
     }
     step_in, step_out = step_io_names(var.depth)
-    yield _Graph("step", Step(model), (x, cond, *past), step_in, step_out, step_dyn)
+    yield _Graph("step", Step(model), (x, mod, *past), step_in, step_out, step_dyn)
 
     for si, pn in enumerate(pns):
         idx = torch.randint(0, q.vocab_size, (B, pn * pn))
@@ -241,6 +241,7 @@ def _manifest(model: LoadedModel, cfg: ExportConfig, graphs: dict[str, GraphSpec
         head_dim=var.C // var.cfg.num_heads,
         embed_dim=var.C,
         cond_dim=var.D,
+        modulation_rows=6 * var.depth + 2,  # mod_BMC: six AdaLN rows per block, two for the head
         vocab_size=var.V,
         num_classes=var.num_classes,
         Cvae=var.Cvae,

@@ -15,7 +15,9 @@ from sasq.tools.errors import UserError
 
 MANIFEST = "manifest.json"
 FORMAT = "sasq-onnx-export"
-FORMAT_VERSION = 1
+# 2: the step takes mod_BMC (every AdaLN modulation, made once per image by start.onnx)
+# instead of cond_BD; a version-1 export must be exported again.
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ def step_io_names(depth: int) -> tuple[list[str], list[str]]:
     """Input and output names of step.onnx, caches interleaved per layer (key, value)."""
     past = [f"past_{t}_{i}" for i in range(depth) for t in ("key", "value")]
     present = [f"present_{t}_{i}" for i in range(depth) for t in ("key", "value")]
-    return ["x_BlC", "cond_BD", *past], ["logits", *present]
+    return ["x_BlC", "mod_BMC", *past], ["logits", *present]
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -146,7 +148,9 @@ def load_manifest(folder: str | Path) -> Manifest:
         if d.get("format") != FORMAT:
             raise ValueError(f"format is {d.get('format')!r}, expected {FORMAT!r}")
         if d.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"format_version {d.get('format_version')} is not {FORMAT_VERSION}")
+            raise ValueError(
+                f"format_version {d.get('format_version')} is not {FORMAT_VERSION}; export again"
+            )
         return Manifest.from_dict(d)
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path}: invalid manifest ({e})") from None

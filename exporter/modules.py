@@ -35,7 +35,8 @@ def area_matrix(H: int, pn: int) -> torch.Tensor:
 
 
 class Start(nn.Module):
-    """label_2B -> (cond_BD, x_BlC): the condition and scale 0's start tokens."""
+    """label_2B -> (mod_BMC, x_BlC): every AdaLN modulation of the condition (computed once
+    per image, not once per scale) and scale 0's start tokens."""
 
     def __init__(self, model: LoadedModel):
         super().__init__()
@@ -43,11 +44,11 @@ class Start(nn.Module):
 
     def forward(self, label_2B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cond_BD = self.var.class_cond(label_2B)
-        return cond_BD, self.var.first_input(cond_BD)
+        return self.var.modulation(cond_BD), self.var.first_input(cond_BD)
 
 
 class Step(nn.Module):
-    """One decode step at any scale: (x_BlC, cond_BD, past K/V...) -> (logits, present K/V...).
+    """One decode step at any scale: (x_BlC, mod_BMC, past K/V...) -> (logits, present K/V...).
 
     The per-layer caches are flat positional inputs/outputs (key_0, value_0, key_1, ...) so
     each gets its own ONNX name.
@@ -57,9 +58,9 @@ class Step(nn.Module):
         super().__init__()
         self.var = model.var
 
-    def forward(self, x_BlC: torch.Tensor, cond_BD: torch.Tensor, *past: torch.Tensor):
+    def forward(self, x_BlC: torch.Tensor, mod_BMC: torch.Tensor, *past: torch.Tensor):
         kv = [(past[2 * i], past[2 * i + 1]) for i in range(len(past) // 2)]
-        logits_BlV, present = self.var.decode_step(x_BlC, cond_BD, kv)
+        logits_BlV, present = self.var.decode_step(x_BlC, mod_BMC, kv)
         return (logits_BlV, *(t for k_v in present for t in k_v))
 
 

@@ -54,7 +54,7 @@ class QuantConfig:
     studies, not TensorRT). float_nodes: fnmatch globs over MatMul/Gemm node names *and*
     weight names kept float (e.g. ``"*ffn.fc2*"``, LiteVAR's FC after GELU).
     min_gemm_dim: GEMMs with K or N below it stay float, as do GEMVs (an activation with
-    no token axis, e.g. the AdaLN linears on ``cond_BD``). static_per_step: PTQ4ARVG's static
+    no token axis, e.g. a linear on a per-image vector). static_per_step: PTQ4ARVG's static
     token-wise scales, one per scale step, as a row scaling around a fixed-scale Q/DQ
     (``qdq_per_step``; not applied to V under shift-and-sum, whose shifts use V's scale)."""
 

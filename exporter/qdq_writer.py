@@ -6,7 +6,7 @@ from ``CalibCache.ranges``, ``MIN_SCALE`` for a zero range); weights per output 
 on both inputs of every quantized MatMul/Gemm, the attention QK^T and AV included; the
 softmax probabilities at scale 1/127. What stays float is configuration: ``float_nodes``
 globs, GEMMs with K or N < ``min_gemm_dim``, and GEMVs (an activation of rank < 3 has no
-token axis, e.g. the AdaLN linears on ``cond_BD``). The report names every node kept float,
+token axis, e.g. a linear on a per-image vector). The report names every node kept float,
 so ``engines.lint.lint(model, LintConfig(float_nodes=report.float_nodes))`` checks the rest.
 
 Narrower widths are simulated: weights on the 2^(w-1)-1 grid stored as int8, activations

@@ -87,15 +87,19 @@ class AdaLNSelfAttn(nn.Module):
         self.ln_wo_grad = nn.LayerNorm(embed_dim, eps=norm_eps, elementwise_affine=False)
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 6 * embed_dim))
 
+    def modulation(self, cond_BD: torch.Tensor) -> torch.Tensor:
+        """(B, 6, C): gamma1, gamma2, scale1, scale2, shift1, shift2 of this block."""
+        return self.ada_lin(cond_BD).view(-1, 6, self.C)
+
     def forward(
         self,
         x: torch.Tensor,
-        cond_BD: torch.Tensor,
+        ada_B6C: torch.Tensor,
         attn_bias: torch.Tensor | None,
         past: KV | None = None,
     ) -> tuple[torch.Tensor, KV]:
-        ada = self.ada_lin(cond_BD).view(-1, 1, 6, self.C)
-        gamma1, gamma2, scale1, scale2, shift1, shift2 = ada.unbind(2)
+        """``ada_B6C`` = ``modulation(cond_BD)``, computed once per condition by the caller."""
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = ada_B6C.unsqueeze(1).unbind(2)
         h, kv = self.attn(self.ln_wo_grad(x) * (scale1 + 1) + shift1, attn_bias, past)
         x = x + h * gamma1
         x = x + self.ffn(self.ln_wo_grad(x) * (scale2 + 1) + shift2) * gamma2
@@ -109,6 +113,10 @@ class AdaLNBeforeHead(nn.Module):
         self.ln_wo_grad = nn.LayerNorm(C, eps=norm_eps, elementwise_affine=False)
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * C))
 
-    def forward(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.ada_lin(cond_BD).view(-1, 1, 2, self.C).unbind(2)
+    def modulation(self, cond_BD: torch.Tensor) -> torch.Tensor:
+        """(B, 2, C): scale, shift."""
+        return self.ada_lin(cond_BD).view(-1, 2, self.C)
+
+    def forward(self, x_BLC: torch.Tensor, ada_B2C: torch.Tensor) -> torch.Tensor:
+        scale, shift = ada_B2C.unsqueeze(1).unbind(2)
         return self.ln_wo_grad(x_BLC) * (scale + 1) + shift

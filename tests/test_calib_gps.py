@@ -25,9 +25,10 @@ def _first_step_logits(m: M.LoadedModel) -> torch.Tensor:
     torch.manual_seed(0)
     labels = torch.arange(6) % m.var.num_classes
     cond = m.var.class_cond(labels)
-    logits, past = m.var.decode_step(m.var.first_input(cond), cond, None)
+    mod = m.var.modulation(cond)
+    logits, past = m.var.decode_step(m.var.first_input(cond), mod, None)
     x = torch.randn(6, 4, m.var.C)  # any second-scale input exercises the cache path too
-    logits2, _ = m.var.decode_step(x + m.var.lvl_pos(1), cond, past)
+    logits2, _ = m.var.decode_step(x + m.var.lvl_pos(1), mod, past)
     return torch.cat([logits.flatten(), logits2.flatten()])
 
 

@@ -122,11 +122,12 @@ def test_step_accepts_zero_length_past_and_matches_torch(onnx_dir):
     cond = m.var.class_cond(torch.tensor([1, 2, 10, 10]))
     x = m.var.first_input(cond)
     zeros = np.zeros((4, 4, 0, 32), np.float32)
-    feeds = {"x_BlC": x.detach().numpy(), "cond_BD": cond.detach().numpy()}
+    mod = m.var.modulation(cond)
+    feeds = {"x_BlC": x.detach().numpy(), "mod_BMC": mod.detach().numpy()}
     feeds |= {n: zeros for n in ins[2:]}
     out = sess.run(None, feeds)
     with torch.no_grad():
-        logits, kv = m.var.decode_step(x, cond, None)
+        logits, kv = m.var.decode_step(x, mod, None)
     ref = [logits, *(t for k_v in kv for t in k_v)]
     assert out[1].shape == (4, 4, 1, 32)
     assert max(np.abs(o - r.numpy()).max() for o, r in zip(out, ref, strict=True)) < 1e-5
@@ -135,10 +136,10 @@ def test_step_accepts_zero_length_past_and_matches_torch(onnx_dir):
 def test_start_and_transition_graphs_match_torch(onnx_dir):
     m, q = tiny_model(), tiny_model().vqvae.quantize
     labels = torch.tensor([0, 3, 9, 10, 10, 10])
-    cond, x = session(onnx_dir / "start.onnx").run(None, {"label_2B": labels.numpy()})
+    mod, x = session(onnx_dir / "start.onnx").run(None, {"label_2B": labels.numpy()})
     with torch.no_grad():
         ref_cond = m.var.class_cond(labels)
-        assert np.abs(cond - ref_cond.numpy()).max() < 1e-6
+        assert np.abs(mod - m.var.modulation(ref_cond).numpy()).max() < 1e-5
         assert np.abs(x - m.var.first_input(ref_cond).numpy()).max() < 1e-6
     g = torch.Generator().manual_seed(0)
     f_hat = torch.zeros(3, 32, 4, 4)

@@ -124,7 +124,7 @@ def default_cache(default_export, tmp_path_factory):
 def step_feeds(depth: int, P: int, l: int, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     f = {"x_BlC": rng.normal(0, 1, (4, l, 128)).astype(np.float32),
-         "cond_BD": rng.normal(0, 1, (4, 128)).astype(np.float32)}  # fmt: skip
+         "mod_BMC": rng.normal(0, 0.5, (4, 6 * depth + 2, 128)).astype(np.float32)}  # fmt: skip
     for i in range(depth):
         for t in ("key", "value"):
             f[f"past_{t}_{i}"] = rng.normal(0, 0.3, (4, 4, P, 32)).astype(np.float32)

@@ -70,7 +70,7 @@ def test_one_static_profile_per_scale(default_export):
     assert len(shapes) == 4
     assert [s["x_BlC"] for s in shapes] == [(8, l, 128) for l in (1, 4, 9, 16)]
     assert [s["past_key_0"][2] for s in shapes] == [0, 1, 5, 14]
-    assert all(s["cond_BD"] == (8, 128) for s in shapes)
+    assert all(s["mod_BMC"] == (8, 6 * 4 + 2, 128) for s in shapes)
 
 
 def test_engine_cache_reuses_only_a_matching_plan(default_export, tmp_path):

@@ -96,16 +96,16 @@ class PaperQuantBackend(TorchBackend):
         var, qc = self.m.var, self.qc
         h, new_kv = self._x, []
         for i, b in enumerate(var.blocks):
-            h, kv = self._block(b, h, None if self._past is None else self._past[i])
+            ada = var.block_modulation(self._mod, i)
+            h, kv = self._block(b, h, ada, None if self._past is None else self._past[i])
             new_kv.append(kv)
         self._past = new_kv
-        normed = var.head_nm(h, self._cond)
+        normed = var.head_nm(h, self._mod[:, -2:])
         return F.linear(per_token(normed, qc.a_bits), var.head.weight, var.head.bias)
 
-    def _block(self, b: AdaLNSelfAttn, x: torch.Tensor, past):
+    def _block(self, b: AdaLNSelfAttn, x: torch.Tensor, ada_B6C: torch.Tensor, past):
         qc, a = self.qc, b.attn
-        ada = b.ada_lin(self._cond).view(-1, 1, 6, b.C)
-        gamma1, gamma2, scale1, scale2, shift1, shift2 = ada.unbind(2)
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = ada_B6C.unsqueeze(1).unbind(2)
         B, L, C = x.shape
         hin = per_token(b.ln_wo_grad(x) * (scale1 + 1) + shift1, qc.a_bits)
         bias = torch.cat((a.q_bias, a.zero_k_bias, a.v_bias))

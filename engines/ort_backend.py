@@ -85,6 +85,11 @@ class OrtBackend:
         self._f_hat: Value | None = None
         self._si = 0
 
+    @property
+    def step_session(self):
+        """The step graph's ORT session (e.g. to end its profiling)."""
+        return self._step
+
     # ----- StepBackend -----
 
     def reset(self, label_2B: torch.Tensor) -> None:

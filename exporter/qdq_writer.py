@@ -251,9 +251,11 @@ def write_qdq(
         elif t.kind == OpKind.ATTN_AV:
             v_scale = w.act_scale(node.input[1], t.node)
             if t.node in plans:
-                expand_av(
+                picks = expand_av(
                     w.edit, node, plans[t.node], v_scale, w.qdq, p_scale, cfg.shift_sum.prob_shift
                 )
+                for pick in picks:
+                    report.kept_float[pick] = "shift-and-sum column pick (float, before Q)"
                 plan = plans[t.node]
                 report.shift_sum[t.node] = [plan.extra(si) for si in range(len(plan.n_steps))]
                 report.copies[t.node] = [n.tolist() for n in plan.n_steps]

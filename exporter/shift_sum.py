@@ -16,11 +16,13 @@ In the graph (one dynamic step graph serves every scale) the selection is a cons
 table indexed by the step: the step comes from the key length S (= Shape(V)[2], unique
 per step in VAR's layout) through a constant lookup ``step_of_S``; any other S gets the
 last row, no copies. S may not exceed the longest calibrated step (the model's total token
-count in VAR's decoding loop). Branch 0 is the plain AV product over all S keys with each
-position's first copy (shift, 1/n weight); branch 1 gathers every other copy (position j
-repeated n_j - 1 times, each entry with its own shift; padded with a zero-weight dummy so
-it is never empty). Each branch has its own Q/DQ (same scales) and MatMul; a Sum adds
-them. ``fuse_shift_sum`` merges the branches into one MatMul over the concatenated keys.
+count in VAR's decoding loop). Branch 0 is the plain AV product over all S keys with the
+value rows of the selected positions zeroed (a mask on V, so the probabilities, B*H*l*S and
+the larger operand at the fine scales, pass through no extra elementwise op); branch 1
+gathers every copy of each selected position (position j repeated n_j times, each entry
+with its own shift and 1/n weight; padded with a zero-weight dummy so it is never empty).
+Each branch has its own Q/DQ (same scales) and MatMul; a Sum adds them. ``fuse_shift_sum``
+merges the branches into one MatMul over the concatenated keys.
 
 Probabilities: copy c of a token gets p/n, plus (with ``prob_shift``) an offset of
 (2c+1-n)/(2n) probability steps, before the probabilities' Q at 1/127.
@@ -70,10 +72,18 @@ def copies_for(attn: np.ndarray, theta: float, max_n: int) -> np.ndarray:
     return (2**e).astype(np.int64)
 
 
-def choose_copies(attn: Sequence[float], cap: int, max_n: int) -> np.ndarray:
-    """Copies per key position with sum(n - 1) <= cap and theta as small as that allows.
-    The extra work only grows as theta falls, and it changes only at the breakpoints
-    theta = a_j / 2^m, so those are tried from the largest down."""
+def extra_columns(n: np.ndarray, graph: bool) -> int:
+    """Key columns n adds: sum(n - 1) extra copies in the paper's accounting; in sasq's graph
+    every copy of a selected position is a column of branch 1 (its row in branch 0 is masked
+    to zero instead), so each selected position adds n."""
+    n = np.asarray(n)
+    return int((n - 1).sum() + ((n > 1).sum() if graph else 0))
+
+
+def choose_copies(attn: Sequence[float], cap: int, max_n: int, graph: bool = False) -> np.ndarray:
+    """Copies per key position with ``extra_columns(n, graph) <= cap`` and theta as small as
+    that allows. The extra work only grows as theta falls, and it changes only at the
+    breakpoints theta = a_j / 2^m, so those are tried from the largest down."""
     a = np.asarray(attn, dtype=np.float64)
     best = np.ones(len(a), dtype=np.int64)
     if cap <= 0 or max_n == 1 or len(a) == 0:
@@ -82,7 +92,7 @@ def choose_copies(attn: Sequence[float], cap: int, max_n: int) -> np.ndarray:
     thetas = np.unique((a[:, None] / 2.0 ** m[None, :]).ravel())[::-1]
     for theta in thetas[thetas > 0]:
         n = copies_for(a, theta, max_n)
-        if int((n - 1).sum()) > cap:
+        if extra_columns(n, graph) > cap:
             break
         best = n
     return best
@@ -106,7 +116,8 @@ class LayerPlan:
         return int(max((int(n.max()) for n in self.n_steps if len(n)), default=1))
 
     def extra(self, si: int) -> int:
-        return int((self.n_steps[si] - 1).sum())
+        """Key columns the graph adds at step si (see ``extra_columns``)."""
+        return extra_columns(self.n_steps[si], graph=True)
 
 
 def plan_layer(node: str, attn_steps, cfg: ShiftSumConfig, caps: Sequence[int]) -> LayerPlan:
@@ -116,7 +127,7 @@ def plan_layer(node: str, attn_steps, cfg: ShiftSumConfig, caps: Sequence[int]) 
         if cfg.mode == ShiftSumMode.ALL2:
             out.append(np.full(len(a), min(2, cfg.max_n), dtype=np.int64))
         else:
-            out.append(choose_copies(a, caps[si], cfg.max_n))
+            out.append(choose_copies(a, caps[si], cfg.max_n, graph=True))
     return LayerPlan(node, tuple(out))
 
 
@@ -124,23 +135,18 @@ def plan_layer(node: str, attn_steps, cfg: ShiftSumConfig, caps: Sequence[int]) 
 
 
 def _tables(plan: LayerPlan, s: float, p_scale: float):
-    """Per step (plus a last 'no copies' row): branch 0's V shift, probability weight and
-    probability offset per position; for the extra branch (if any copies) the gathered
-    positions (one entry per extra copy) with their shifts, weights and offsets, and the
-    number of entries per step."""
+    """Per step (plus a last 'no copies' row): branch 0's value-row mask (0 where a position
+    has copies); for the extra branch (if any copies) the gathered positions (one entry per
+    copy of a selected position) with their shifts, weights and offsets, and the number of
+    entries per step."""
     SN = len(plan.n_steps)
     S_max = max(len(n) for n in plan.n_steps)
-    shift0 = np.zeros((SN + 1, S_max), np.float32)
-    w0 = np.ones((SN + 1, S_max), np.float32)
-    off0 = np.zeros((SN + 1, S_max), np.float32)
+    keep0 = np.ones((SN + 1, S_max), np.float32)
     for si, n in enumerate(plan.n_steps):
-        for j, nj in enumerate(n):
-            shift0[si, j] = shifts(int(nj), s)[0]
-            off0[si, j] = shifts(int(nj), p_scale)[0]
-            w0[si, j] = 1.0 / nj
+        keep0[si, : len(n)] = (n == 1).astype(np.float32)
     branches = []
-    if plan.max_n > 1:  # one branch with every extra copy (position j, copy c >= 1)
-        rows = [[(j, cp) for j in range(len(n)) for cp in range(1, int(n[j]))]
+    if plan.max_n > 1:  # one branch with every copy (c = 0..n-1) of each selected position
+        rows = [[(j, cp) for j in range(len(n)) if n[j] > 1 for cp in range(int(n[j]))]
                 for n in plan.n_steps]  # fmt: skip
         E = max(1, max(len(r) for r in rows))
         idx = np.zeros((SN + 1, E), np.int64)
@@ -156,8 +162,13 @@ def _tables(plan: LayerPlan, s: float, p_scale: float):
                 sh[si, e] = shifts(int(n[j]), s)[cp]
                 off[si, e] = shifts(int(n[j]), p_scale)[cp]
                 w[si, e] = 1.0 / n[j]
-        branches.append((idx, sh, w, off, length))
-    return (shift0, w0, off0), branches
+        # the weighted column pick as a matrix, P @ pick = (P gathered at idx) * w: ORT's
+        # Gather along the last axis copies one element at a time, a MatMul does not
+        pick = np.zeros((SN + 1, S_max, E), np.float32)
+        for si in range(SN + 1):
+            pick[si, idx[si, : length[si]], np.arange(length[si])] = w[si, : length[si]]
+        branches.append((idx, sh, pick, off, length))
+    return keep0, branches
 
 
 def expand_av(
@@ -168,8 +179,9 @@ def expand_av(
     qdq,
     p_scale: float,
     prob_shift: bool = True,
-) -> None:
-    """Replace the AV node ``av`` by shift-and-sum branches and a Sum.
+) -> list[str]:
+    """Replace the AV node ``av`` by shift-and-sum branches and a Sum; return the float
+    MatMuls it made (the weighted column picks, which TensorRT runs in float).
 
     ``qdq(x, scale, base) -> name`` writes one activation Q/DQ pair (the writer's, so bit
     widths and clipping match the rest of the graph)."""
@@ -180,7 +192,7 @@ def expand_av(
     step_of_S = np.full(max(steps_S) + 2, SN, np.int64)
     for si, S in enumerate(steps_S):
         step_of_S[S] = si
-    (shift0, w0, off0), branches = _tables(plan, v_scale, p_scale)
+    keep0, branches = _tables(plan, v_scale, p_scale)
     c = edit.const
     S = edit.node("Shape", [v], f"{name}_S", start=-2, end=-1)[0]
     si = edit.node("Gather", [c(f"{name}_step_of_S", step_of_S), S], f"{name}_step")[0]
@@ -189,6 +201,8 @@ def expand_av(
         c(f"{name}_ax1", np.array([1], np.int64)),
     )
     col = c(f"{name}_col", np.array([-1, 1], np.int64))
+    zero2 = c(f"{name}_zero2", np.array([0, 0], np.int64))
+    ax12 = c(f"{name}_ax12", np.array([1, 2], np.int64))
     flat = c(f"{name}_flat", np.array([-1], np.int64))
 
     def row(table: np.ndarray, length: str, what: str) -> str:
@@ -196,10 +210,9 @@ def expand_av(
         r = edit.node("Gather", [c(f"{name}_{what}", table), si], f"{name}_{what}_row")[0]
         return edit.node("Slice", [r, zero1, length, ax1], f"{name}_{what}_sl")[0]
 
-    def branch(v_in: str, p_in: str, sh: str, w: str, off: str | None, k: int) -> str:
+    def branch(v_in: str, p_w: str, sh: str, off: str | None, k: int) -> str:
         sh_col = edit.node("Reshape", [sh, col], f"{name}_b{k}_shcol")[0]
         v_sh = edit.node("Add", [v_in, sh_col], f"{name}_b{k}_vshift")[0]
-        p_w = edit.node("Mul", [p_in, w], f"{name}_b{k}_pw")[0]
         if off is not None:
             p_w = edit.node("Add", [p_w, off], f"{name}_b{k}_pshift")[0]
         vq, pq = qdq(v_sh, v_scale, f"{name}_b{k}_v"), qdq(p_w, p_scale, f"{name}_b{k}_p")
@@ -208,13 +221,25 @@ def expand_av(
     def offsets(table: np.ndarray, length: str, what: str) -> str | None:
         return row(table, length, what) if prob_shift else None
 
-    outs = [branch(v, p, row(shift0, S, "shift0"), row(w0, S, "w0"), offsets(off0, S, "off0"), 0)]
-    for k, (idx, sh, w, off, length) in enumerate(branches, start=1):
+    v0 = v
+    if branches:  # selected positions contribute through branch 1 only
+        keep = edit.node("Reshape", [row(keep0, S, "keep0"), col], f"{name}_b0_keepcol")[0]
+        v0 = edit.node("Mul", [v, keep], f"{name}_b0_vmask")[0]
+    vq, pq = qdq(v0, v_scale, f"{name}_b0_v"), qdq(p, p_scale, f"{name}_b0_p")
+    outs = [edit.node("MatMul", [pq, vq], f"{name}_b0")[0]]
+    picks = []
+    for k, (idx, sh, pick, off, length) in enumerate(branches, start=1):
         E = edit.node("Gather", [c(f"{name}_len{k}", length), si], f"{name}_E{k}")[0]
         ix = edit.node("Reshape", [row(idx, E, f"idx{k}"), flat], f"{name}_ix{k}")[0]
         v_k = edit.node("Gather", [v, ix], f"{name}_v{k}", axis=-2)[0]
-        p_k = edit.node("Gather", [p, ix], f"{name}_p{k}", axis=-1)[0]
+        pk = edit.node("Gather", [c(f"{name}_pick{k}", pick), si], f"{name}_pick{k}_step")[0]
+        SE = edit.node("Concat", [S, E], f"{name}_SE{k}", axis=0)[0]
+        pk = edit.node("Slice", [pk, zero2, SE, ax12], f"{name}_pick{k}_sl")[0]
+        pk = edit.node("Reshape", [pk, SE], f"{name}_pick{k}_SE")[0]  # drops the step axis
+        p_k = edit.node("MatMul", [p, pk], f"{name}_p{k}")[0]
+        picks.append(edit.graph.node[-1].name)
         off_k = offsets(off, E, f"off{k}")
-        outs.append(branch(v_k, p_k, row(sh, E, f"shift{k}"), row(w, E, f"w{k}"), off_k, k))
+        outs.append(branch(v_k, p_k, row(sh, E, f"shift{k}"), off_k, k))
     edit.graph.node.remove(av)
     edit.node_to("Sum", outs, [out], f"{name}{SUM_SUFFIX}")
+    return picks

@@ -1,5 +1,5 @@
 """VAR-d16 (random weights, ~310M parameters) on ONNX Runtime: FP32 vs sasq int8 (plain and
-shift-and-sum) vs the ORT peer, batch 1 with CFG, in one bench run.
+shift-and-sum fused and expanded) vs the ORT peer, batch 1 with CFG, in one bench run.
 
     python scripts/d16_int8_bench.py OUT_DIR [calib_images] [--peer]
 
@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from sasq.calib.cache import load_cache, save_cache
 from sasq.calib.calibrate import CalibConfig, calibrate
 from sasq.calib.data_reader import record_step_feeds
 from sasq.exporter import export_model
@@ -37,13 +38,20 @@ def main() -> None:
     if not (fp / "manifest.json").exists():
         export_model(model, fp)
     cc = CalibConfig(num_samples=n, batch=2, progress=False)
-    cache = calibrate(fp, cc).cache
+    cache_path = out / f"calib-{n}.json"
+    if cache_path.exists():
+        cache = load_cache(cache_path)  # refused if the FP step graph changed since
+    else:
+        cache = calibrate(fp, cc).cache
+        save_cache(cache, cache_path)
     print("calibrated", flush=True)
     quantize(fp, cache, QuantConfig(), out / "int8")
     print("quantized int8", flush=True)
     quantize(fp, cache, QuantConfig(shift_sum=ShiftSumConfig(enabled=True)), out / "int8-ss")
-    print("quantized int8 + shift-and-sum", flush=True)
-    rows = ["int8", "int8-ss"]
+    ss = ShiftSumConfig(enabled=True, fuse=False)
+    quantize(fp, cache, QuantConfig(shift_sum=ss), out / "int8-ss-expanded")
+    print("quantized int8 + shift-and-sum (fused and expanded)", flush=True)
+    rows = ["int8", "int8-ss", "int8-ss-expanded"]
     if with_peer:
         peer_quantize(fp, record_step_feeds(fp, cc), "minmax", out / "peer")
         rows.append("peer")

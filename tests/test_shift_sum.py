@@ -169,7 +169,8 @@ def test_layers_glob_limits_the_expansion():
 def test_all2_gives_every_key_two_copies():
     ss = ShiftSumConfig(enabled=True, mode="all2", fuse=False)
     q, report = write_qdq(attention_model(), attention_cache(), QuantConfig(shift_sum=ss))
-    assert report.shift_sum["av"] == [3, 6]
+    # both copies of each of S = 3, 6 keys are extra columns (branch 0's rows are masked)
+    assert report.shift_sum["av"] == [2 * 3, 2 * 6]
     got, feeds = _run(q, 6, seed=3)
     want = reference(feeds["scores"], feeds["v"], np.full(6, 2), True)
     assert np.abs(got - want).max() < 1e-5

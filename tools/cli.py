@@ -79,6 +79,11 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         A.args_train_default,
         C.cmd_train_default,
     ),
+    "profile": (
+        "where a step graph's time goes: ORT per-op profile by scale, kernel and role",
+        A.args_profile,
+        C.cmd_profile,
+    ),
     "lint": (
         "check a Q/DQ ONNX against TensorRT's explicit-quantization rules (exit 1 if any)",
         A.args_lint,

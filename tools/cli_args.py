@@ -194,6 +194,13 @@ def args_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="out/compare", help="folder for compare.json and .md")
 
 
+def args_profile(p: argparse.ArgumentParser) -> None:
+    _add_onnx(p, required=True)
+    p.add_argument("--batch", type=int, default=1, help="images (2x rows with CFG)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="out/profile", help="folder for profile.json and .md")
+
+
 def args_selftest(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu", action="store_true", help="TensorRT fp16/int8 engines on the GPU")
     p.add_argument("--out", default="out/selftest")

@@ -268,6 +268,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0 if report["passed"] else 1
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from sasq.tools.op_profile import ProfileConfig, profile_export, to_markdown, write_report
+
+    if args.batch < 1 or args.threads < 0:
+        raise UserError("--batch must be at least 1 and --threads at least 0 (0: all cores)")
+    report = profile_export(args.onnx, ProfileConfig(args.batch, args.threads, args.seed))
+    write_report(report, _out_path(str(Path(args.out) / "profile.json")).parent)
+    print(to_markdown(report))
+    return 0
+
+
 def cmd_selftest(args: argparse.Namespace) -> int:
     from sasq.tools.selftest import gpu_selftest
 

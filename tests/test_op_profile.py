@@ -1,0 +1,37 @@
+"""sasq profile: ORT's per-op profile of a step graph, split by scale and role."""
+
+from __future__ import annotations
+
+import json
+
+from sasq.exporter.manifest import load_manifest
+from sasq.tools.cli import main
+from sasq.tools.op_profile import ProfileConfig, av_nodes, profile_export
+
+
+def test_profile_attributes_kernel_time_to_scales_and_roles(default_export):
+    r = profile_export(default_export, ProfileConfig(batch=2, threads=1))
+    depth = load_manifest(default_export).dims["depth"]
+    assert len(av_nodes(default_export)) == depth
+    SN = len(r["patch_nums"])
+    assert len(r["step_wall_ms"]) == SN
+    roles = r["by_role_ms"]
+    assert {"attn-qk", "attn-value", "linear", "other"} <= set(roles)
+    assert all(len(v) == SN for v in roles.values())
+    kernel = sum(map(sum, roles.values()))
+    assert abs(kernel - r["kernel_ms"]) <= 0.01 * r["kernel_ms"] + 0.01
+    # kernels run inside the step runs: never more than the wall time, most of it
+    assert 0.3 * sum(r["step_wall_ms"]) <= kernel <= sum(r["step_wall_ms"])
+    assert sum(roles["linear"]) > 0 and any(op in r["by_op_ms"] for op in ("MatMul", "Gemm"))
+
+
+def test_profile_cli_writes_json_and_refuses_a_non_export(default_export, tmp_path, capsys):
+    out = tmp_path / "prof"
+    assert (
+        main(["profile", "--onnx", str(default_export), "--threads", "1", "--out", str(out)]) == 0
+    )
+    assert "| attn-value |" in capsys.readouterr().out
+    assert json.loads((out / "profile.json").read_text())["config"]["batch"] == 1
+    assert main(["profile", "--onnx", str(tmp_path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not a sasq ONNX export" in err and "Traceback" not in err

@@ -20,7 +20,10 @@ count in VAR's decoding loop). Branch 0 is the plain AV product over all S keys 
 value rows of the selected positions zeroed (a mask on V, so the probabilities, B*H*l*S and
 the larger operand at the fine scales, pass through no extra elementwise op); branch 1
 gathers every copy of each selected position (position j repeated n_j times, each entry
-with its own shift and 1/n weight; padded with a zero-weight dummy so it is never empty).
+with its own shift and 1/n weight; padded with a zero-weight dummy so it is never empty):
+value rows by a Gather, probability columns by gathering the few distinct positions and a
+small float MatMul that repeats and weights them (a Gather of every copy along the last
+axis, element by element, cost more than the AV product itself on VAR-d16).
 Each branch has its own Q/DQ (same scales) and MatMul; a Sum adds them. ``fuse_shift_sum``
 merges the branches into one MatMul over the concatenated keys.
 
@@ -162,12 +165,20 @@ def _tables(plan: LayerPlan, s: float, p_scale: float):
                 sh[si, e] = shifts(int(n[j]), s)[cp]
                 off[si, e] = shifts(int(n[j]), p_scale)[cp]
                 w[si, e] = 1.0 / n[j]
-        # the weighted column pick as a matrix, P @ pick = (P gathered at idx) * w: ORT's
-        # Gather along the last axis copies one element at a time, a MatMul does not
-        pick = np.zeros((SN + 1, S_max, E), np.float32)
-        for si in range(SN + 1):
-            pick[si, idx[si, : length[si]], np.arange(length[si])] = w[si, : length[si]]
-        branches.append((idx, sh, pick, off, length))
+        # Probability columns: the few distinct positions are gathered (ORT's Gather along
+        # the last axis copies element by element, so it should output few columns), then
+        # a small matrix repeats each into its copies with weight 1/n: (P[..., uniq]) @ pick.
+        uniq_rows = [sorted({j for j, _ in r}) or [0] for r in rows] + [[0]]
+        J = max(len(u) for u in uniq_rows)
+        uniq = np.zeros((SN + 1, J), np.int64)
+        n_uniq = np.array([len(u) for u in uniq_rows], np.int64)
+        pick = np.zeros((SN + 1, J, E), np.float32)
+        for si, u in enumerate(uniq_rows):
+            uniq[si, : len(u)] = u
+            at = {j: k for k, j in enumerate(u)}
+            for e in range(len(rows[si]) if si < SN else 0):
+                pick[si, at[int(idx[si, e])], e] = w[si, e]
+        branches.append((idx, sh, (uniq, n_uniq, pick), off, length))
     return keep0, branches
 
 
@@ -228,15 +239,18 @@ def expand_av(
     vq, pq = qdq(v0, v_scale, f"{name}_b0_v"), qdq(p, p_scale, f"{name}_b0_p")
     outs = [edit.node("MatMul", [pq, vq], f"{name}_b0")[0]]
     picks = []
-    for k, (idx, sh, pick, off, length) in enumerate(branches, start=1):
+    for k, (idx, sh, (uniq, n_uniq, pick), off, length) in enumerate(branches, start=1):
         E = edit.node("Gather", [c(f"{name}_len{k}", length), si], f"{name}_E{k}")[0]
         ix = edit.node("Reshape", [row(idx, E, f"idx{k}"), flat], f"{name}_ix{k}")[0]
         v_k = edit.node("Gather", [v, ix], f"{name}_v{k}", axis=-2)[0]
+        J = edit.node("Gather", [c(f"{name}_nuniq{k}", n_uniq), si], f"{name}_J{k}")[0]
+        ux = edit.node("Reshape", [row(uniq, J, f"uniq{k}"), flat], f"{name}_ux{k}")[0]
+        p_d = edit.node("Gather", [p, ux], f"{name}_pd{k}", axis=-1)[0]
         pk = edit.node("Gather", [c(f"{name}_pick{k}", pick), si], f"{name}_pick{k}_step")[0]
-        SE = edit.node("Concat", [S, E], f"{name}_SE{k}", axis=0)[0]
-        pk = edit.node("Slice", [pk, zero2, SE, ax12], f"{name}_pick{k}_sl")[0]
-        pk = edit.node("Reshape", [pk, SE], f"{name}_pick{k}_SE")[0]  # drops the step axis
-        p_k = edit.node("MatMul", [p, pk], f"{name}_p{k}")[0]
+        JE = edit.node("Concat", [J, E], f"{name}_JE{k}", axis=0)[0]
+        pk = edit.node("Slice", [pk, zero2, JE, ax12], f"{name}_pick{k}_sl")[0]
+        pk = edit.node("Reshape", [pk, JE], f"{name}_pick{k}_JE")[0]  # drops the step axis
+        p_k = edit.node("MatMul", [p_d, pk], f"{name}_p{k}")[0]
         picks.append(edit.graph.node[-1].name)
         off_k = offsets(off, E, f"off{k}")
         outs.append(branch(v_k, p_k, row(sh, E, f"shift{k}"), off_k, k))

@@ -50,7 +50,13 @@ def make_backend(
         from sasq.engines.ort_backend import OrtBackend
         from sasq.engines.ort_session import SessionConfig
 
-        cfg = SessionConfig(provider=_ORT_PROVIDERS[name], intra_op_threads=threads)
+        # int8 GEMMs need DQ -> MatMul -> Add left unfused (DESIGN.md, runtime facts), as in
+        # bench and profile
+        cfg = SessionConfig(
+            provider=_ORT_PROVIDERS[name],
+            intra_op_threads=threads,
+            disabled_optimizers=("MatMulAddFusion",),
+        )
         return OrtBackend(onnx_dir, cfg)
     raise UserError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
 

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from sasq.calib.resample import ResampleHook, ResampleMode
 from sasq.models import LoadedModel
 from sasq.tools.errors import UserError
+from sasq.tools.paper_quant import fake_quant, per_channel_weight
 
 RATIO_CLAMP = 1e8  # a_i / b_i within [1/RATIO_CLAMP, RATIO_CLAMP]: s within s0 * [0.01, 100]
 
@@ -76,10 +77,6 @@ class ChannelStats:
         return torch.cat(self.rows)
 
 
-def _quant_error(x: torch.Tensor, step: torch.Tensor, qmax: int) -> torch.Tensor:
-    return x - (x / step).round().clamp(-qmax, qmax) * step
-
-
 def gps_scales(
     absmax_x: torch.Tensor,
     x: torch.Tensor,
@@ -90,15 +87,13 @@ def gps_scales(
 ) -> torch.Tensor:
     """Per-input-channel scales s (C_in,) for ``y = x @ weight.T``: divide x by s, multiply
     weight columns by s. ``absmax_x`` over all tokens, ``x`` (N, C_in) a token sample."""
-    qa, qw = 2 ** (a_bits - 1) - 1, 2 ** (w_bits - 1) - 1
     w = weight.detach().double()
     x, absmax_x = x.double(), absmax_x.double().clamp_min(1e-12)
     absmax_w = w.abs().amax(0).clamp_min(1e-12)  # per input channel
     anchor = int(absmax_x.argmax())
     s0 = absmax_x[anchor] ** alpha / absmax_w[anchor] ** (1 - alpha)
-    dx = _quant_error(x, absmax_x[anchor] / qa, qa)  # the per-tensor step before scaling
-    w_step = (w.abs().amax(1, keepdim=True) / qw).clamp_min(1e-12)  # per output channel
-    dw = _quant_error(w, w_step, qw)
+    dx = x - fake_quant(x, absmax_x[anchor], a_bits)  # the per-tensor step before scaling
+    dw = w - per_channel_weight(w, w_bits)
     a = x.square().sum(0) * dw.square().sum(0)
     b = dx.square().sum(0) * (w - dw).square().sum(0)
     ratio = torch.where(b > 0, a / b.clamp_min(1e-300), torch.ones_like(a))
@@ -115,13 +110,10 @@ def output_sqnr(
 ) -> float:
     """SQNR (dB) of ``x @ weight.T`` with x / s quantized per tensor and weight * s per
     output channel, against FP: what the scales buy on the sample they were computed on."""
-    qa, qw = 2 ** (a_bits - 1) - 1, 2 ** (w_bits - 1) - 1
     x, w, s = x.double(), weight.detach().double(), s.double()
     xs, ws = x / s, w * s
-    dx = _quant_error(xs, (xs.abs().max() / qa).clamp_min(1e-12), qa)
-    dw = _quant_error(ws, (ws.abs().amax(1, keepdim=True) / qw).clamp_min(1e-12), qw)
     y = x @ w.T
-    err = y - (xs - dx) @ (ws - dw).T
+    err = y - fake_quant(xs, xs.abs().max(), a_bits) @ per_channel_weight(ws, w_bits).T
     return float(10 * torch.log10(y.square().sum() / err.square().sum().clamp_min(1e-300)))
 
 
@@ -194,11 +186,11 @@ def fold_scales(model: LoadedModel, scales: dict[str, torch.Tensor]) -> LoadedMo
 def apply_gps(model: LoadedModel, cfg: GPSConfig) -> tuple[LoadedModel, dict]:
     """Collect statistics, compute the scales and fold them: (new model, summary)."""
     stats = collect_stats(model, cfg)
-    scales = {}
-    layers = {}
+    scales, layers, tokens = {}, {}, 0
     for name, _module, weight, *_ in gps_targets(model):
         st = stats[name]
         x = st.sample()
+        tokens = tokens or x.shape[0]  # reported: the first layer's sample
         s = gps_scales(st.absmax, x, weight, cfg.w_bits, cfg.a_bits, cfg.alpha)
         # The loss model holds each weight row's step fixed; where scaled columns take over
         # the row maxima (low weight bits) it can be wrong, so a layer keeps GPS only where
@@ -224,7 +216,7 @@ def apply_gps(model: LoadedModel, cfg: GPSConfig) -> tuple[LoadedModel, dict]:
         "num_samples": cfg.num_samples,
         "resample": ResampleMode(cfg.resample).value,
         "seed": cfg.seed,
-        "tokens_per_layer": int(next(iter(stats.values())).sample().shape[0]),
+        "tokens_per_layer": int(tokens),
         "applied": sum(v["applied"] for v in layers.values()),
         "layers": layers,
     }

@@ -39,18 +39,19 @@ class PaperQuantConfig:
     max_n: int = 8
 
 
-def _fq(x: torch.Tensor, amax: torch.Tensor, bits: int) -> torch.Tensor:
+def fake_quant(x: torch.Tensor, amax: torch.Tensor, bits: int) -> torch.Tensor:
+    """DQ(Q(x)) on the symmetric ``bits`` grid whose largest level is ``amax``."""
     qmax = 2 ** (bits - 1) - 1
     s = (amax / qmax).clamp_min(1e-12)
     return (x / s).round().clamp(-qmax, qmax) * s
 
 
 def per_token(x: torch.Tensor, bits: int) -> torch.Tensor:
-    return _fq(x, x.abs().amax(dim=-1, keepdim=True), bits)
+    return fake_quant(x, x.abs().amax(dim=-1, keepdim=True), bits)
 
 
 def per_channel_weight(w_NK: torch.Tensor, bits: int) -> torch.Tensor:
-    return _fq(w_NK, w_NK.abs().amax(dim=1, keepdim=True), bits)
+    return fake_quant(w_NK, w_NK.abs().amax(dim=1, keepdim=True), bits)
 
 
 def log2_quant(p: torch.Tensor, bits: int) -> torch.Tensor:
@@ -119,7 +120,11 @@ class PaperQuantBackend(TorchBackend):
         if past is not None:
             k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
         p = torch.softmax(per_token(q, qc.a_bits) @ per_token(k, qc.a_bits).transpose(-2, -1), -1)
-        pq = log2_quant(p, qc.a_bits) if qc.log2_softmax else _fq(p, torch.ones(()), qc.a_bits)
+        pq = (
+            log2_quant(p, qc.a_bits)
+            if qc.log2_softmax
+            else fake_quant(p, torch.ones(()), qc.a_bits)
+        )
         n = self._copies(p, C) if qc.shift_sum else torch.ones(p.shape[:2] + p.shape[-1:])
         out = pq @ shift_sum_v(v, n, qc.a_bits)
         attn = a.proj(per_token(out.transpose(1, 2).reshape(B, L, C), qc.a_bits))

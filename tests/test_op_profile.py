@@ -6,13 +6,14 @@ import json
 
 from sasq.exporter.manifest import load_manifest
 from sasq.tools.cli import main
-from sasq.tools.op_profile import ProfileConfig, av_nodes, profile_export
+from sasq.tools.op_profile import ProfileConfig, attention_nodes, profile_export
 
 
 def test_profile_attributes_kernel_time_to_scales_and_roles(default_export):
     r = profile_export(default_export, ProfileConfig(batch=2, threads=1))
-    depth = load_manifest(default_export).dims["depth"]
-    assert len(av_nodes(default_export)) == depth
+    manifest = load_manifest(default_export)
+    av, qk = attention_nodes(default_export, manifest)
+    assert len(av) == len(qk) == manifest.dims["depth"]
     SN = len(r["patch_nums"])
     assert len(r["step_wall_ms"]) == SN
     roles = r["by_role_ms"]

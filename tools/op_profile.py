@@ -20,7 +20,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from sasq.exporter.manifest import verify
+from sasq.exporter.manifest import Manifest, load_manifest
 from sasq.tools import atomic
 from sasq.tools.errors import UserError
 
@@ -32,25 +32,17 @@ class ProfileConfig:
     seed: int = 0
 
 
-def av_nodes(onnx_dir: Path) -> list[str]:
-    """Names of the attention-value MatMuls: recorded by the quantizer for shift-and-sum
-    exports (their nodes were replaced), else found in the graph."""
+def attention_nodes(onnx_dir: Path, manifest: Manifest) -> tuple[list[str], list[str]]:
+    """Names of the attention-value and QK^T MatMuls. The AV names of a shift-and-sum
+    export are those the quantizer recorded (their nodes were replaced)."""
     from sasq.calib.recorder import OpKind, quantizable_inputs
 
-    manifest = verify(onnx_dir)
-    extra = manifest.extra.get("quant", {}).get("shift_sum_extra_keys")
-    if extra:
-        return list(extra)
     step = onnx.load(str(onnx_dir / manifest.graphs["step"].file), load_external_data=False)
-    return [t.node for t in quantizable_inputs(step) if t.kind == OpKind.ATTN_AV]
-
-
-def qk_nodes(onnx_dir: Path) -> list[str]:
-    from sasq.calib.recorder import OpKind, quantizable_inputs
-
-    manifest = verify(onnx_dir)
-    step = onnx.load(str(onnx_dir / manifest.graphs["step"].file), load_external_data=False)
-    return [t.node for t in quantizable_inputs(step) if t.kind == OpKind.ATTN_QK]
+    targets = quantizable_inputs(step)
+    av = manifest.extra.get("quant", {}).get("shift_sum_extra_keys")
+    if not av:
+        av = [t.node for t in targets if t.kind == OpKind.ATTN_AV]
+    return list(av), [t.node for t in targets if t.kind == OpKind.ATTN_QK]
 
 
 def _role(node: str, op: str, av: list[str], qk: list[str]) -> str:
@@ -107,7 +99,7 @@ def profile_export(onnx_dir: str | Path, cfg: ProfileConfig) -> dict:
     from sasq.tools.decode import generate
 
     onnx_dir = Path(onnx_dir)
-    manifest = verify(onnx_dir)
+    manifest = load_manifest(onnx_dir)  # OrtBackend verifies the files
     mc = ModelConfig.from_dict(manifest.model_config)
     SN = len(manifest.patch_nums)
     labels = torch.arange(cfg.batch) % mc.var.num_classes
@@ -124,7 +116,7 @@ def profile_export(onnx_dir: str | Path, cfg: ProfileConfig) -> dict:
                 backend, labels, manifest.patch_nums, mc.sampling, cfg.seed, mc.var.num_classes
             )
         events = json.loads(Path(backend.step_session.end_profiling()).read_text())
-    result = summarize(events, SN, av_nodes(onnx_dir), qk_nodes(onnx_dir))
+    result = summarize(events, SN, *attention_nodes(onnx_dir, manifest))
     return {"onnx": str(onnx_dir), "config": vars(cfg), "patch_nums": manifest.patch_nums, **result}
 
 

@@ -211,10 +211,6 @@ def expand_av(
         c(f"{name}_zero", np.array([0], np.int64)),
         c(f"{name}_ax1", np.array([1], np.int64)),
     )
-    col = c(f"{name}_col", np.array([-1, 1], np.int64))
-    zero2 = c(f"{name}_zero2", np.array([0, 0], np.int64))
-    ax12 = c(f"{name}_ax12", np.array([1, 2], np.int64))
-    flat = c(f"{name}_flat", np.array([-1], np.int64))
 
     def row(table: np.ndarray, length: str, what: str) -> str:
         """table[step, :length] as a [1, length] tensor."""
@@ -234,6 +230,10 @@ def expand_av(
 
     v0 = v
     if branches:  # selected positions contribute through branch 1 only
+        col = c(f"{name}_col", np.array([-1, 1], np.int64))
+        zero2 = c(f"{name}_zero2", np.array([0, 0], np.int64))
+        ax12 = c(f"{name}_ax12", np.array([1, 2], np.int64))
+        flat = c(f"{name}_flat", np.array([-1], np.int64))
         keep = edit.node("Reshape", [row(keep0, S, "keep0"), col], f"{name}_b0_keepcol")[0]
         v0 = edit.node("Mul", [v, keep], f"{name}_b0_vmask")[0]
     vq, pq = qdq(v0, v_scale, f"{name}_b0_v"), qdq(p, p_scale, f"{name}_b0_p")

@@ -38,6 +38,17 @@ class Rule(str, Enum):
     MATMUL_ONE_SIDED = "matmul-one-sided"  # a quantized GEMM with DQ on one input only
     UNQUANTIZED_MATMUL = "unquantized-matmul"  # a non-tiny GEMM left float under Coverage.ALL
     SOFTMAX_SCALE = "softmax-scale"  # softmax output Q scale is not 1/127
+    CACHE_FLOAT = "cache-float"  # a KV cache input/output that is not int8 (int8 cache graphs)
+    ORT_DQ_ADJACENT = "ort-dq-adjacent"  # ORT target: an op between a DQ and its MatMul
+
+
+class Target(str, Enum):
+    """Whose rules: TensorRT's explicit quantization, or what ONNX Runtime's CPU EP needs
+    to run a quantized MatMul as an int8 kernel (its DQ must feed the MatMul directly:
+    ORT does not move Q/DQ across Transpose/Reshape the way TensorRT does)."""
+
+    TENSORRT = "tensorrt"
+    ORT = "ort"
 
 
 class Coverage(str, Enum):
@@ -62,7 +73,9 @@ class LintConfig:
     """min_opset: 13 is the floor for per-axis Q/DQ; RECOMMENDED_OPSET (17) for LayerNorm.
     extra_ops: more accepted ops, "Op" (default domain) or "domain::Op" (e.g. a plugin).
     float_nodes: fnmatch globs of MatMul/Gemm names allowed to stay float (e.g. the FC after
-    GELU); min_gemm_dim: GEMMs with K or N below it (or a GEMV) may stay float (DESIGN)."""
+    GELU); min_gemm_dim: GEMMs with K or N below it (or a GEMV) may stay float (DESIGN).
+    target: TensorRT's rules, or ONNX Runtime's (the same plus ``ort-dq-adjacent``).
+    int8_cache: the KV cache (``past_*`` inputs, ``present_*`` outputs) must be int8."""
 
     min_opset: int = 13
     supported_ops: frozenset[str] = TRT10_OPS
@@ -74,6 +87,8 @@ class LintConfig:
     allow_int4_weights: bool = False
     softmax_scale: float = 1.0 / 127.0
     softmax_rtol: float = 1e-6
+    target: Target = Target.TENSORRT
+    int8_cache: bool = False  # the graph's KV cache inputs/outputs must be int8
 
 
 @dataclass(frozen=True)
@@ -298,13 +313,24 @@ def _check_granularity(g: _Graph, cfg: LintConfig) -> Iterator[Violation]:
             yield Violation(Rule.WEIGHT_GRANULARITY, name, msg)
 
 
+def _readers(g: _Graph, x: str, depth: int = 0) -> Iterator[tuple[onnx.NodeProto, str]]:
+    """The consumers of int8 tensor x, seen through Concats (the int8 KV cache appends a
+    step's quantized tokens to the cache by concatenation; TensorRT concatenates int8)."""
+    for user, _ in g.consumers.get(x, []):
+        if user.op_type == "Concat" and depth < 4:
+            yield from _readers(g, user.output[0], depth + 1)
+        elif user.op_type != "Shape":  # a Shape reads the dims only
+            yield user, x
+
+
 def _check_pairs(g: _Graph, cfg: LintConfig) -> Iterator[Violation]:
-    """Every Q feeds only DQs with the same scale (TensorRT fuses Q->DQ pairs)."""
+    """Every Q feeds only DQs with the same scale (TensorRT fuses Q->DQ pairs), directly
+    or through int8 Concats (a cache, also a graph output)."""
     for n in _qdq(g):
         if n.op_type != "QuantizeLinear":
             continue
         s = g.value(n.input[1])
-        for user, _ in g.consumers.get(n.output[0], []):
+        for user, _ in _readers(g, n.output[0]):
             if user.op_type != "DequantizeLinear":
                 msg = f"Q feeds {user.op_type} {g.name(user)}, not a DequantizeLinear"
                 yield Violation(Rule.QDQ_PAIR, g.name(n), msg)
@@ -375,6 +401,37 @@ def _check_softmax(g: _Graph, cfg: LintConfig) -> Iterator[Violation]:
                     stack.extend(user.output)
 
 
+def _check_cache(g: _Graph, model: onnx.ModelProto, cfg: LintConfig) -> Iterator[Violation]:
+    """With the int8 KV cache, every cache input and output is int8 (it never returns to
+    float between steps)."""
+    if not cfg.int8_cache:
+        return
+    io = [*model.graph.input, *model.graph.output]
+    for vi in io:
+        if not vi.name.startswith(("past_", "present_")):
+            continue
+        elem = vi.type.tensor_type.elem_type
+        if elem != TensorProto.INT8:
+            msg = f"KV cache tensor is {TensorProto.DataType.Name(elem)}, expected INT8"
+            yield Violation(Rule.CACHE_FLOAT, vi.name, msg)
+
+
+def _check_ort_adjacent(g: _Graph, cfg: LintConfig) -> Iterator[Violation]:
+    """ORT target: a quantized MatMul's inputs come straight from DQs; through a Transpose
+    or Reshape ONNX Runtime would run DequantizeLinear + float MatMul instead of an int8
+    kernel."""
+    if cfg.target != Target.ORT:
+        return
+    for n in g.nodes:
+        if n.op_type not in _GEMMS or len(n.input) < 2:
+            continue
+        for x in n.input[:2]:
+            p = g.producer.get(x)
+            if p is not None and p.op_type != "DequantizeLinear" and g.quantized(x):
+                msg = f"{p.op_type} {g.name(p)} sits between a DequantizeLinear and the MatMul"
+                yield Violation(Rule.ORT_DQ_ADJACENT, g.name(n), msg)
+
+
 def _load(model: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, Path | None]:
     if isinstance(model, onnx.ModelProto):
         return model, None
@@ -398,8 +455,11 @@ def lint(model: onnx.ModelProto | str | Path, cfg: LintConfig = LintConfig()) ->
         inferred = proto
     g = _Graph(inferred, base_dir)
     out = [*_check_opset(proto, cfg), *_check_ops(proto.graph, cfg)]
-    for check in (_check_qparams, _check_granularity, _check_pairs, _check_gemms, _check_softmax):
+    checks = (_check_qparams, _check_granularity, _check_pairs, _check_gemms, _check_softmax,
+              _check_ort_adjacent)  # fmt: skip
+    for check in checks:
         out.extend(check(g, cfg))
+    out.extend(_check_cache(g, proto, cfg))
     return out
 
 
@@ -408,11 +468,26 @@ def _summary(violations: list[Violation]) -> str:
     return f"{len(violations)} violation(s) (" + ", ".join(f"{r} x{c}" for r, c in counts) + ")"
 
 
-def format_violations(violations: list[Violation]) -> str:
+_LABELS = {Target.TENSORRT: "TensorRT", Target.ORT: "ONNX Runtime"}
+
+
+def format_violations(violations: list[Violation], target: Target = Target.TENSORRT) -> str:
     """One line per violation, then a summary line (PASSED / FAILED with counts per rule)."""
+    label = _LABELS[Target(target)]
     if not violations:
-        return "TensorRT lint PASSED: no violations"
-    return "\n".join([*map(str, violations), f"TensorRT lint FAILED: {_summary(violations)}"])
+        return f"{label} lint PASSED: no violations"
+    return "\n".join([*map(str, violations), f"{label} lint FAILED: {_summary(violations)}"])
+
+
+def config_for_export(quant: dict, **overrides) -> LintConfig:
+    """The lint rules of a quantized export from its manifest's ``extra["quant"]`` record:
+    its target, whether its cache is int8, and the GEMMs it kept float (and why)."""
+    fields = {
+        "float_nodes": tuple(quant.get("kept_float", {})),
+        "target": Target(quant.get("target", Target.TENSORRT.value)),
+        "int8_cache": quant.get("kv_cache") == "int8",
+    }
+    return LintConfig(**{**fields, **overrides})
 
 
 def lint_or_raise(path: str | Path, cfg: LintConfig = LintConfig()) -> None:

@@ -21,7 +21,7 @@ import onnxruntime as ort
 import torch
 
 from sasq.engines.ort_session import Provider, SessionConfig, make_session
-from sasq.exporter.manifest import Manifest, step_io_names, verify
+from sasq.exporter.manifest import CacheTensor, Manifest, verify
 from sasq.tools.errors import UserError
 
 Value = ort.OrtValue | np.ndarray
@@ -53,10 +53,12 @@ class OrtBackend:
         self._device = "cpu" if cfg.provider == Provider.CPU else "cuda"
         self.io_binding = self._device != "cpu" if io_binding is None else io_binding
         m, d = self.manifest, self.manifest.dims
-        self._step_in, self._step_out = step_io_names(d["depth"])
+        self._cache = m.step_cache()
+        self._step_in = ["x_BlC", "mod_BMC", *(c.input for c in self._cache)]
+        self._step_out = ["logits", *(c.output for c in self._cache)]
         step = m.graphs["step"]
         if [t.name for t in step.inputs] != self._step_in:
-            raise UserError(f"{self.dir}: step.onnx inputs do not match this sasq version")
+            raise UserError(f"{self.dir}: step.onnx inputs do not match its manifest's cache")
         self._start = make_session(self.dir / m.graphs["start"].file, cfg)
         self._record, self._on_record = list(dict.fromkeys(record)), on_record
         if self._record:
@@ -77,7 +79,6 @@ class OrtBackend:
             self._fetch = []
         self._next = [make_session(self.dir / s.next_graph, cfg) for s in m.scales]
         self._decoder = make_session(self.dir / m.graphs["decoder"].file, cfg)
-        self._kv_shape = (d["num_heads"], 0, d["head_dim"])
         self._fhat_shape = (d["Cvae"], d["latent_hw"], d["latent_hw"])
         self._mod: Value | None = None
         self._x: Value | None = None
@@ -100,10 +101,9 @@ class OrtBackend:
                 f"{self.dir}: exported for batch {self.manifest.batch_size}, got {n // 2} labels"
             )
         mod, x = self._start.run(["mod_BMC", "x_BlC"], {"label_2B": labels})
-        zeros_kv = np.zeros((n, *self._kv_shape), np.float32)
         zeros_f = np.zeros((n // 2, *self._fhat_shape), np.float32)
         self._mod, self._x = self._value(mod), self._value(x)
-        self._past = [self._value(zeros_kv) for _ in range(len(self._step_in) - 2)]
+        self._past = [self._value(empty_cache(c, n)) for c in self._cache]
         self._f_hat, self._si = self._value(zeros_f), 0
 
     def step(self, si: int) -> torch.Tensor:
@@ -159,6 +159,16 @@ class OrtBackend:
             b.bind_output(n, "cpu" if n in host else self._device)
         sess.run_with_iobinding(b)
         return b.get_outputs()
+
+
+_NUMPY_TYPES = {"FLOAT": np.float32, "INT8": np.int8, "FLOAT16": np.float16}
+
+
+def empty_cache(c: CacheTensor, rows: int) -> np.ndarray:
+    """The cache tensor ``c`` before scale 0: no tokens yet (zero length on its axis)."""
+    if c.dtype not in _NUMPY_TYPES:
+        raise UserError(f"step cache {c.input}: unsupported element type {c.dtype}")
+    return np.zeros(c.shape_at(0, rows), _NUMPY_TYPES[c.dtype])
 
 
 def _numpy(v: Value) -> np.ndarray:

@@ -20,7 +20,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sasq.exporter.manifest import Manifest, sha256_file, step_io_names, verify
+from sasq.exporter.manifest import Manifest, sha256_file, verify
 from sasq.tools.errors import UserError
 
 TRT_MISSING = "TensorRT is not installed: pip install 'sasq[gpu]'"
@@ -57,15 +57,13 @@ def scale_shapes(manifest: Manifest, batch: int) -> list[dict[str, tuple[int, ..
     """Input shapes of the step graph at each scale, for one profile per scale."""
     d = manifest.dims
     rows = 2 * batch
-    names, _ = step_io_names(d["depth"])
     shapes = []
     for s in manifest.scales:
-        kv = (rows, d["num_heads"], s.past_len, d["head_dim"])
         shape = {
-            names[0]: (rows, s.l, d["embed_dim"]),
-            names[1]: (rows, d["modulation_rows"], d["embed_dim"]),
+            "x_BlC": (rows, s.l, d["embed_dim"]),
+            "mod_BMC": (rows, d["modulation_rows"], d["embed_dim"]),
         }
-        shape |= {n: kv for n in names[2:]}
+        shape |= {c.input: c.shape_at(s.si, rows) for c in manifest.step_cache()}
         shapes.append(shape)
     return shapes
 

@@ -15,8 +15,15 @@ from typing import Any
 
 import onnx
 
-from sasq.exporter.export import staged_export
-from sasq.exporter.manifest import GraphSpec, file_entries, sha256_file, verify, write_manifest
+from sasq.exporter.export import graph_spec, staged_export
+from sasq.exporter.manifest import (
+    CacheTensor,
+    GraphSpec,
+    file_entries,
+    sha256_file,
+    verify,
+    write_manifest,
+)
 from sasq.tools.errors import UserError
 
 
@@ -36,10 +43,17 @@ def save_like(model: onnx.ModelProto, path: Path, spec: GraphSpec) -> None:
 
 
 def derive_export(
-    src: str | Path, step: onnx.ModelProto, out_dir: str | Path, key: str, notes: dict[str, Any]
+    src: str | Path,
+    step: onnx.ModelProto,
+    out_dir: str | Path,
+    key: str,
+    notes: dict[str, Any],
+    cache: tuple[CacheTensor, ...] = (),
 ) -> Path:
     """Copy export ``src`` to ``out_dir`` with ``step`` as its step graph; ``notes`` go to
-    the new manifest's ``extra[key]`` (with ``source_step_sha256``)."""
+    the new manifest's ``extra[key]`` (with ``source_step_sha256``). ``cache``: the state
+    the new step carries between scales, when it differs from the source's (the int8 KV
+    cache); the manifest then lists the new step's inputs and outputs too."""
     src, out_dir = Path(src), Path(out_dir)
     manifest = verify(src)
     if out_dir.resolve() == src.resolve():
@@ -52,8 +66,15 @@ def derive_export(
             if name not in skip:
                 shutil.copy2(src / name, tmp / name)
         save_like(step, tmp / spec.file, spec)
+        graphs = dict(manifest.graphs)
+        if cache:
+            graphs["step"] = graph_spec(tmp / spec.file, spec.external_data)
         new = dataclasses.replace(
-            manifest, files=file_entries(tmp), extra={**manifest.extra, key: notes}
+            manifest,
+            files=file_entries(tmp),
+            extra={**manifest.extra, key: notes},
+            graphs=graphs,
+            cache=cache or manifest.cache,
         )
         write_manifest(new, tmp)
     return out_dir

@@ -58,6 +58,7 @@ from sasq.exporter.manifest import (
     ScaleShapes,
     TensorSpec,
     file_entries,
+    fp32_cache,
     step_io_names,
     write_manifest,
 )
@@ -194,7 +195,7 @@ def _export_graph(g: _Graph, path: Path, cfg: ExportConfig) -> GraphSpec:
     onnx.shape_inference.infer_shapes_path(str(path), check_type=True, strict_mode=True)
     if cfg.check:
         onnx.checker.check_model(str(path), full_check=True)
-    return _graph_spec(path, external)
+    return graph_spec(path, external)
 
 
 def _name_folded_weights(model: ir.Model, before: dict[str, ir.Shape | None]) -> None:
@@ -214,7 +215,8 @@ def _name_folded_weights(model: ir.Model, before: dict[str, ir.Shape | None]) ->
             v.name = name
 
 
-def _graph_spec(path: Path, external: str | None) -> GraphSpec:
+def graph_spec(path: Path, external: str | None) -> GraphSpec:
+    """The inputs and outputs of a saved graph, as the manifest lists them."""
     graph = onnx.load(str(path), load_external_data=False).graph
 
     def spec(v: onnx.ValueInfoProto) -> TensorSpec:
@@ -262,6 +264,7 @@ def _manifest(model: LoadedModel, cfg: ExportConfig, graphs: dict[str, GraphSpec
         versions=_versions(),
         model_config=json.loads(model.cfg.to_json()),
         extra={"export_config": json.loads(json.dumps(asdict(cfg)))},
+        cache=fp32_cache(dims, tuple(s.past_len for s in scales)),
     )
 
 

@@ -1,5 +1,8 @@
 """Sum_i DQ(Q(a_i)) @ DQ(Q(b_i)) -> DQ(Q(Concat_i a_i)) @ DQ(Q(Concat_i b_i)): one int8 GEMM.
 
+(An operand that is an int8 tensor read by a DQ with no Q before it, the int8 KV cache's
+values and their shift-and-sum copies, concatenates in int8: DQ(Concat_i b_i).)
+
 The fusion pass of shift-and-sum attention (DESIGN.md): the expanded AV branches (one per
 copy rank, each with its own Q/DQ and MatMul, added by a Sum) become one MatMul whose
 contraction axis is the concatenation of the branches' key columns (K = S + extra copies):
@@ -28,13 +31,19 @@ class NoMatch(Exception):  # noqa: N818 -- a failed match, with its reason
 
 @dataclass
 class _QDQ:
+    """A GEMM operand DQ(Q(x)), or DQ(x) of an int8 tensor ``x`` stored as is (``q`` None:
+    the int8 KV cache, whose branches concatenate before their one DQ)."""
+
     x: ir.Value
-    q: ir.Node
+    q: ir.Node | None
     clip: ir.Node | None
     dq: ir.Node
 
     def params(self) -> list[np.ndarray]:
-        vals = [*self.q.inputs[1:], *(self.clip.inputs[1:] if self.clip else [])]
+        if self.q is None:
+            vals = list(self.dq.inputs[1:])
+        else:
+            vals = [*self.q.inputs[1:], *(self.clip.inputs[1:] if self.clip else [])]
         out = []
         for v in vals:
             t = ir.convenience.get_const_tensor(v) if v is not None else None
@@ -52,12 +61,16 @@ def _qdq(v: ir.Value | None) -> _QDQ:
     clip = None
     if src is not None and src.op_type == "Clip":
         clip, src = src, src.inputs[0].producer()
+    if clip is None and (src is None or src.op_type != "QuantizeLinear"):
+        return _QDQ(dq.inputs[0], None, None, dq)  # an int8 tensor read as is
     if src is None or src.op_type != "QuantizeLinear":
         raise NoMatch("DequantizeLinear is not fed by a QuantizeLinear")
     return _QDQ(src.inputs[0], src, clip, dq)
 
 
 def _same(a: _QDQ, b: _QDQ) -> bool:
+    if (a.q is None) != (b.q is None):
+        return False
     pa, pb = a.params(), b.params()
     return len(pa) == len(pb) and all(
         x.shape == y.shape and x.dtype == y.dtype and np.array_equal(x, y)
@@ -88,6 +101,10 @@ def match(sum_node: ir.Node) -> list[tuple[_QDQ, _QDQ]]:
 
 
 def _requantize(src: _QDQ, x: ir.Value, name: str) -> list[ir.Node]:
+    """Q/DQ (or, for stored int8 operands, only the DQ) of the concatenated operand."""
+    if src.q is None:
+        attrs = src.dq.attributes
+        return [ir.node("DequantizeLinear", [x, *src.dq.inputs[1:]], attrs, name=f"{name}_DQ")]
     q = ir.node("QuantizeLinear", [x, *src.q.inputs[1:]], src.q.attributes, name=f"{name}_Q")
     nodes, y = [q], q.outputs[0]
     if src.clip is not None:

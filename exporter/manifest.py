@@ -48,6 +48,39 @@ class ScaleShapes:
 
 
 @dataclass(frozen=True)
+class CacheTensor:
+    """One state tensor the step graph carries from scale to scale: fed as ``input``,
+    returned grown by this scale's tokens as ``output``. ``shape`` is its symbolic shape
+    (``B2`` rows, the growing axis named ``P``); ``past_lens[si]`` is its length along
+    ``axis`` when scale si starts. ``scale``: the dequantization scale of an int8 cache."""
+
+    input: str
+    output: str
+    dtype: str  # ONNX element type name: "FLOAT", "INT8"
+    shape: tuple[int | str, ...]
+    axis: int
+    past_lens: tuple[int, ...]
+    scale: float | None = None
+
+    def shape_at(self, si: int, rows: int) -> tuple[int, ...]:
+        """The concrete shape fed at scale si with ``rows`` step rows (2 x images)."""
+        dims = [rows if i == 0 else int(d) if isinstance(d, int) else 0
+                for i, d in enumerate(self.shape)]  # fmt: skip
+        dims[self.axis] = self.past_lens[si]
+        return tuple(dims)
+
+
+def fp32_cache(dims: dict[str, int], past_lens: tuple[int, ...]) -> tuple[CacheTensor, ...]:
+    """The KV cache of an FP export: per layer K and V, float32 (B2, H, P, head_dim)."""
+    shape = ("B2", dims["num_heads"], "P", dims["head_dim"])
+    past, present = step_io_names(dims["depth"])
+    return tuple(
+        CacheTensor(i, o, "FLOAT", shape, 2, past_lens)
+        for i, o in zip(past[2:], present[1:], strict=True)
+    )
+
+
+@dataclass(frozen=True)
 class FileEntry:
     sha256: str
     bytes: int
@@ -69,6 +102,13 @@ class Manifest:
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    # The step graph's state between scales; empty in manifests written before it was
+    # recorded, which all carry the FP32 cache (``step_cache`` fills it in).
+    cache: tuple[CacheTensor, ...] = ()
+
+    def step_cache(self) -> tuple[CacheTensor, ...]:
+        """The cache tensors of the step graph, in input order."""
+        return self.cache or fp32_cache(self.dims, tuple(s.past_len for s in self.scales))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,6 +142,10 @@ class Manifest:
             format=d["format"],
             format_version=d["format_version"],
             extra=d.get("extra", {}),
+            cache=tuple(
+                CacheTensor(**{**c, "shape": tuple(c["shape"]), "past_lens": tuple(c["past_lens"])})
+                for c in d.get("cache", ())
+            ),
         )
 
 

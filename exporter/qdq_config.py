@@ -12,6 +12,20 @@ from sasq.tools.errors import UserError
 BIT_WIDTHS = {"W8A8": (8, 8), "W6A6": (6, 6), "W4A8": (4, 8)}
 
 
+class Target(str, Enum):
+    """The runtime a quantized step graph is written for (DESIGN.md "Quantization rules"):
+    both share the calibration, the int8 KV cache and the int8 weights; they differ in the
+    form of the ops around them, each checked by its own lint rules."""
+
+    ORT = "ort"  # ONNX Runtime's CPU kernels: shift-and-sum as two int8 products added
+    TENSORRT = "tensorrt"  # TensorRT explicit quantization: shift-and-sum fused, one GEMM
+
+
+class KvCache(str, Enum):
+    INT8 = "int8"  # K and V quantized once, when appended; int8 between steps
+    FP32 = "fp32"  # the float cache, re-quantized at every step (the earlier graph)
+
+
 class ShiftSumMode(str, Enum):
     BUDGET = "budget"  # n in {1, 2, 4, .., max_n} per key token, extra work within a budget
     ALL2 = "all2"  # every key token gets n = 2 (the simplest setting, an ablation)
@@ -27,8 +41,12 @@ class ShiftSumConfig:
     exactly round(127 p) (Hermite's identity) instead of n * round(127 p / n), which loses
     the resolution of exactly the high-attention tokens. fuse: write the fused form (one AV
     MatMul per layer over S + extra keys) instead of the expanded branches (``--no-fuse``,
-    easy to check against the math). layers: fnmatch globs of the AV MatMul node names
-    that get copies (the budget is shared by those layers)."""
+    easy to check against the math; with the int8 KV cache, fusing is the TensorRT
+    target's form). layers: fnmatch globs of the AV MatMul node names that get copies (the
+    budget is shared by those layers). cache_budget: with the int8 KV cache, the copies are
+    stored in the cache, so they also cost memory: at most this fraction of the cache's
+    rows (None: ``budget``). Its default, 5%, is what lets a small model have copies at
+    all (1% of a 30-token cache is no row); the int8 cache is 4x smaller than fp32 anyway."""
 
     enabled: bool = False
     mode: ShiftSumMode = ShiftSumMode.BUDGET
@@ -37,9 +55,18 @@ class ShiftSumConfig:
     fuse: bool = True
     prob_shift: bool = True
     layers: tuple[str, ...] = ("*",)
+    cache_budget: float | None = 0.05
+
+    @property
+    def cache_fraction(self) -> float:
+        """Most value-cache rows the copies may add, as a fraction of the int8 KV cache's
+        rows (K and V); None: the same fraction as the work ``budget``."""
+        return self.budget if self.cache_budget is None else self.cache_budget
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", ShiftSumMode(self.mode))
+        if self.cache_budget is not None and not 0.0 <= self.cache_budget <= 1.0:
+            raise UserError(f"shift-sum cache budget must be in [0, 1], got {self.cache_budget}")
         object.__setattr__(self, "layers", tuple(self.layers))
         if self.max_n < 1 or self.max_n & (self.max_n - 1):
             raise UserError(f"shift-sum max_n must be a power of 2, got {self.max_n}")
@@ -56,7 +83,11 @@ class QuantConfig:
     min_gemm_dim: GEMMs with K or N below it stay float, as do GEMVs (an activation with
     no token axis, e.g. a linear on a per-image vector). static_per_step: PTQ4ARVG's static
     token-wise scales, one per scale step, as a row scaling around a fixed-scale Q/DQ
-    (``qdq_per_step``; not applied to V under shift-and-sum, whose shifts use V's scale)."""
+    (``qdq_per_step``; linears only under the int8 KV cache, whose tokens keep the scale
+    they were stored with; not applied to V under shift-and-sum, whose shifts use V's
+    scale). target: the runtime the graph is for. kv_cache: int8 (default) stores K and V
+    as int8 between steps (``kv_cache.py``); fp32 is the earlier float cache re-quantized
+    at every step. kv_bits: bits of the int8 cache (simulated below 8; None: a_bits)."""
 
     w_bits: int = 8
     a_bits: int = 8
@@ -64,17 +95,41 @@ class QuantConfig:
     min_gemm_dim: int = 16
     shift_sum: ShiftSumConfig = field(default_factory=ShiftSumConfig)
     static_per_step: bool = False
+    target: Target = Target.ORT
+    kv_cache: KvCache = KvCache.INT8
+    kv_bits: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "float_nodes", tuple(self.float_nodes))
-        for what, bits in (("w_bits", self.w_bits), ("a_bits", self.a_bits)):
+        try:
+            object.__setattr__(self, "target", Target(self.target))
+            object.__setattr__(self, "kv_cache", KvCache(self.kv_cache))
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        for what, bits in (("w_bits", self.w_bits), ("a_bits", self.a_bits),
+                           ("kv_bits", self.cache_bits)):  # fmt: skip
             if not 2 <= bits <= 8:
                 raise UserError(f"{what} must be in [2, 8], got {bits}")
 
     @property
+    def cache_bits(self) -> int:
+        """Bits of the KV cache (simulated below 8): ``kv_bits``, else the activations'."""
+        return self.a_bits if self.kv_bits is None else self.kv_bits
+
+    @property
+    def fused(self) -> bool:
+        """Write shift-and-sum fused: TensorRT's one GEMM; on ORT's CPU kernels the
+        concatenation costs more than the second small product (measured), unless the
+        fp32-cache graph asks for it explicitly."""
+        s = self.shift_sum
+        if self.kv_cache == KvCache.FP32:
+            return s.enabled and s.fuse
+        return s.enabled and s.fuse and self.target == Target.TENSORRT
+
+    @property
     def simulated(self) -> bool:
         """Narrower than int8: the graph simulates it (Clip between Q and DQ)."""
-        return self.w_bits < 8 or self.a_bits < 8
+        return self.w_bits < 8 or self.a_bits < 8 or self.cache_bits < 8
 
     def to_dict(self) -> dict:
         """JSON-ready settings, recorded in the quantized export's manifest."""
@@ -85,6 +140,9 @@ class QuantConfig:
             "float_nodes": list(self.float_nodes),
             "min_gemm_dim": self.min_gemm_dim,
             "static_per_step": self.static_per_step,
+            "target": self.target.value,
+            "kv_cache": self.kv_cache.value,
+            "kv_bits": self.cache_bits,
             "shift_sum": {
                 "enabled": s.enabled,
                 "mode": s.mode.value,
@@ -93,5 +151,6 @@ class QuantConfig:
                 "fuse": s.fuse,
                 "prob_shift": s.prob_shift,
                 "layers": list(s.layers),
+                "cache_budget": s.cache_fraction,
             },
         }

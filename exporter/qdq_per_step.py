@@ -30,6 +30,18 @@ class StepKey:
     lengths: tuple[int, ...]
 
 
+def step_index(edit: GraphEdit, key: StepKey, base: str) -> str:
+    """A [1] int64 tensor: the step si whose length ``key`` finds in the graph, or
+    len(key.lengths) (one row past the last step) for any other length."""
+    lookup = np.full(max(key.lengths) + 2, len(key.lengths), np.int64)
+    for si, n in enumerate(key.lengths):
+        lookup[n] = si
+    n = edit.node("Shape", [key.tensor], f"{base}_len", start=key.axis, end=key.axis + 1)[0]
+    last = edit.const(f"{base}_last", np.array([len(lookup) - 1], np.int64))
+    n = edit.node("Min", [n, last], f"{base}_clamp")[0]  # longer: no step
+    return edit.node("Gather", [edit.const(f"{base}_lookup", lookup), n], base)[0]
+
+
 def step_ratios(r: TensorRange, n_steps: int) -> np.ndarray | None:
     """amax_si / amax_all per step (1 where a step saw nothing); None if no per-step data."""
     if len(r.steps) != n_steps or r.amax <= 0:
@@ -48,14 +60,7 @@ class PerStepScaling:
 
     def _step(self) -> str:
         if self._si is None:
-            e, k = self.edit, self.key
-            lookup = np.full(max(k.lengths) + 2, len(k.lengths), np.int64)
-            for si, n in enumerate(k.lengths):
-                lookup[n] = si
-            n = e.node("Shape", [k.tensor], "per_step_len", start=k.axis, end=k.axis + 1)[0]
-            last = e.const("per_step_last", np.array([len(lookup) - 1], np.int64))
-            n = e.node("Min", [n, last], "per_step_clamp")[0]  # longer: no step, fixed scale
-            self._si = e.node("Gather", [e.const("per_step_lookup", lookup), n], "per_step")[0]
+            self._si = step_index(self.edit, self.key, "per_step")
         return self._si
 
     def ratios(self, x: str, r: TensorRange) -> tuple[str, str] | None:

@@ -15,6 +15,7 @@ through Q -> Clip(-(2^(a-1)-1), 2^(a-1)-1) -> DQ (not a TensorRT graph: lint fla
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from dataclasses import dataclass, field
 
@@ -25,23 +26,26 @@ from onnx import numpy_helper
 from sasq.calib.cache import CalibCache
 from sasq.calib.observers import activation_scale, weight_scales_per_channel
 from sasq.calib.recorder import OpKind, QuantTarget, quantizable_inputs
-from sasq.exporter.qdq_config import QuantConfig
+from sasq.exporter.qdq_config import KvCache, QuantConfig
 from sasq.exporter.qdq_edit import GraphEdit
 from sasq.exporter.qdq_per_step import PerStepScaling, StepKey
 from sasq.exporter.shift_sum import LayerPlan, expand_av, extra_keys_per_layer, plan_layer
+from sasq.exporter.shift_sum_cache import CachePlan, plan_cache_layer
 from sasq.tools.errors import UserError
 
 
 @dataclass
 class QdqReport:
     """quantized: GEMM node names given Q/DQ; kept_float: node -> why it stayed float;
-    shift_sum: AV node -> extra key copies per step; copies: AV node -> per step, the number
-    of copies of each key position."""
+    shift_sum: AV node -> extra key columns per step; copies: AV node -> per step, the
+    number of copies of each key position; cache_plans: with the int8 KV cache, the
+    attention products are left to ``kv_cache.int8_kv_cache`` and these are its copies."""
 
     quantized: list[str] = field(default_factory=list)
     kept_float: dict[str, str] = field(default_factory=dict)
     shift_sum: dict[str, list[int]] = field(default_factory=dict)
     copies: dict[str, list[list[int]]] = field(default_factory=dict)
+    cache_plans: dict[str, CachePlan] = field(default_factory=dict)  # int8 cache: AV -> plan
 
     @property
     def float_nodes(self) -> tuple[str, ...]:
@@ -51,6 +55,29 @@ class QdqReport:
 
 def qmax(bits: int) -> int:
     return 2 ** (bits - 1) - 1
+
+
+def add_quantize(edit: GraphEdit, x: str, scale: str, zp: str, base: str, bits: int) -> str:
+    """x -> Q (-> Clip to the narrower grid if bits < 8): the int8 tensor."""
+    q = edit.node("QuantizeLinear", [x, scale, zp], f"{base}_Q")[0]
+    if bits < 8:
+        m = qmax(bits)
+        lo, hi = edit.const(f"{base}_lo", np.int8(-m)), edit.const(f"{base}_hi", np.int8(m))
+        q = edit.node("Clip", [q, lo, hi], f"{base}_clip")[0]
+    return q
+
+
+def qparams(edit: GraphEdit, scale: float, base: str) -> tuple[str, str]:
+    """Constant scale and zero point (0, int8) of a per-tensor Q/DQ."""
+    s = edit.const(f"{base}_scale", np.array(scale, np.float32))
+    return s, edit.const(f"{base}_zp", np.array(0, np.int8))
+
+
+def add_qdq(edit: GraphEdit, x: str, scale: float, base: str, bits: int = 8) -> str:
+    """x -> Q -> (Clip if bits < 8) -> DQ; returns the DQ output."""
+    s, zp = qparams(edit, scale, base)
+    q = add_quantize(edit, x, s, zp, base, bits)
+    return edit.node("DequantizeLinear", [q, s, zp], f"{base}_DQ")[0]
 
 
 def _weightless(model: onnx.ModelProto, keep_bytes: int = 1024) -> onnx.ModelProto:
@@ -127,15 +154,7 @@ class _Writer:
 
     def qdq(self, x: str, scale: float, base: str) -> str:
         """x -> Q -> (Clip if a_bits < 8) -> DQ; returns the DQ output."""
-        e = self.edit
-        s = e.const(f"{base}_scale", np.array(scale, np.float32))
-        zp = e.const(f"{base}_zp", np.array(0, np.int8))
-        q = e.node("QuantizeLinear", [x, s, zp], f"{base}_Q")[0]
-        if self.cfg.a_bits < 8:
-            m = qmax(self.cfg.a_bits)
-            lo, hi = e.const(f"{base}_lo", np.int8(-m)), e.const(f"{base}_hi", np.int8(m))
-            q = e.node("Clip", [q, lo, hi], f"{base}_clip")[0]
-        return e.node("DequantizeLinear", [q, s, zp], f"{base}_DQ")[0]
+        return add_qdq(self.edit, x, scale, base, self.cfg.a_bits)
 
     def act_scale(self, x: str, user: str) -> float:
         r = self.cache.ranges.get(x)
@@ -178,8 +197,11 @@ class _Writer:
         return self._weights[w, axis]
 
 
-def _plans(targets, cache: CalibCache, cfg: QuantConfig, shapes) -> dict[str, LayerPlan]:
-    """Shift-and-sum copies per AV node and step (DESIGN: decided at calibration)."""
+def _plans(
+    targets, cache: CalibCache, cfg: QuantConfig, shapes
+) -> dict[str, LayerPlan | CachePlan]:
+    """Shift-and-sum copies per AV node (DESIGN: decided at calibration): per step for the
+    fp32 cache, per key position for the int8 cache (copies made when a token is stored)."""
     av = [
         t
         for t in targets
@@ -202,8 +224,17 @@ def _plans(targets, cache: CalibCache, cfg: QuantConfig, shapes) -> dict[str, La
         HD = (v[-3] or 1) * (v[-1] or 64) if len(v) >= 3 else 64
         caps = [extra_keys_per_layer(cfg.shift_sum.budget, linear_kn, len(a), HD, len(av))
                 for a in steps]  # fmt: skip
-        plans[t.node] = plan_layer(t.node, steps, cfg.shift_sum, caps)
+        if cfg.kv_cache == KvCache.INT8:
+            rows_cap = int(cfg.shift_sum.cache_fraction * 2 * len(steps[-1]))  # K and V rows
+            plans[t.node] = plan_cache_layer(t.node, steps, cfg.shift_sum, caps, rows_cap)
+        else:
+            plans[t.node] = plan_layer(t.node, steps, cfg.shift_sum, caps)
     return plans
+
+
+def has_kv_cache(model: onnx.ModelProto) -> bool:
+    """The graph carries a KV cache between calls (a step graph: ``present_key_0`` output)."""
+    return any(o.name == "present_key_0" for o in model.graph.output)
 
 
 def write_qdq(
@@ -223,6 +254,10 @@ def write_qdq(
         out = onnx.ModelProto()
         out.CopyFrom(model)
     targets = quantizable_inputs(out)
+    # The int8 cache needs the cache I/O of a step graph; any other graph (a test block, a
+    # graph without cache) gets its attention products quantized in place as before.
+    if cfg.kv_cache == KvCache.INT8 and not has_kv_cache(out):
+        cfg = dataclasses.replace(cfg, kv_cache=KvCache.FP32)
     shapes = _shapes(out)
     w = _Writer(out, cache, cfg, step_key if cfg.static_per_step else None)
     report = QdqReport()
@@ -239,6 +274,13 @@ def write_qdq(
             report.kept_float[t.node] = reason
             continue
         report.quantized.append(t.node)
+        if cfg.kv_cache == KvCache.INT8 and t.kind in (OpKind.ATTN_QK, OpKind.ATTN_AV):
+            plan = plans.get(t.node)
+            if isinstance(plan, CachePlan):
+                report.cache_plans[t.node] = plan
+                report.shift_sum[t.node] = [plan.columns(si) for si in range(len(plan.ends))]
+                report.copies[t.node] = [plan.n[:end].tolist() for end in plan.ends]
+            continue  # written with the cache by kv_cache.int8_kv_cache
         rs: list[str | None] = []
         if t.kind == OpKind.LINEAR:
             i_w = list(node.input[:2]).index(t.weight)

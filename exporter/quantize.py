@@ -14,18 +14,33 @@ failure leaves nothing half-written.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 
 from sasq.calib.cache import CalibCache
+from sasq.calib.observers import activation_scale
 from sasq.exporter.derive import derive_export
 from sasq.exporter.fuse_shift_sum import fuse_shift_sum
-from sasq.exporter.manifest import sha256_file, verify
-from sasq.exporter.qdq_config import QuantConfig
+from sasq.exporter.kv_cache import LayerScales, copy_node_names, find_cache_layers, int8_kv_cache
+from sasq.exporter.manifest import CacheTensor, Manifest, sha256_file, verify
+from sasq.exporter.qdq_config import KvCache, QuantConfig
 from sasq.exporter.qdq_per_step import StepKey
-from sasq.exporter.qdq_writer import QdqReport, write_qdq
+from sasq.exporter.qdq_writer import QdqReport, has_kv_cache, write_qdq
+from sasq.exporter.shift_sum_cache import CachePlan
 from sasq.tools.errors import UserError
+
+
+@dataclass
+class QuantizedStep:
+    """The quantized step graph, the writer's report, and the cache it carries between
+    scales (empty: the FP32 cache of the source export)."""
+
+    model: onnx.ModelProto
+    report: QdqReport
+    cache: list[CacheTensor] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)  # FP tensor -> same values here
 
 
 def quantize_step(
@@ -34,12 +49,49 @@ def quantize_step(
     cfg: QuantConfig,
     key: StepKey | None = None,
     in_place: bool = False,
-) -> tuple[onnx.ModelProto, QdqReport]:
-    """The Q/DQ step graph (fused shift-and-sum if configured) and the writer's report."""
+) -> QuantizedStep:
+    """Linears by the Q/DQ writer, then the attention over the int8 KV cache (``key``
+    finds the scale step from the cache length; needed with the int8 cache), then the
+    shift-and-sum fusion where the target wants it."""
     q, report = write_qdq(model, cache, cfg, key, in_place=in_place)
-    if cfg.shift_sum.enabled and cfg.shift_sum.fuse:
-        q = fuse_shift_sum(q)
-    return q, report
+    out = QuantizedStep(q, report)
+    if cfg.kv_cache == KvCache.INT8 and has_kv_cache(q):
+        if key is None:
+            raise UserError("the int8 KV cache needs a step key (the cache length per step)")
+        scales, plans = cache_scales(q, cache, cfg, report)
+        kv = int8_kv_cache(
+            q, scales, key, cfg.a_bits, cfg.cache_bits, plans, cfg.shift_sum.prob_shift
+        )
+        out = QuantizedStep(kv.model, report, kv.cache, kv.aliases)
+        for name in copy_node_names(kv.model):
+            report.kept_float[name] = "shift-and-sum column pick (float, before Q)"
+    if cfg.fused:
+        out.model = fuse_shift_sum(out.model)
+    return out
+
+
+def cache_scales(
+    model: onnx.ModelProto, cache: CalibCache, cfg: QuantConfig, report: QdqReport
+) -> tuple[dict[int, LayerScales], dict[int, CachePlan]]:
+    """Per block, the static scales of q and of the K and V caches (from the ranges of
+    the QK and AV products' inputs) and its shift-and-sum copies."""
+    scales, plans = {}, {}
+    for L in find_cache_layers(model):
+        amax = {}
+        for what, x in (("q", L.q), ("k", L.k_range), ("v", L.present_value)):
+            r = cache.ranges.get(x)
+            if r is None:
+                raise UserError(f"calibration cache has no range for {x} (attention of block "
+                                f"{L.index}); recalibrate")  # fmt: skip
+            amax[what] = r.amax
+        scales[L.index] = LayerScales(
+            activation_scale(amax["q"], cfg.a_bits),
+            activation_scale(amax["k"], cfg.cache_bits),
+            activation_scale(amax["v"], cfg.cache_bits),
+        )
+        if L.av in report.cache_plans:
+            plans[L.index] = report.cache_plans[L.av]
+    return scales, plans
 
 
 def quantize(
@@ -62,18 +114,33 @@ def quantize(
             f"{src / spec.file} is {step_hash[:12]}...); recalibrate"
         )
     model = onnx.load(str(src / spec.file))
-    # the step is found from the KV cache length (past_key_0 [B2, H, P, D]), unique per scale
-    key = StepKey("past_key_0", 2, tuple(s.past_len for s in manifest.scales))
-    q, report = quantize_step(model, cache, cfg, key, in_place=True)  # loaded just for this
+    # The step is found from the cache length (past_value_0 [B2, H, P, D], whose layout
+    # the int8 cache keeps), unique per scale.
+    key = StepKey("past_value_0", 2, tuple(s.past_len for s in manifest.scales))
+    step = quantize_step(model, cache, cfg, key, in_place=True)  # loaded just for this
+    q, report = step.model, step.report
     quant = {
         **cfg.to_dict(),
         "quantized": report.quantized,
         "kept_float": report.kept_float,
         "shift_sum_extra_keys": report.shift_sum,
+        "tensor_aliases": step.aliases,
         "calib_settings": {
             "observer": cache.settings.observer.value,
             "num_samples": cache.settings.num_samples,
             "resample": cache.settings.resample.value,
         },
     }
-    return derive_export(src, q, out_dir, "quant", quant)
+    if step.cache:
+        quant["kv_cache_bytes_per_image"] = cache_bytes(manifest, report)
+    return derive_export(src, q, out_dir, "quant", quant, cache=tuple(step.cache))
+
+
+def cache_bytes(manifest: Manifest, report: QdqReport) -> dict[str, int]:
+    """Bytes of the KV cache per image (its CFG pair of rows) at the last scale, when it
+    holds every token: int8 K and V, the shift-and-sum copies, and an FP32 cache."""
+    d, last = manifest.dims, manifest.scales[-1]
+    row = 2 * d["num_heads"] * d["head_dim"]  # one token of one block, CFG pair, int8
+    kv = 2 * d["depth"] * (last.past_len + last.l) * row
+    copies = sum(p.copies for p in report.cache_plans.values()) * row
+    return {"int8_kv": kv, "int8_copies": copies, "fp32_kv": 4 * kv}

@@ -138,7 +138,7 @@ def test_calibrate_quantize_lint_generate_chain(default_export, tmp_path, capsys
     args = ["quantize", "--onnx", str(default_export), "--calib", str(calib), "--out", str(q)]
     assert main([*args, "--shift-sum"]) == 0
     report = capsys.readouterr().out
-    assert json.loads(report[report.index("{") :])["tensorrt_lint"] == "PASSED"
+    assert json.loads(report[report.index("{") :])["lint"] == "PASSED"
     assert main(["lint", str(q / "step.onnx")]) == 0  # the manifest's float GEMVs are exempt
     assert "PASSED" in capsys.readouterr().out
     out = tmp_path / "g.png"

@@ -19,8 +19,10 @@ from sasq.calib.calibrate import CalibConfig, calibrate
 from sasq.engines.lint import LintConfig, lint
 from sasq.exporter.fuse_shift_sum import FuseShiftSumPass, fuse_shift_sum
 from sasq.exporter.manifest import load_manifest
-from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
+from sasq.exporter.qdq_config import KvCache, QuantConfig, ShiftSumConfig
+from sasq.exporter.qdq_per_step import StepKey
 from sasq.exporter.qdq_writer import write_qdq
+from sasq.exporter.quantize import quantize_step
 
 H, L, D = 2, 3, 16
 
@@ -136,9 +138,10 @@ def test_fused_equals_expanded_on_the_default_step(default_export, default_cache
     depth = man.dims["depth"]
     fp = onnx.load(str(default_export / "step.onnx"))
     ss = ShiftSumConfig(enabled=True, fuse=False)
-    expanded, report = write_qdq(fp, default_cache, QuantConfig(shift_sum=ss))
+    fp32 = KvCache.FP32  # the float cache, re-quantized at every step
+    expanded, report = write_qdq(fp, default_cache, QuantConfig(shift_sum=ss, kv_cache=fp32))
     fused = fuse_shift_sum(expanded)
-    plain, _ = write_qdq(fp, default_cache, QuantConfig())
+    plain, _ = write_qdq(fp, default_cache, QuantConfig(kv_cache=fp32))
     assert any(sum(x) > 0 for x in report.shift_sum.values())
     for m in (expanded, fused):
         onnx.checker.check_model(m, full_check=True)
@@ -160,3 +163,57 @@ def test_fused_equals_expanded_on_the_default_step(default_export, default_cache
         assert max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True)) <= 1e-5
         if report.shift_sum[fused_av[0].name.removesuffix("_shift_sum_fused")][s.si]:
             assert float(np.abs(a[0] - c[0]).max()) > 1e-4  # the copies are really there
+
+
+def int8_step_feeds(step: onnx.ModelProto, l: int, cache: dict, seed: int) -> dict:
+    """Random tokens for the int8-cache step graph, with its cache as the previous steps
+    left it (``cache``: input name -> int8 array)."""
+    rng = np.random.default_rng(seed)
+    mod_rows = next(i for i in step.graph.input if i.name == "mod_BMC")
+    M = mod_rows.type.tensor_type.shape.dim[1].dim_value
+    return {"x_BlC": rng.normal(0, 1, (4, l, 128)).astype(np.float32),
+            "mod_BMC": rng.normal(0, 0.5, (4, M, 128)).astype(np.float32), **cache}  # fmt: skip
+
+
+def test_int8_cache_fused_equals_two_products(default_export, default_cache):
+    """With the int8 KV cache, the TensorRT target's fused AV product (the copy cache
+    concatenated in int8 beside the value cache) equals the ORT target's two int8
+    products, step after step as the caches grow, and lints clean for its target."""
+    import copy
+
+    man = load_manifest(default_export)
+    depth = man.dims["depth"]
+    fp = onnx.load(str(default_export / "step.onnx"))
+    key = StepKey("past_value_0", 2, tuple(s.past_len for s in man.scales))
+    ss = ShiftSumConfig(enabled=True)
+    ort_q = quantize_step(copy.deepcopy(fp), default_cache, QuantConfig(shift_sum=ss), key)
+    trt_q = quantize_step(fp, default_cache, QuantConfig(shift_sum=ss, target="tensorrt"), key)
+    assert sum(p.copies for p in ort_q.report.cache_plans.values()) > 0
+    counts = {k: Counter(n.op_type for n in q.model.graph.node)
+              for k, q in (("ort", ort_q), ("trt", trt_q))}  # fmt: skip
+    assert counts["ort"]["Sum"] > 0 and counts["trt"]["Sum"] == 0
+    assert counts["ort"]["MatMul"] - counts["trt"]["MatMul"] == counts["ort"]["Sum"]
+    for q, target in ((ort_q, "ort"), (trt_q, "tensorrt")):
+        onnx.checker.check_model(q.model, full_check=True)
+        cfg = LintConfig(float_nodes=q.report.float_nodes, target=target, int8_cache=True)
+        assert lint(q.model, cfg) == []
+    caches = {
+        k: {c.input: np.zeros(c.shape_at(0, 4), np.int8) for c in q.cache}
+        for k, q in (("ort", ort_q), ("trt", trt_q))
+    }
+    for s in man.scales:
+        outs = {}
+        for k, q in (("ort", ort_q), ("trt", trt_q)):
+            f = int8_step_feeds(q.model, s.l, caches[k], seed=s.si)
+            names = ["logits", *(c.output for c in q.cache)]
+            sess = ort.InferenceSession(
+                q.model.SerializeToString(), providers=["CPUExecutionProvider"]
+            )
+            got = dict(zip(names, sess.run(names, f), strict=True))
+            caches[k] = {c.input: got[c.output] for c in q.cache}
+            outs[k] = got
+        assert np.abs(outs["ort"]["logits"] - outs["trt"]["logits"]).max() <= 1e-4
+        for c in ort_q.cache:  # the same int8 caches, byte for byte
+            assert np.array_equal(outs["ort"][c.output], outs["trt"][c.output]), c.output
+        assert all(v.dtype == np.int8 for v in caches["ort"].values())
+    assert depth == sum(1 for c in ort_q.cache if c.input.startswith("past_key_"))

@@ -161,6 +161,36 @@ def args_quantize(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="static per-step activation scales (PTQ4ARVG token-wise)",
     )
+    p.add_argument(
+        "--target",
+        default="ort",
+        choices=["ort", "tensorrt"],
+        help="runtime the graph is written for: ort (ONNX Runtime CPU kernels; shift-and-sum "
+        "as two int8 products) or tensorrt (explicit quantization; shift-and-sum fused into "
+        "one GEMM); both share the int8 weights and KV cache (default: ort)",
+    )
+    p.add_argument(
+        "--kv-cache",
+        default="int8",
+        choices=["int8", "fp32"],
+        help="int8: K and V stored as int8 when appended, never float between steps; fp32: "
+        "the float cache re-quantized at every step (the earlier graph) (default: int8)",
+    )
+    p.add_argument(
+        "--kv-bits",
+        type=int,
+        default=None,
+        choices=range(2, 9),
+        metavar="{2..8}",
+        help="bits of the KV cache, below 8 simulated with Clip (default: the activations')",
+    )
+    p.add_argument(
+        "--cache-budget",
+        type=float,
+        default=0.05,
+        help="shift-and-sum copies stored in the int8 cache: at most this fraction of its "
+        "rows (default: 0.05)",
+    )
 
 
 def args_bench(p: argparse.ArgumentParser) -> None:
@@ -231,6 +261,13 @@ def args_train_default(p: argparse.ArgumentParser) -> None:
 
 def args_lint(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_onnx", metavar="MODEL.onnx", help="a Q/DQ ONNX model")
+    p.add_argument(
+        "--target",
+        default=None,
+        choices=["tensorrt", "ort"],
+        help="whose rules (default: the target recorded by 'sasq quantize' beside the model, "
+        "else tensorrt)",
+    )
     p.add_argument("--min-opset", type=int, default=13)
     p.add_argument(
         "--touched-only",

@@ -153,7 +153,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from sasq.calib.cache import load_cache
-    from sasq.engines.lint import LintConfig, lint
+    from sasq.engines.lint import config_for_export, lint
     from sasq.exporter.manifest import verify
     from sasq.exporter.qdq_config import BIT_WIDTHS, QuantConfig, ShiftSumConfig
     from sasq.exporter.quantize import quantize
@@ -165,6 +165,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         budget=args.budget,
         max_n=args.max_n,
         fuse=not args.no_fuse,
+        cache_budget=args.cache_budget,
     )
     cfg = QuantConfig(
         w_bits=w,
@@ -172,14 +173,15 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         float_nodes=tuple(args.float_node),
         shift_sum=shift,
         static_per_step=args.per_step,
+        target=args.target,
+        kv_cache=args.kv_cache,
+        kv_bits=args.kv_bits,
     )
     out = _out_path(args.out)  # quantize builds beside it and renames into place
     quantize(args.onnx, load_cache(args.calib), cfg, out)
     manifest = verify(out)
     quant = manifest.extra["quant"]
-    violations = lint(
-        out / manifest.graphs["step"].file, LintConfig(float_nodes=tuple(quant["kept_float"]))
-    )
+    violations = lint(out / manifest.graphs["step"].file, config_for_export(quant))
     print(
         json.dumps(
             {
@@ -188,7 +190,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 "quantized": len(quant["quantized"]),
                 "kept_float": len(quant["kept_float"]),
                 "shift_sum": args.shift_sum,
-                "tensorrt_lint": "PASSED"
+                "target": cfg.target.value,
+                "kv_cache": f"{cfg.kv_cache.value} ({cfg.cache_bits} bits)",
+                "lint": "PASSED"
                 if not violations
                 else f"{len(violations)} violation(s)"
                 + (
@@ -323,28 +327,32 @@ def cmd_train_default(args: argparse.Namespace) -> int:
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    from sasq.engines.lint import Coverage, LintConfig, format_violations, lint
+    from sasq.engines.lint import Coverage, Target, config_for_export, format_violations, lint
 
     path = Path(args.model_onnx)
     if not path.is_file():
         raise UserError(f"no such ONNX file: {path}")
     float_nodes = list(args.float_node)
     manifest = path.parent / "manifest.json"
+    kept: dict = {}
     if manifest.is_file():  # a quantized export records which GEMMs it kept float, and why
         kept = json.loads(manifest.read_text()).get("extra", {}).get("quant", {})
         float_nodes += list(kept.get("kept_float", {}))
         if kept:
             print(f"using {len(kept.get('kept_float', {}))} float nodes from {manifest}")
-    cfg = LintConfig(
+    target = args.target or kept.get("target", "tensorrt") if manifest.is_file() else None
+    cfg = config_for_export(
+        kept if manifest.is_file() else {},
         min_opset=args.min_opset,
         coverage=Coverage.TOUCHED if args.touched_only else Coverage.ALL,
         float_nodes=tuple(float_nodes),
+        target=Target(target or args.target or "tensorrt"),
     )
     try:
         violations = lint(path, cfg)
     except Exception as e:  # onnx raises DecodeError and friends for a file that is not ONNX
         raise UserError(f"{path}: cannot be read as ONNX ({type(e).__name__})") from None
-    print(format_violations(violations))
+    print(format_violations(violations, cfg.target))
     return 1 if violations else 0
 
 

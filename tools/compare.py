@@ -126,12 +126,21 @@ def layer_sqnr(cfg: ModelConfig, fp_dir: Path, q_dir: Path, cc: CompareConfig) -
 
     step = onnx.load(str(fp_dir / verify(fp_dir).graphs["step"].file), load_external_data=False)
     names = list(dict.fromkeys(a for t in quantizable_inputs(step) for a in t.activations))
+    # The int8 cache reads K and V from the dequantized cache, not the FP tensors.
+    aliases = verify(q_dir).extra.get("quant", {}).get("tensor_aliases", {})
+    q_step = onnx.load(str(q_dir / verify(q_dir).graphs["step"].file), load_external_data=False)
+    produced = {o for n in q_step.graph.node for o in n.output} | {
+        i.name for i in q_step.graph.input
+    }
+    q_names = {n: aliases.get(n, n) for n in names if aliases.get(n, n) in produced}
+    names = [n for n in names if n in q_names]
     seen: dict[str, dict[str, list]] = {"fp": {}, "q": {}}
 
     def keep(which: str):
         def on_record(si: int, rec: dict) -> None:
             for n in names:
-                seen[which].setdefault(n, []).append(rec[n].ravel().astype("float64"))
+                src = q_names[n] if which == "q" else n
+                seen[which].setdefault(n, []).append(rec[src].ravel().astype("float64"))
 
         return on_record
 
@@ -145,7 +154,7 @@ def layer_sqnr(cfg: ModelConfig, fp_dir: Path, q_dir: Path, cc: CompareConfig) -
         K,
     )
     generate(
-        OrtBackend(q_dir, record=names, on_record=keep("q")),
+        OrtBackend(q_dir, record=list(q_names.values()), on_record=keep("q")),
         labels,
         pns,
         cfg.sampling,

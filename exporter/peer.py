@@ -3,7 +3,8 @@ and the same calibration data (sasq's rollouts, handed over as a CalibrationData
 
 Settings follow ORT's usual int8 QDQ setup (QDQ format, signed int8 activations and
 weights, symmetric, per-channel weights), with the calibration method (MinMax or Entropy)
-as the variable; the result is a derived export folder that every sasq backend runs.
+and the scope (every MatMul, or the linears only with attention in float) as the
+variables; the result is a derived export folder that every sasq backend runs.
 
 ORT's histogram (Entropy) calibrator stacks the runs of a tensor into one array, which
 fails when the runs have different shapes, as the scales of VAR's one step graph do. So
@@ -24,6 +25,7 @@ from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, 
 from onnxruntime.quantization.calibrate import create_calibrator
 
 from sasq.calib.data_reader import FeedsReader
+from sasq.exporter.attention import attention_chains
 from sasq.exporter.derive import derive_export
 from sasq.exporter.manifest import verify
 
@@ -31,6 +33,15 @@ from sasq.exporter.manifest import verify
 class PeerMethod(str, Enum):
     MINMAX = "minmax"
     ENTROPY = "entropy"
+
+
+class PeerScope(str, Enum):
+    """Which MatMuls the peer quantizes: ALL (ORT's default QDQ placement, attention
+    products included) or LINEARS (weights' GEMMs only, attention left in float: the
+    common int8 setup for transformers, and the fastest peer measured on ORT's CPU EP)."""
+
+    ALL = "all"
+    LINEARS = "linears"
 
 
 def _entropy_overrides(step: Path, reader: FeedsReader, tmp: Path) -> dict:
@@ -54,14 +65,26 @@ def _entropy_overrides(step: Path, reader: FeedsReader, tmp: Path) -> dict:
     return overrides
 
 
+def _attention_matmuls(step: Path) -> list[str]:
+    return [n for qk, _, av in attention_chains(step) for n in (qk, av)]
+
+
 def peer_quantize(
-    onnx_dir: str | Path, reader: FeedsReader, method: PeerMethod | str, out_dir: str | Path
+    onnx_dir: str | Path,
+    reader: FeedsReader,
+    method: PeerMethod | str,
+    out_dir: str | Path,
+    scope: PeerScope | str = PeerScope.ALL,
 ) -> Path:
     """ORT's quantize_static of the export's step graph -> a derived export at ``out_dir``."""
-    method = PeerMethod(method)
+    method, scope = PeerMethod(method), PeerScope(scope)
     src = Path(onnx_dir)
     step = src / verify(src).graphs["step"].file
-    options: dict = {"ActivationSymmetric": True, "WeightSymmetric": True}
+    options: dict = {
+        "ActivationSymmetric": True,
+        "WeightSymmetric": True,
+    }
+    exclude = _attention_matmuls(step) if scope == PeerScope.LINEARS else []
     with tempfile.TemporaryDirectory() as tmp:
         if method == PeerMethod.ENTROPY:
             options["TensorQuantOverrides"] = _entropy_overrides(step, reader, Path(tmp))
@@ -76,12 +99,17 @@ def peer_quantize(
             weight_type=QuantType.QInt8,
             per_channel=True,
             calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=exclude,
+            # Only GEMMs: otherwise Transpose / Concat of the cache get Q/DQ and feed the
+            # excluded attention products dequantized inputs anyway.
+            op_types_to_quantize=["MatMul", "Gemm"] if scope == PeerScope.LINEARS else None,
             extra_options=options,
         )
         model = onnx.load(str(q))
     notes = {
         "quantizer": "onnxruntime.quantize_static",
         "method": method.value,
+        "scope": scope.value,
         "calibration_runs": len(reader),
     }
     return derive_export(src, model, out_dir, "peer", notes)

@@ -30,6 +30,16 @@ def test_bench_reports_medians_and_ratios_side_by_side(tmp_path_factory, tmp_pat
             assert b["step_ms_median"] == [statistics.median(s) for s in b["step_ms"]]
             assert all(m > 0 for m in b["step_ms_median"]) and b["e2e_ms_median"] > 0
             assert b["images_per_s"] == pytest.approx(run["batch"] * 1e3 / b["e2e_ms_median"])
+            assert b["e2e_ms_min"] <= b["e2e_ms_median"] <= b["e2e_ms_max"]
+            assert b["e2e_spread"] == pytest.approx(
+                (b["e2e_ms_max"] - b["e2e_ms_min"]) / b["e2e_ms_median"]
+            )
+            assert all(
+                lo <= m <= hi
+                for lo, m, hi in zip(
+                    b["step_ms_min"], b["step_ms_median"], b["step_ms_max"], strict=True
+                )
+            )
         t, o = run["backends"]["torch"], run["backends"]["ort"]
         r = run["ratios"]["ort/torch"]
         quotients = zip(o["step_ms_median"], t["step_ms_median"], strict=True)
@@ -40,6 +50,8 @@ def test_bench_reports_medians_and_ratios_side_by_side(tmp_path_factory, tmp_pat
     js, md = write_report(res, tmp_path / "report")
     assert json.loads(js.read_text())["runs"][0]["ratios"] == res["runs"][0]["ratios"]
     text = md.read_text()
+    assert "| backend | end-to-end ms, median | min | max | spread | speed-up vs torch |" in text
+    assert "| torch |" in text and text.count("| 1.00x |") == 2  # the baseline, per batch
     assert "| scale | pn | l | past | torch ms | ort ms | ort/torch |" in text
     assert text.count("| images/s |") == 2
     assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["bench.json", "bench.md"]
@@ -61,3 +73,17 @@ def test_bench_refuses_an_export_of_another_model(tmp_path_factory):
     )
     with pytest.raises(UserError, match="different model config"):
         run_bench(other, exported(tmp_path_factory, "inline"), BenchConfig(repeats=1))
+
+
+def test_noisy_rows_and_a_loaded_machine_are_flagged():
+    from sasq.tools.bench import _warnings
+
+    def row(ms):
+        return {"e2e_ms_min": min(ms), "e2e_ms_max": max(ms),
+                "e2e_spread": (max(ms) - min(ms)) / statistics.median(ms)}  # fmt: skip
+
+    runs = [{"batch": 1, "backends": {"ort": row([100, 101, 102]), "int8": row([50, 60, 70])}}]
+    quiet = _warnings(runs, load_before=0.1)
+    assert len(quiet) == 1 and "int8" in quiet[0] and "spread 33%" in quiet[0]
+    loaded = _warnings(runs, load_before=3.0)
+    assert len(loaded) == 2 and "load average was 3.00" in loaded[0]

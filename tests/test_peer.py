@@ -7,7 +7,7 @@ import pytest
 
 from sasq.calib.calibrate import CalibConfig
 from sasq.calib.data_reader import record_step_feeds
-from sasq.exporter import verify
+from sasq.exporter import attention_chains, verify
 from sasq.exporter.peer import peer_quantize
 from sasq.models import load_model
 from sasq.tools.generate import GenerateConfig, generate_many, make_backend
@@ -32,3 +32,26 @@ def test_peer_export_runs_and_stays_close_to_fp(default_export, reader, tmp_path
     q = generate_many(cfg, make_backend("ort", None, out), GenerateConfig(labels))
     agree = token_agreement(fp.idx, q.idx)
     assert agree[0] >= 0.85 and agree[1] >= 0.6, agree
+
+
+def test_linears_only_peer_leaves_attention_float(default_export, reader, tmp_path):
+    out = peer_quantize(default_export, reader, "minmax", tmp_path / "lin", scope="linears")
+    assert verify(out).extra["peer"]["scope"] == "linears"
+    step = onnx.load(str(out / "step.onnx"))
+    producers = {o: n for n in step.graph.node for o in n.output}
+    chains = attention_chains(default_export / "step.onnx")  # node names are kept
+    assert len(chains) == verify(out).dims["depth"]
+    for qk, _, av in chains:  # neither attention product reads a DequantizeLinear
+        for node in (n for n in step.graph.node if n.name in (qk, av)):
+            kinds = [producers[x].op_type for x in node.input if x in producers]
+            assert "DequantizeLinear" not in kinds, (node.name, kinds)
+    dq_matmuls = [
+        n
+        for n in step.graph.node
+        if n.op_type == "MatMul"
+        and any(
+            producers.get(x) is not None and producers[x].op_type == "DequantizeLinear"
+            for x in n.input
+        )
+    ]
+    assert len(dq_matmuls) == 4 * verify(out).dims["depth"] + 1  # qkv, proj, fc1, fc2; head

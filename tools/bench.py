@@ -9,7 +9,7 @@ import platform
 import resource
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,19 +34,31 @@ def label_of(spec: str) -> str:
     return spec.partition("=")[0]
 
 
+def default_threads() -> int:
+    """Half the logical CPUs (the physical cores where SMT doubles them), at least one:
+    every logical core measured unsteady on a shared machine (oversubscribed OpenMP
+    threads spin; torch steps swung 100x with all cores against one)."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+# A row whose (max - min) / median exceeds this, or a machine whose load average before
+# the run exceeds LOAD_WARN, is flagged in the report: its ratios are not to be trusted.
+SPREAD_WARN = 0.10
+LOAD_WARN = 0.5
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     """backends: the first is the baseline of the ratios. threads: torch intra-op threads
-    and ONNX Runtime intra_op_threads alike (0: each library's default, all cores); on a
-    machine shared with other work, 1 gives the steadiest numbers (oversubscribed OpenMP
-    threads spin). warmup: untimed generations per backend."""
+    and ONNX Runtime intra_op_threads alike (0: each library's default, all cores; default
+    ``default_threads()``). warmup: untimed generations per backend."""
 
     backends: tuple[str, ...] = ("torch", "ort")
     batch_sizes: tuple[int, ...] = (1, 8)
     repeats: int = 5
     warmup: int = 1
     seed: int = 0
-    threads: int = 2
+    threads: int = field(default_factory=default_threads)
     io_binding: bool | None = None  # OrtBackend's default: on for GPU providers
     gemm_peak: bool = True  # also time plain int8 / fp32 MatMuls of the model's GEMM shapes
 
@@ -128,6 +140,7 @@ def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig)
     # the 1-minute load average before and after the run says how quiet the machine was.
     machine["loadavg_1min"] = {"before": load_before, "after": _loadavg()}
     machine["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    warnings = _warnings(runs, load_before)
     peak = None
     if cfg.gemm_peak:
         from sasq.tools.matmul_peak import gemm_peak, linear_shapes
@@ -148,7 +161,23 @@ def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig)
         "machine": machine,
         "runs": runs,
         "gemm_peak": peak,
+        "warnings": warnings,
     }
+
+
+def _warnings(runs: list[dict], load_before: float | None) -> list[str]:
+    """What makes this run's ratios doubtful: other load on the machine, noisy rows."""
+    out = []
+    if load_before is not None and load_before > LOAD_WARN:
+        out.append(f"1-min load average was {load_before:.2f} before the run: other processes "
+                   "were using the CPU; rerun on a quiet machine")  # fmt: skip
+    for run in runs:
+        for name, r in run["backends"].items():
+            if r["e2e_spread"] > SPREAD_WARN:
+                out.append(f"batch {run['batch']}, {name}: end-to-end spread "
+                           f"{100 * r['e2e_spread']:.0f}% of the median (min "
+                           f"{r['e2e_ms_min']:.1f}, max {r['e2e_ms_max']:.1f} ms)")  # fmt: skip
+    return out
 
 
 def _run_batch(backends: dict[str, StepBackend], B: int, model: LoadedModel, cfg: BenchConfig):
@@ -173,12 +202,18 @@ def _run_batch(backends: dict[str, StepBackend], B: int, model: LoadedModel, cfg
     per_backend = {}
     for name, t in timed.items():
         step_ms = [_ms(t.step_s[si]) for si in range(len(pns))]
-        e2e_med = statistics.median(_ms(e2e[name]))
+        e2e_ms = _ms(e2e[name])
+        e2e_med = statistics.median(e2e_ms)
         per_backend[name] = {
             "step_ms": step_ms,
             "step_ms_median": [statistics.median(s) for s in step_ms],
-            "e2e_ms": _ms(e2e[name]),
+            "step_ms_min": [min(s) for s in step_ms],
+            "step_ms_max": [max(s) for s in step_ms],
+            "e2e_ms": e2e_ms,
             "e2e_ms_median": e2e_med,
+            "e2e_ms_min": min(e2e_ms),
+            "e2e_ms_max": max(e2e_ms),
+            "e2e_spread": (max(e2e_ms) - min(e2e_ms)) / e2e_med,
             "images_per_s": B / (e2e_med / 1e3),
         }
     base = label_of(cfg.backends[0])
@@ -255,7 +290,7 @@ def _machine() -> dict:
 
 def _loadavg() -> float | None:
     try:
-        return os.getloadavg()[0]
+        return round(os.getloadavg()[0], 2)
     except OSError:  # not available on this platform
         return None
 
@@ -282,10 +317,26 @@ def to_markdown(result: dict) -> str:
         "Step latency is the median of one `step(si)` per generation; ratios are "
         "latency (or throughput) of a backend over the first.",
     ]
+    if result.get("warnings"):
+        lines += ["", "**Warnings** (these ratios are doubtful):", ""]
+        lines += [f"- {w}" for w in result["warnings"]]
     for run in result["runs"]:
         names = list(run["backends"])
         ratio_keys = list(run["ratios"])
+        base = names[0]
         lines += ["", f"## batch {run['batch']}", ""]
+        lines += [
+            f"| backend | end-to-end ms, median | min | max | spread | speed-up vs {base} |",
+            "|---|---|---|---|---|---|",
+        ]
+        for n in names:
+            r = run["backends"][n]
+            speed = run["backends"][base]["e2e_ms_median"] / r["e2e_ms_median"]
+            lines.append(
+                f"| {n} | {r['e2e_ms_median']:.1f} | {r['e2e_ms_min']:.1f} | "
+                f"{r['e2e_ms_max']:.1f} | {100 * r['e2e_spread']:.0f}% | {speed:.2f}x |"
+            )
+        lines.append("")
         head = ["scale", "pn", "l", "past", *(f"{n} ms" for n in names), *ratio_keys]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for sc in run["scales"]:

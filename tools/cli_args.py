@@ -202,6 +202,9 @@ def args_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/bench", help="folder for bench.json and bench.md")
+    from sasq.tools.bench import default_threads
+
+    p.set_defaults(threads=default_threads())  # every logical core measured unsteady
 
 
 def args_build(p: argparse.ArgumentParser) -> None:

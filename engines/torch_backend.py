@@ -1,21 +1,73 @@
-"""The PyTorch reference backend of the decoding loop (eager, fp32)."""
+"""The PyTorch reference backend of the decoding loop (eager, fp32), optionally with an int8
+KV cache.
+
+With ``CacheQuant`` (the static scales of a quantized export's int8 cache), each block's
+new keys and values are quantized once, when they join the cache, exactly as the exported
+graph does (round half to even, saturated, ``bits`` < 8 clipped to the narrower grid), kept
+as int8 tensors between steps and dequantized to be attended to. Everything else stays
+FP32, so this is the reference of what the cache alone costs; a graph written with
+``QuantConfig(attention_qdq=False)`` and float linears computes the same numbers.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 from sasq.models import LoadedModel
 from sasq.models.var_blocks import KV
+from sasq.tools.errors import UserError
+
+
+@dataclass(frozen=True)
+class CacheQuant:
+    """Per block, the dequantization scales of the K and V caches; their bits."""
+
+    k_scales: tuple[float, ...]
+    v_scales: tuple[float, ...]
+    bits: int = 8
+
+    @classmethod
+    def from_export(cls, onnx_dir) -> CacheQuant:
+        """The int8 cache of a quantized export (``sasq quantize``), from its manifest."""
+        from sasq.exporter.manifest import verify
+
+        m = verify(onnx_dir)
+        quant = m.extra.get("quant", {})
+        if quant.get("kv_cache") != "int8":
+            raise UserError(f"{onnx_dir}: not an export with an int8 KV cache (sasq quantize)")
+        if any(c.input.startswith("past_vcopy_") for c in m.cache):
+            raise UserError(f"{onnx_dir}: shift-and-sum copies have no PyTorch reference")
+        scales = {c.input: c.scale for c in m.cache}
+        depth = m.dims["depth"]
+        return cls(
+            tuple(scales[f"past_key_{i}"] for i in range(depth)),
+            tuple(scales[f"past_value_{i}"] for i in range(depth)),
+            int(quant["kv_bits"]),
+        )
+
+    def quantize(self, x: torch.Tensor, scale: float) -> torch.Tensor:
+        lo, hi = (
+            (-128, 127)
+            if self.bits == 8
+            else (-(2 ** (self.bits - 1) - 1), 2 ** (self.bits - 1) - 1)
+        )
+        return torch.round(x / torch.tensor(scale, dtype=x.dtype)).clamp_(lo, hi).to(torch.int8)
 
 
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, model: LoadedModel):
+    def __init__(self, model: LoadedModel, cache: CacheQuant | None = None):
         self.m = model
+        self.cache = cache
+        if cache is not None and len(cache.k_scales) != model.var.depth:
+            raise UserError(f"int8 cache of {len(cache.k_scales)} blocks for a model of "
+                            f"depth {model.var.depth}")  # fmt: skip
         self._mod: torch.Tensor | None = None  # every AdaLN modulation, (2B, 6 depth + 2, C)
         self._x: torch.Tensor | None = None  # this scale's input tokens (2B, l, C)
-        self._past: list[KV] | None = None
+        self._past: list[KV] | None = None  # float cache, or the int8 cache's tensors
         self._f_hat: torch.Tensor | None = None
 
     @torch.no_grad()
@@ -27,7 +79,31 @@ class TorchBackend:
 
     @torch.no_grad()
     def step(self, si: int) -> torch.Tensor:
-        logits, self._past = self.m.var.decode_step(self._x, self._mod, self._past)
+        if self.cache is None:
+            logits, self._past = self.m.var.decode_step(self._x, self._mod, self._past)
+            return logits
+        c = self.cache
+        stored: list[KV] = []
+
+        def store_for(i: int):
+            def store(k: torch.Tensor, v: torch.Tensor) -> KV:
+                kq, vq = c.quantize(k, c.k_scales[i]), c.quantize(v, c.v_scales[i])
+                stored.append((kq, vq))
+                return kq.float() * c.k_scales[i], vq.float() * c.v_scales[i]
+
+            return store
+
+        past = None
+        if self._past is not None:
+            past = [(k.float() * c.k_scales[i], v.float() * c.v_scales[i])
+                    for i, (k, v) in enumerate(self._past)]  # fmt: skip
+        stores = [store_for(i) for i in range(self.m.var.depth)]
+        logits, _ = self.m.var.decode_step(self._x, self._mod, past, stores)
+        if self._past is None:
+            self._past = stored
+        else:
+            self._past = [(torch.cat((k, kn), 2), torch.cat((v, vn), 2))
+                          for (k, v), (kn, vn) in zip(self._past, stored, strict=True)]  # fmt: skip
         return logits
 
     @torch.no_grad()

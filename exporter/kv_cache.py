@@ -146,10 +146,12 @@ def int8_kv_cache(
     kv_bits: int = 8,
     plans: Mapping[int, CachePlan] | None = None,
     prob_shift: bool = True,
+    operands_qdq: bool = True,
 ) -> Int8Cache:
     """Rewrite ``model`` (edited in place) to the int8 cache. ``step`` finds the scale
     step from a cache length (the shift-and-sum tables are indexed by it); ``plans``:
-    block -> its copies."""
+    block -> its copies; ``operands_qdq``: also Q/DQ the queries and probabilities (int8
+    products), else they stay float."""
     layers = find_cache_layers(model)
     plans = plans or {}
     g = model.graph
@@ -180,7 +182,8 @@ def int8_kv_cache(
         qk = nodes[L.qk]
         qk.input[1] = e.node("DequantizeLinear", [L.present_key, k_s, k_zp], f"{b}_kread")[0]
         aliases[L.k_range] = qk.input[1]
-        qk.input[0] = add_qdq(e, L.q, s.q, f"{b}_q", a_bits)
+        if operands_qdq:
+            qk.input[0] = add_qdq(e, L.q, s.q, f"{b}_q", a_bits)
         g.node.remove(nodes[L.k_transpose])
         shape_k = _retype(g, L.past_key, TensorProto.INT8, (0, 1, 3, 2))
         _retype(g, L.present_key, TensorProto.INT8, (0, 1, 3, 2))
@@ -200,7 +203,7 @@ def int8_kv_cache(
             return e.node("DequantizeLinear", [x, v_s, v_zp], f"{base}_DQ")[0]
 
         def qdq_p(x: str, base: str) -> str:
-            return add_qdq(e, x, p_scale, base, a_bits)
+            return add_qdq(e, x, p_scale, base, a_bits) if operands_qdq else x
 
         plan = plans.get(L.index)
         branch = None

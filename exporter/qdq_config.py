@@ -87,7 +87,10 @@ class QuantConfig:
     they were stored with; not applied to V under shift-and-sum, whose shifts use V's
     scale). target: the runtime the graph is for. kv_cache: int8 (default) stores K and V
     as int8 between steps (``kv_cache.py``); fp32 is the earlier float cache re-quantized
-    at every step. kv_bits: bits of the int8 cache (simulated below 8; None: a_bits)."""
+    at every step. kv_bits: bits of the int8 cache (simulated below 8; None: a_bits).
+    attention_qdq: with the int8 cache, also quantize the queries and the probabilities so
+    both attention products are int8 GEMMs (the deployable form); False leaves them float
+    over the dequantized cache, for studying the cache's own error (not TensorRT-legal)."""
 
     w_bits: int = 8
     a_bits: int = 8
@@ -98,6 +101,7 @@ class QuantConfig:
     target: Target = Target.ORT
     kv_cache: KvCache = KvCache.INT8
     kv_bits: int | None = None
+    attention_qdq: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "float_nodes", tuple(self.float_nodes))
@@ -143,6 +147,7 @@ class QuantConfig:
             "target": self.target.value,
             "kv_cache": self.kv_cache.value,
             "kv_bits": self.cache_bits,
+            "attention_qdq": self.attention_qdq,
             "shift_sum": {
                 "enabled": s.enabled,
                 "mode": s.mode.value,

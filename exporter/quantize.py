@@ -60,7 +60,14 @@ def quantize_step(
             raise UserError("the int8 KV cache needs a step key (the cache length per step)")
         scales, plans = cache_scales(q, cache, cfg, report)
         kv = int8_kv_cache(
-            q, scales, key, cfg.a_bits, cfg.cache_bits, plans, cfg.shift_sum.prob_shift
+            q,
+            scales,
+            key,
+            cfg.a_bits,
+            cfg.cache_bits,
+            plans,
+            cfg.shift_sum.prob_shift,
+            cfg.attention_qdq,
         )
         out = QuantizedStep(kv.model, report, kv.cache, kv.aliases)
         for name in copy_node_names(kv.model):

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from sasq.models.config import VARConfig, VQVAEConfig
-from sasq.models.var_blocks import KV, AdaLNBeforeHead, AdaLNSelfAttn
+from sasq.models.var_blocks import KV, AdaLNBeforeHead, AdaLNSelfAttn, StoreKV
 
 
 class VAR(nn.Module):
@@ -116,14 +116,20 @@ class VAR(nn.Module):
     # ----- inference: one scale with an explicit KV cache -----
 
     def decode_step(
-        self, x_BlC: torch.Tensor, mod_BMC: torch.Tensor, past: list[KV] | None
+        self,
+        x_BlC: torch.Tensor,
+        mod_BMC: torch.Tensor,
+        past: list[KV] | None,
+        store: list[StoreKV] | None = None,
     ) -> tuple[torch.Tensor, list[KV]]:
         """Tokens of one scale attend to themselves and every earlier scale (in ``past``);
-        ``mod_BMC`` = ``modulation(cond_BD)``."""
+        ``mod_BMC`` = ``modulation(cond_BD)``; ``store[i]``: how block i's cache stores new
+        keys and values (e.g. quantized), applied before they are attended to."""
         new_kv = []
         h = x_BlC
         for i, b in enumerate(self.blocks):
-            h, kv = b(h, self.block_modulation(mod_BMC, i), None, None if past is None else past[i])
+            p_i = None if past is None else past[i]
+            h, kv = b(h, self.block_modulation(mod_BMC, i), None, p_i, store and store[i])
             new_kv.append(kv)
         return self.logits(h, mod_BMC), new_kv
 

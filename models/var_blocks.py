@@ -9,12 +9,16 @@ which is what the exported decode step needs (no hidden module state).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 KV = tuple[torch.Tensor, torch.Tensor]  # (k_BHLc, v_BHLc)
+# Applied to a step's new keys and values before they join the cache and the attention:
+# how a quantized KV cache stores them (``sasq.engines.torch_backend``). None: as computed.
+StoreKV = Callable[[torch.Tensor, torch.Tensor], KV]
 
 
 class FFN(nn.Module):
@@ -46,7 +50,11 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(embed_dim, embed_dim)
 
     def forward(
-        self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None, past: KV | None
+        self,
+        x_BLC: torch.Tensor,
+        attn_bias: torch.Tensor | None,
+        past: KV | None,
+        store: StoreKV | None = None,
     ) -> tuple[torch.Tensor, KV]:
         B, L, C = x_BLC.shape
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
@@ -60,6 +68,8 @@ class SelfAttention(nn.Module):
             k = F.normalize(k, dim=-1)
         else:
             q = q * self.scale
+        if store is not None:
+            k, v = store(k, v)
         if past is not None:
             k = torch.cat((past[0], k), dim=2)
             v = torch.cat((past[1], v), dim=2)
@@ -97,10 +107,11 @@ class AdaLNSelfAttn(nn.Module):
         ada_B6C: torch.Tensor,
         attn_bias: torch.Tensor | None,
         past: KV | None = None,
+        store: StoreKV | None = None,
     ) -> tuple[torch.Tensor, KV]:
         """``ada_B6C`` = ``modulation(cond_BD)``, computed once per condition by the caller."""
         gamma1, gamma2, scale1, scale2, shift1, shift2 = ada_B6C.unsqueeze(1).unbind(2)
-        h, kv = self.attn(self.ln_wo_grad(x) * (scale1 + 1) + shift1, attn_bias, past)
+        h, kv = self.attn(self.ln_wo_grad(x) * (scale1 + 1) + shift1, attn_bias, past, store)
         x = x + h * gamma1
         x = x + self.ffn(self.ln_wo_grad(x) * (scale2 + 1) + shift2) * gamma2
         return x, kv

@@ -1,7 +1,16 @@
-"""VAR-d16 (random weights, ~310M parameters) on ONNX Runtime: FP32 vs sasq int8 (plain and
-shift-and-sum fused and expanded) vs the ORT peer, batch 1 with CFG, in one bench run.
+"""VAR-d16 (random weights, ~310M parameters) on ONNX Runtime: FP32 vs sasq int8 (int8 KV
+cache, ort target; plain and shift-and-sum) vs the ORT peers, batch 1 with CFG, in one
+bench run.
 
-    python scripts/d16_int8_bench.py OUT_DIR [calib_images] [--peer]
+    python scripts/d16_int8_bench.py OUT_DIR [calib_images] [--peer] [--repeats N]
+                                     [--prepare-only] [--bench-only]
+
+Writes ``OUT_DIR/bench.json`` and ``bench.md`` with the rows ``ort`` (the FP32 baseline,
+first), ``int8``, ``int8-ss`` and, with ``--peer``, ``peer-minmax`` (ORT's quantize_static,
+every MatMul) and ``peer-linears`` (quantize_static on the linears only, attention left in
+float: the fastest int8 peer measured). Exports, calibration and quantized folders are
+cached in OUT_DIR, so ``--prepare-only`` (everything but the timing) can run first and
+``--bench-only`` time them later on a quiet machine.
 
 Random weights make the quality numbers meaningless; this measures speed and size. A
 small VQVAE stands in for the official one (its decoder is not what is measured).
@@ -9,8 +18,8 @@ small VQVAE stands in for the official one (its decoder is not what is measured)
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 from sasq.calib.cache import load_cache, save_cache
@@ -24,19 +33,30 @@ from sasq.models import build
 from sasq.models.config import ModelConfig, VQVAEConfig, official_var
 from sasq.tools.bench import BenchConfig, run_bench, to_markdown, write_report
 
+QUANTIZED = {
+    "int8": QuantConfig(),
+    "int8-ss": QuantConfig(shift_sum=ShiftSumConfig(enabled=True)),
+}
+PEERS = {"peer-minmax": "all", "peer-linears": "linears"}
 
-def main() -> None:
-    out = Path(sys.argv[1])
-    n = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2].isdigit() else 4
-    with_peer = "--peer" in sys.argv  # ORT's quantize_static holds several copies of 1.2 GB
-    var = official_var(16)
-    vae = VQVAEConfig(
-        ch=32, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=1, using_sa=False, patch_nums=var.patch_nums
-    )
-    model = build(ModelConfig(vqvae=vae, var=var))
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("calib_images", nargs="?", type=int, default=4)
+    ap.add_argument("--peer", action="store_true", help="add ORT quantize_static peers")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prepare-only", action="store_true", help="export/calibrate/quantize")
+    ap.add_argument("--bench-only", action="store_true", help="time what OUT_DIR holds")
+    return ap.parse_args(argv)
+
+
+def _prepare(model, out: Path, n: int, with_peer: bool) -> list[str]:
     fp = out / "fp"
     if not (fp / "manifest.json").exists():
         export_model(model, fp)
+        print("exported", flush=True)
     cc = CalibConfig(num_samples=n, batch=2, progress=False)
     cache_path = out / f"calib-{n}.json"
     if cache_path.exists():
@@ -45,20 +65,41 @@ def main() -> None:
         cache = calibrate(fp, cc).cache
         save_cache(cache, cache_path)
     print("calibrated", flush=True)
-    quantize(fp, cache, QuantConfig(), out / "int8")
-    print("quantized int8", flush=True)
-    quantize(fp, cache, QuantConfig(shift_sum=ShiftSumConfig(enabled=True)), out / "int8-ss")
-    ss = ShiftSumConfig(enabled=True, fuse=False)
-    quantize(fp, cache, QuantConfig(shift_sum=ss), out / "int8-ss-expanded")
-    print("quantized int8 + shift-and-sum (fused and expanded)", flush=True)
-    rows = ["int8", "int8-ss", "int8-ss-expanded"]
+    rows = list(QUANTIZED)
+    for name, cfg in QUANTIZED.items():
+        if not (out / name / "manifest.json").exists():
+            quantize(fp, cache, cfg, out / name)
+        print(f"quantized {name}", flush=True)
     if with_peer:
-        peer_quantize(fp, record_step_feeds(fp, cc), "minmax", out / "peer")
-        rows.append("peer")
-    specs = ("ort", *(f"{k}={out / k}" for k in rows))
-    bc = BenchConfig(backends=specs, batch_sizes=(1,), repeats=3, warmup=1, threads=2)
-    result = run_bench(model, fp, bc)
-    write_report(result, out)
+        reader = None
+        for name, scope in PEERS.items():
+            if not (out / name / "manifest.json").exists():
+                reader = reader or record_step_feeds(fp, cc)
+                peer_quantize(fp, reader, "minmax", out / name, scope=scope)
+            print(f"quantized {name}", flush=True)
+            rows.append(name)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _args(argv)
+    var = official_var(16)
+    vae = VQVAEConfig(
+        ch=32, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=1, using_sa=False, patch_nums=var.patch_nums
+    )
+    model = build(ModelConfig(vqvae=vae, var=var))
+    if args.bench_only:
+        rows = [*QUANTIZED, *(PEERS if args.peer else ())]
+    else:
+        rows = _prepare(model, args.out, args.calib_images, args.peer)
+    if args.prepare_only:
+        return
+    specs = ("ort", *(f"{k}={args.out / k}" for k in rows))
+    bc = BenchConfig(
+        backends=specs, batch_sizes=(1,), repeats=args.repeats, warmup=1, threads=args.threads
+    )
+    result = run_bench(model, args.out / "fp", bc)
+    write_report(result, args.out)
     print(to_markdown(result))
     print(json.dumps(result["runs"][0]["ratios"], indent=1))
 

@@ -46,3 +46,16 @@ def default_export(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("default_export") / "fp"
     export_model(M.load_model(), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def default_calib(default_export, tmp_path_factory):
+    """The default export calibrated once per session (16 images, resampled)."""
+    import warnings
+
+    from sasq.calib.calibrate import CalibConfig, calibrate
+
+    cfg = CalibConfig(num_samples=16, batch=16, progress=False, threads=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a small sample may not cover every class
+        return calibrate(default_export, cfg).cache

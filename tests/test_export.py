@@ -79,7 +79,7 @@ def test_every_graph_passes_the_full_checker_with_standard_ops_only(onnx_dir):
         model = onnx.load(str(onnx_dir / g.file))
         onnx.checker.check_model(model, full_check=True)
         assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
-        assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {18}
+        assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {20}
         assert all(n.domain in ("", "ai.onnx") for n in model.graph.node)
         assert g.external_data is None
 
@@ -98,7 +98,7 @@ def test_step_graph_has_one_explicit_attention_chain_per_layer(onnx_dir):
 def test_manifest_describes_shapes_names_versions_and_hashes(onnx_dir):
     man = verify(onnx_dir)
     m = tiny_model()
-    assert man.patch_nums == (1, 2, 3, 4) and man.opset == 18 and man.dynamic_batch
+    assert man.patch_nums == (1, 2, 3, 4) and man.opset == 20 and man.dynamic_batch
     assert [(s.l, s.past_len) for s in man.scales] == [(1, 0), (4, 1), (9, 5), (16, 14)]
     assert M.ModelConfig.from_dict(man.model_config) == m.cfg
     assert {"sasq", "torch", "onnx", "onnxruntime"} <= set(man.versions)

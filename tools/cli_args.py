@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from sasq.exporter.config import ExportConfig
 from sasq.exporter.qdq_config import BIT_WIDTHS
 
 
@@ -37,7 +38,8 @@ def args_generate(p: argparse.ArgumentParser) -> None:
         "--backend",
         default="torch",
         choices=BACKENDS,
-        help="torch: PyTorch; ort / ort-cuda / ort-trt: the --onnx export under "
+        help="torch: PyTorch; torch-int8-cache: PyTorch with the int8 KV cache of the --onnx "
+        "quantized export (its reference); ort / ort-cuda / ort-trt: the --onnx export under "
         "ONNX Runtime's CPU / CUDA / TensorRT provider",
     )
     p.add_argument(
@@ -62,7 +64,13 @@ def args_generate(p: argparse.ArgumentParser) -> None:
 def args_export(p: argparse.ArgumentParser) -> None:
     _add_model(p)
     p.add_argument("--out", required=True, help="folder for the ONNX graphs and manifest")
-    p.add_argument("--opset", type=int, default=18)
+    p.add_argument(
+        "--opset",
+        type=int,
+        default=ExportConfig.opset,
+        help=f"ONNX opset, at least 18 (default: {ExportConfig.opset}, whose Gelu op runs 8x "
+        "faster on ONNX Runtime than opset 18's Tanh/Pow/Mul chain)",
+    )
     p.add_argument(
         "--static-batch",
         action="store_true",
@@ -243,7 +251,12 @@ def args_eval(p: argparse.ArgumentParser) -> None:
     from sasq.tools.evaluate import ROWS
 
     _add_model(p)
-    p.add_argument("--per-class", type=int, default=100, help="samples per class (default 1,000)")
+    p.add_argument(
+        "--per-class",
+        type=int,
+        default=100,
+        help="samples per class (default 100: 1,000 on the 10-class default)",
+    )
     p.add_argument("--bits", default="W8A8,W6A6,W4A8")
     p.add_argument("--rows", default=",".join(ROWS), help=f"any of {', '.join(ROWS)}")
     p.add_argument("--calib-n", type=int, default=32, help="calibration images")

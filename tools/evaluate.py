@@ -6,8 +6,10 @@ held-out real digits, FID2FP (to the FP images of the same seeds: what quantizat
 class accuracy, and token agreement with FP (mean over scales). FP against FP with another
 seed is the noise floor of FID2FP and token agreement.
 
-Rows: the ONNX Runtime peer (``quantize_static``, MinMax and Entropy; int8 only), sasq's
-static Q/DQ graph plain (minmax), + codebook resampling, + shift-and-sum, + both, and the
+Rows: the ONNX Runtime peer (``quantize_static``, MinMax and Entropy on every MatMul, MinMax
+on the linears only; int8 only), sasq's static Q/DQ graph with its int8 KV cache plain
+(minmax), with the earlier float cache, with a 6- or 4-bit cache (+ shift-and-sum), +
+codebook resampling, + shift-and-sum, + both, and the
 PTQ4ARVG's pair (gain-projected scaling balanced for the cell's bits, exported, then
 static per-step activation scales; otherwise as plain), and the paper-faithful PyTorch
 fake-quant reference (dynamic per-token activations, log2 softmax,
@@ -37,13 +39,20 @@ from sasq.tools.metrics import fid, inception_score, token_agreement
 ROWS = (
     "peer-minmax",
     "peer-entropy",
+    "peer-linears",
     "plain",
+    "fp32-cache",
+    "kv6",
+    "kv4",
+    "kv4-shift-sum",
     "resample",
     "shift-sum",
     "both",
     "gps-stwq",
     "paper-ref",
 )
+# Rows with an int8 KV cache narrower than the cell's activations (simulated): row -> bits.
+_KV_BITS = {"kv6": 6, "kv4": 4, "kv4-shift-sum": 4}
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,8 @@ class _Workspace:
         return out
 
     def peer(self, method: str) -> Path:
+        """``minmax`` / ``entropy``: quantize_static on every MatMul; ``linears``: MinMax on
+        the linears only, attention left in float."""
         from sasq.calib.calibrate import CalibConfig
         from sasq.calib.data_reader import record_step_feeds
         from sasq.exporter.peer import peer_quantize
@@ -135,18 +146,26 @@ class _Workspace:
                 progress=False,
             )
             self._reader = record_step_feeds(self.fp, cc)
-        return peer_quantize(self.fp, self._reader, method, self.root / f"peer-{method}")
+        out = self.root / f"peer-{method}"
+        if method == "linears":
+            return peer_quantize(self.fp, self._reader, "minmax", out, scope="linears")
+        return peer_quantize(self.fp, self._reader, method, out)
 
     def sasq(self, row: str, w: int, a: int) -> Path:
         from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
         from sasq.exporter.quantize import quantize
 
         resample = "ours" if row in ("resample", "both") else "none"
-        shift = row in ("shift-sum", "both")
+        shift = row in ("shift-sum", "both", "kv4-shift-sum")
         gps = row == "gps-stwq"
         fp = self.gps_export(w, a) if gps else self.fp
         qc = QuantConfig(
-            w_bits=w, a_bits=a, shift_sum=ShiftSumConfig(enabled=shift), static_per_step=gps
+            w_bits=w,
+            a_bits=a,
+            shift_sum=ShiftSumConfig(enabled=shift),
+            static_per_step=gps,
+            kv_cache="fp32" if row == "fp32-cache" else "int8",
+            kv_bits=_KV_BITS.get(row),
         )
         return quantize(fp, self.cache(resample, fp), qc, self.root / f"{row}-W{w}A{a}")
 
@@ -197,7 +216,11 @@ def evaluate(model: LoadedModel, clf: DigitsClassifier, ec: EvalConfig) -> dict:
         "seconds": round(time.perf_counter() - t0, 1),
         "notes": [
             "peer rows are int8 only (ORT quantize_static); None = not applicable",
-            "plain/resample/shift-sum/both/gps-stwq: sasq static Q/DQ, minmax observer",
+            "plain/resample/shift-sum/both/gps-stwq: sasq static Q/DQ, minmax observer, "
+            "int8 KV cache (ort target)",
+            "fp32-cache: the earlier graph (float cache re-quantized every step); kv6/kv4: "
+            "the cache at 6 / 4 bits (simulated)",
+            "peer-linears: quantize_static MinMax on the linears only, attention in float",
             "FP (seed+1): noise floor of FID2FP and token agreement",
         ],
     }

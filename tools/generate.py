@@ -12,7 +12,7 @@ from sasq.models import LoadedModel, ModelConfig, SamplingConfig
 from sasq.tools.decode import Generation, StepBackend, generate
 from sasq.tools.errors import UserError
 
-BACKENDS = ("torch", "ort", "ort-cuda", "ort-trt", "trt")
+BACKENDS = ("torch", "torch-int8-cache", "ort", "ort-cuda", "ort-trt", "trt")
 _ORT_PROVIDERS = {"ort": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}
 
 
@@ -31,13 +31,20 @@ def make_backend(
     threads: int = 0,
     engine: str | Path | None = None,
 ) -> StepBackend:
-    """``torch`` runs the PyTorch model; ``ort*`` run an export folder (``sasq export``)
-    under ONNX Runtime's CPU, CUDA or TensorRT execution provider; ``trt`` runs the step
-    graph as a TensorRT engine (``sasq build``) and the rest of the folder under ORT."""
+    """``torch`` runs the PyTorch model (``torch-int8-cache``: with the int8 KV cache of a
+    quantized export, the reference of its numerics); ``ort*`` run an export folder
+    (``sasq export``) under ONNX Runtime's CPU, CUDA or TensorRT execution provider; ``trt``
+    runs the step graph as a TensorRT engine (``sasq build``), the rest under ORT."""
     if name == "torch":
         from sasq.engines.torch_backend import TorchBackend
 
         return TorchBackend(model)
+    if name == "torch-int8-cache":
+        if onnx_dir is None:
+            raise UserError(f"--backend {name} needs --onnx DIR (a quantized export)")
+        from sasq.engines.torch_backend import CacheQuant, TorchBackend
+
+        return TorchBackend(model, CacheQuant.from_export(onnx_dir))
     if name == "trt":
         if onnx_dir is None or engine is None:
             raise UserError("--backend trt needs --onnx DIR and --engine PLAN (sasq build)")

@@ -124,6 +124,45 @@ def test_shared_adaln_rows_are_the_shared_linear_plus_each_blocks_ada_gss():
     assert torch.equal(mod[:, -2:], head)
 
 
+@torch.no_grad()
+def test_f_hat_is_contiguous_and_decodes_bit_for_bit_like_the_official_loop():
+    torch.manual_seed(0)
+    vae = VQVAE(tiny_default().vqvae).eval()
+    q, B = vae.quantize, 2
+    idx = [torch.randint(0, q.vocab_size, (B, p * p)) for p in q.patch_nums]
+    f_hat = q.idx_to_fhat(idx)
+    # official: f_hat = zeros, f_hat.add_(phi(upsample(h))) in place at every scale
+    ref = torch.zeros(B, q.Cvae, q.patch_nums[-1], q.patch_nums[-1])
+    for si, (pn, i) in enumerate(zip(q.patch_nums, idx, strict=True)):
+        h = q.embedding(i).transpose(1, 2).reshape(B, q.Cvae, pn, pn)
+        if si < q.SN - 1:
+            h = torch.nn.functional.interpolate(h, size=ref.shape[-2:], mode="bicubic")
+        ref.add_(q.phi(si)(h))
+    assert f_hat.is_contiguous() and torch.equal(f_hat, ref)
+    assert torch.equal(vae.fhat_to_img(f_hat), vae.fhat_to_img(ref))
+
+
+def test_usage_statistics_of_another_number_of_scales_load_with_one_warning(tmp_path, caplog):
+    vae = VQVAE(VQVAEConfig(vocab_size=64, ch=32, patch_nums=(1, 2, 3, 4)))
+    sd = {k: v.clone() for k, v in vae.state_dict().items()}
+    sd["quantize.ema_vocab_hit_SV"] = torch.ones(10, 64)  # the 256 px VQVAE's 10 scales
+    sd["quant_conv.bias"] = torch.full((32,), 0.5)
+    torch.save(sd, tmp_path / "vae.pth")
+    with caplog.at_level("WARNING"):
+        load_into(vae, tmp_path / "vae.pth")
+    (rec,) = caplog.records
+    assert (
+        "quantize.ema_vocab_hit_SV (10, 64)" in rec.getMessage() and "(4, 64)" in rec.getMessage()
+    )
+    assert "\n" not in rec.getMessage()
+    assert torch.equal(vae.quantize.ema_vocab_hit_SV, torch.zeros(4, 64))  # as the official
+    assert torch.equal(vae.quant_conv.bias, sd["quant_conv.bias"])
+    sd["quantize.ema_vocab_hit_SV"] = torch.ones(4, 63)  # same scales, another vocabulary
+    torch.save(sd, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match="ema_vocab_hit_SV: \\(4, 63\\) vs \\(4, 64\\)"):
+        load_into(vae, tmp_path / "bad.pth")
+
+
 def test_vqvae_official_format_loads_strictly(tmp_path):
     keys = vqvae_keys(ch=32, V=64, n_scales=4)
     sd = _official_format_state(keys, 1)

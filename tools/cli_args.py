@@ -53,6 +53,13 @@ def args_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg", type=float, default=None, help="guidance at the last scale")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
+    p.add_argument(
+        "--more-smooth",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="official Gumbel-softmax smoothing of each scale's latent (visual quality; "
+        "the published FIDs use none); default: the model's",
+    )
     p.add_argument("--nrow", type=int, default=8, help="images per grid row")
     p.add_argument("--out", required=True, help="PNG grid to write")
     p.add_argument("--save-tokens", default=None, help="also write per-scale token ids (.npz)")

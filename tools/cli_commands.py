@@ -36,7 +36,8 @@ def _writable(folder: Path) -> bool:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from sasq.models import SamplingConfig
+    import dataclasses
+
     from sasq.tools.generate import (
         GenerateConfig,
         generate_many,
@@ -55,12 +56,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         from sasq.models import ModelConfig
 
         model, cfg = None, ModelConfig.from_dict(verify(args.onnx).model_config)
-    base = cfg.sampling
-    sampling = SamplingConfig(
-        cfg=base.cfg if args.cfg is None else args.cfg,
-        top_k=base.top_k if args.top_k is None else args.top_k,
-        top_p=base.top_p if args.top_p is None else args.top_p,
-    )
+    asked = dict(cfg=args.cfg, top_k=args.top_k, top_p=args.top_p, more_smooth=args.more_smooth)
+    given = {k: v for k, v in asked.items() if v is not None}
+    sampling = dataclasses.replace(cfg.sampling, **given)
     labels = labels_for(cfg, args.cls, args.n)
     backend = make_backend(args.backend, model, args.onnx, args.threads, args.engine)
     gen = generate_many(cfg, backend, GenerateConfig(labels, args.seed, args.batch, sampling))

@@ -7,12 +7,17 @@ import argparse
 from sasq.exporter.qdq_config import BIT_WIDTHS
 
 
-def _add_model(p: argparse.ArgumentParser) -> None:
+def _add_model(p: argparse.ArgumentParser, files: bool = True) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="model folder (config.json + vqvae/var safetensors); default: embedded",
+        help="model folder: config.json + vqvae/var safetensors, or the released "
+        "vae_ch160v4096z32.pth + var_d{16,20,24,30,36}.pth (config read off the weights); "
+        "default: embedded",
     )
+    if files:
+        p.add_argument("--vae", default=None, metavar="FILE", help="VQVAE checkpoint, with --var")
+        p.add_argument("--var", default=None, metavar="FILE", help="VAR checkpoint, with --vae")
 
 
 def _add_onnx(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -254,7 +259,7 @@ def args_lint(p: argparse.ArgumentParser) -> None:
 
 
 def args_demo(p: argparse.ArgumentParser) -> None:
-    _add_model(p)
+    _add_model(p, files=False)
     p.add_argument("--out", default="out/demo", help="folder for images and report")
 
 

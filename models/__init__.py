@@ -17,7 +17,7 @@ from sasq.models.config import (
     official,
     tiny_default,
 )
-from sasq.models.released import RELEASED_VAE, infer_config, released_files
+from sasq.models.released import RELEASED_VAE, infer_config, released_vae, released_var
 from sasq.models.var import VAR
 from sasq.models.vqvae import VQVAE
 
@@ -74,8 +74,8 @@ def load_model(
     d = Path(model_dir) if model_dir is not None else None
     if d is not None and not d.is_dir():
         raise CheckpointError(f"{d}: not a sasq model folder (no such folder)")
-    vae_path = Path(vae) if vae is not None else _find(d, "vqvae", 0)
-    var_path = Path(var) if var is not None else _find(d, "var", 1)
+    vae_path = Path(vae) if vae is not None else _find(d, "vqvae")
+    var_path = Path(var) if var is not None else _find(d, "var")
     vae_sd, var_sd = load_state_dict(vae_path), load_state_dict(var_path)
     cfg_path = d / "config.json" if d is not None else None
     if cfg_path is not None and cfg_path.is_file():
@@ -93,15 +93,15 @@ def load_model(
     return m
 
 
-def _find(d: Path | None, name: str, which: int) -> Path:
+def _find(d: Path | None, name: str) -> Path:
     """``name``.safetensors / .pth in ``d``, else the released file name there."""
     if d is None:
         raise CheckpointError("--vae and --var go together (or give --model DIR for the other)")
     for f in (d / f"{name}.safetensors", d / f"{name}.pth"):
         if f.is_file():
             return f
-    found = released_files(d)[which]
+    found = released_vae(d) if name == "vqvae" else released_var(d)
     if found is None:
-        released = RELEASED_VAE if which == 0 else "var_d{depth}.pth"
+        released = RELEASED_VAE if name == "vqvae" else "var_d{depth}.pth"
         raise CheckpointError(f"{d}: missing {name}.safetensors (or the released {released})")
     return found

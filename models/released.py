@@ -34,15 +34,20 @@ _KNOWN_PATCH_NUMS = (PATCH_NUMS_256, PATCH_NUMS_512)
 StateDict = dict[str, torch.Tensor]
 
 
-def released_files(folder: Path) -> tuple[Path | None, Path | None]:
-    """(VQVAE file, VAR file) under their released names in ``folder``, None where absent.
-    Several ``var_d*.pth`` are ambiguous: the user names one with ``--var``."""
+def released_vae(folder: Path) -> Path | None:
+    """``vae_ch160v4096z32.pth`` in ``folder``, or None."""
     vae = folder / RELEASED_VAE
-    vars_ = sorted(p for p in folder.glob("var_d*.pth") if RELEASED_VAR.fullmatch(p.name))
-    if len(vars_) > 1:
-        names = ", ".join(p.name for p in vars_)
+    return vae if vae.is_file() else None
+
+
+def released_var(folder: Path) -> Path | None:
+    """The one ``var_d{depth}.pth`` in ``folder``, or None. Several are ambiguous: the user
+    names one with ``--var``."""
+    found = sorted(p for p in folder.glob("var_d*.pth") if RELEASED_VAR.fullmatch(p.name))
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
         raise CheckpointError(f"{folder}: several VAR checkpoints ({names}); pick one with --var")
-    return (vae if vae.is_file() else None), (vars_[0] if vars_ else None)
+    return found[0] if found else None
 
 
 def infer_config(vae_sd: StateDict, var_sd: StateDict, source: str) -> ModelConfig:

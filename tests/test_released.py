@@ -126,3 +126,6 @@ def test_incomplete_or_ambiguous_folders_fail_in_one_line(tmp_path, capsys, setu
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.png").exists()
+    if setup == "two_vars":  # naming one resolves it
+        args += ["--var", str(d / "var_d2.pth"), "--n", "1"]
+        assert main([*args, "--out", str(tmp_path / "x.png")]) == 0

@@ -142,7 +142,7 @@ def _rollouts(
     sampling = model_cfg.sampling
     backend = OrtBackend(
         onnx_dir,
-        SessionConfig(intra_op_threads=cfg.threads, cpu_mem_arena=False),
+        SessionConfig(intra_op_threads=cfg.threads, cpu_mem_arena=False, priority_order=True),
         record=names,
         on_record=on_record,
         augment=augment,

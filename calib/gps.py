@@ -22,6 +22,12 @@ true (the anchor stays the channel that sets the activation step) and the weight
 
 GPS changes the FP weights, so it runs before export: ``sasq export --gps`` writes an FP
 export that calibrates and quantizes like any other.
+
+Shared AdaLN (VAR-d36): a block's rows are ``shared_ada_lin(c) + ada_gss``, and the shared
+linear's scale/shift rows feed the same input (qkv or fc1) of every block. Dividing them by
+s is exact only when every block uses the same s; ``ada_gss`` then absorbs the constant 1.
+Per-layer scales differ, so those layers are skipped with the reason in the summary; the
+head has its own AdaLN linear and folds as usual.
 """
 
 from __future__ import annotations
@@ -119,14 +125,27 @@ def output_sqnr(
 
 def gps_targets(model: LoadedModel):
     """(name, module whose first input is the linear's input, weight, AdaLN linear, the
-    ``scale`` and ``shift`` row offsets in it) for every GPS target."""
+    ``scale`` and ``shift`` row offsets in it, and with shared AdaLN the block's ``ada_gss``
+    (else None)) for every GPS target."""
     var = model.var
     C = var.C
     for i, blk in enumerate(var.blocks):
-        ada = blk.ada_lin[1]
-        yield f"blocks.{i}.attn.mat_qkv", blk.attn, blk.attn.mat_qkv.weight, ada, 2 * C, 4 * C
-        yield f"blocks.{i}.ffn.fc1", blk.ffn, blk.ffn.fc1.weight, ada, 3 * C, 5 * C
-    yield "head", var.head, var.head.weight, var.head_nm.ada_lin[1], 0, C
+        ada = var.shared_ada_lin[1] if blk.shared_aln else blk.ada_lin[1]
+        gss = blk.ada_gss if blk.shared_aln else None
+        qkv, fc1 = blk.attn.mat_qkv.weight, blk.ffn.fc1.weight
+        yield f"blocks.{i}.attn.mat_qkv", blk.attn, qkv, ada, 2 * C, 4 * C, gss
+        yield f"blocks.{i}.ffn.fc1", blk.ffn, fc1, ada, 3 * C, 5 * C, gss
+    yield "head", var.head, var.head.weight, var.head_nm.ada_lin[1], 0, C, None
+
+
+def shared_groups(model: LoadedModel) -> dict[int, list[str]]:
+    """Shared AdaLN: the targets whose scale rows are the same rows of the shared linear,
+    by row offset (qkv of every block, fc1 of every block); empty without shared AdaLN."""
+    groups: dict[int, list[str]] = {}
+    for name, _m, _w, _ada, scale_at, _shift_at, gss in gps_targets(model):
+        if gss is not None:
+            groups.setdefault(scale_at, []).append(name)
+    return groups
 
 
 @torch.no_grad()
@@ -169,15 +188,30 @@ def fold_scales(model: LoadedModel, scales: dict[str, torch.Tensor]) -> LoadedMo
 
     ``LN(x) * (1 + scale) + shift`` divided by s: the ``scale`` rows become
     ``(W c + b + 1) / s - 1`` (weight W / s, bias (b + 1) / s - 1) and the ``shift`` rows
-    ``(W c + b) / s``; the model's constant 1 stays as it is."""
+    ``(W c + b) / s``; the model's constant 1 stays as it is. With shared AdaLN the shared
+    rows are divided once (W / s, b / s) and each block's ``ada_gss`` rows take the rest,
+    ((g + 1) / s - 1 and g / s), which needs one s for every block of a group."""
+    for names in shared_groups(model).values():
+        if any(not torch.equal(scales[n], scales[names[0]]) for n in names):
+            raise ValueError(f"shared AdaLN: {', '.join(names)} need equal scales to fold")
     out = copy.deepcopy(model)
-    for name, _module, weight, ada, scale_at, shift_at in gps_targets(out):
+    folded_shared: set[int] = set()
+    for name, _module, weight, ada, scale_at, shift_at, gss in gps_targets(out):
         s = scales[name].to(weight.dtype)
         C = s.numel()
         weight.mul_(s)
+        if gss is not None:
+            gss[0, 0, scale_at // C].add_(1).div_(s).sub_(1)
+            gss[0, 0, shift_at // C].div_(s)
+            if scale_at in folded_shared:
+                continue
+            folded_shared.add(scale_at)
         ws, bs = ada.weight[scale_at : scale_at + C], ada.bias[scale_at : scale_at + C]
         ws.div_(s[:, None])
-        bs.add_(1).div_(s).sub_(1)
+        if gss is None:
+            bs.add_(1).div_(s).sub_(1)
+        else:  # the block's ada_gss holds the constant
+            bs.div_(s)
         ada.weight[shift_at : shift_at + C].div_(s[:, None])
         ada.bias[shift_at : shift_at + C].div_(s)
     return out
@@ -210,6 +244,7 @@ def apply_gps(model: LoadedModel, cfg: GPSConfig) -> tuple[LoadedModel, dict]:
             "range_ratio_before": round(_range_ratio(st.absmax), 2),
             "range_ratio_after": round(_range_ratio(st.absmax / s), 2),
         }
+    _skip_unshareable(model, scales, layers)
     summary = {
         "w_bits": cfg.w_bits,
         "a_bits": cfg.a_bits,
@@ -221,6 +256,24 @@ def apply_gps(model: LoadedModel, cfg: GPSConfig) -> tuple[LoadedModel, dict]:
         "layers": layers,
     }
     return fold_scales(model, scales), summary
+
+
+def _skip_unshareable(model: LoadedModel, scales: dict, layers: dict) -> None:
+    """Shared AdaLN: a group whose layers chose different scales cannot fold exactly; its
+    layers keep s = 1 and say why."""
+    depth = model.var.depth
+    for names in shared_groups(model).values():
+        if all(torch.equal(scales[n], scales[names[0]]) for n in names):
+            continue  # one scale for every block (e.g. depth 1, or none applied): exact
+        for n in names:
+            if layers[n]["applied"]:
+                layers[n]["applied"] = False
+                layers[n]["skipped"] = (
+                    f"shared AdaLN: the scale/shift rows of this input come from "
+                    f"shared_ada_lin, which feeds the same input of all {depth} blocks; a "
+                    f"per-layer scale would change the other blocks (exact only if all agree)"
+                )
+            scales[n] = torch.ones_like(scales[n])
 
 
 def _range_ratio(absmax: torch.Tensor) -> float:

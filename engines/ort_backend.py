@@ -78,6 +78,8 @@ class OrtBackend:
             self._step = make_session(self.dir / step.file, cfg)
             self._fetch = []
         self._next = [make_session(self.dir / s.next_graph, cfg) for s in m.scales]
+        self._session_cfg = cfg
+        self._next_soft: dict[int, ort.InferenceSession] = {}  # opened on first use
         self._decoder = make_session(self.dir / m.graphs["decoder"].file, cfg)
         self._fhat_shape = (d["Cvae"], d["latent_hw"], d["latent_hw"])
         self._mod: Value | None = None
@@ -118,13 +120,16 @@ class OrtBackend:
         self._past = outs[1:n]
         return torch.from_numpy(_numpy(outs[0]))
 
-    def advance(self, si: int, idx_Bl: torch.Tensor) -> None:
-        idx = np.ascontiguousarray(idx_Bl.detach().cpu().numpy().astype(np.int64))
+    def advance(self, si: int, idx_Bl: torch.Tensor, soft_BlV: torch.Tensor | None = None) -> None:
         last = si == len(self._next) - 1
         names = ["f_hat_out"] if last else ["f_hat_out", "x_BlC"]
-        outs = self._run(
-            self._next[si], {"idx_Bl": self._value(idx), "f_hat": self._f_hat}, names, host=set()
-        )
+        if soft_BlV is None:
+            idx = np.ascontiguousarray(idx_Bl.detach().cpu().numpy().astype(np.int64))
+            sess, feed = self._next[si], {"idx_Bl": self._value(idx)}
+        else:  # more_smooth: the transition from codebook weights
+            soft = np.ascontiguousarray(soft_BlV.detach().cpu().numpy().astype(np.float32))
+            sess, feed = self._soft_session(si), {"soft_BlV": self._value(soft)}
+        outs = self._run(sess, {**feed, "f_hat": self._f_hat}, names, host=set())
         self._f_hat = outs[0]
         if not last:
             self._x = outs[1]
@@ -135,6 +140,17 @@ class OrtBackend:
         return torch.from_numpy(img)
 
     # ----- plumbing -----
+
+    def _soft_session(self, si: int) -> ort.InferenceSession:
+        if si not in self._next_soft:
+            name = self.manifest.scales[si].next_soft_graph
+            if name is None:
+                raise UserError(
+                    f"{self.dir}: exported without the more_smooth graphs (next_soft_*.onnx); "
+                    "export again to sample with more_smooth"
+                )
+            self._next_soft[si] = make_session(self.dir / name, self._session_cfg)
+        return self._next_soft[si]
 
     def _value(self, a: np.ndarray) -> Value:
         """A host array as the backend keeps its state: an OrtValue on the device, or numpy."""

@@ -59,6 +59,12 @@ class SessionConfig:
     # ORT's CPU arena keeps the largest block it ever needed per shape; calibration, which
     # returns many large intermediates at every scale, peaks far lower without it.
     cpu_mem_arena: bool = True
+    # ORT's priority-based node order frees a tensor as soon as its last reader ran; with the
+    # default order, calibration's graph (many extra outputs, a mean over every layer's
+    # attention probabilities) kept every layer's probabilities alive until the step ended:
+    # 2.2 GB -> 1.2 GB above the baseline on a VAR-d8 at 512 px, the probabilities of all
+    # 36 layers (~24 GB) on VAR-d36.
+    priority_order: bool = False
     profile_prefix: str = "ort_profile"
 
     def __post_init__(self) -> None:
@@ -100,6 +106,8 @@ def make_session(
     so.graph_optimization_level = _LEVELS[cfg.graph_optimization]
     so.log_severity_level = 3  # errors only: the CPU EP's "some nodes not assigned" is noise
     so.enable_cpu_mem_arena = cfg.cpu_mem_arena
+    if cfg.priority_order:
+        so.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     if external_data_dir is not None:
         so.add_session_config_entry(
             "session.model_external_initializers_file_folder_path", str(external_data_dir)

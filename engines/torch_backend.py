@@ -107,9 +107,13 @@ class TorchBackend:
         return logits
 
     @torch.no_grad()
-    def advance(self, si: int, idx_Bl: torch.Tensor) -> None:
+    def advance(self, si: int, idx_Bl: torch.Tensor, soft_BlV: torch.Tensor | None = None) -> None:
         q = self.m.vqvae.quantize
-        self._f_hat = q.add_scale(si, self._f_hat, idx_Bl)
+        if soft_BlV is None:
+            self._f_hat = q.add_scale(si, self._f_hat, idx_Bl)
+        else:  # more_smooth: a mix of codebook entries (the official batched matmul)
+            h_BlCv = soft_BlV @ q.embedding.weight.unsqueeze(0)
+            self._f_hat = q.add_embedding(si, self._f_hat, h_BlCv)
         if si < q.SN - 1:
             self._x = self.m.var.embed_input(si + 1, q.next_input(si, self._f_hat)).repeat(2, 1, 1)
 

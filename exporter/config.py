@@ -23,6 +23,9 @@ class ExportConfig:
         them in ``<graph>.onnx.data`` beside it (0 forces external data everywhere).
     optimize: run onnxscript's optimizer (constant folding, dead-code removal) per graph.
     check: run ``onnx.checker.check_model(full_check=True)`` on every written graph.
+    more_smooth: also write ``next_soft_{si}.onnx``, the per-scale transition from codebook
+        weights, which ``more_smooth`` sampling needs (small graphs: codebook, phi conv,
+        resampling matrices and word_embed, no transformer weight).
     """
 
     opset: int = 20
@@ -31,6 +34,7 @@ class ExportConfig:
     external_data_threshold: int = DEFAULT_EXTERNAL_DATA_THRESHOLD
     optimize: bool = True
     check: bool = True
+    more_smooth: bool = True
 
     def __post_init__(self) -> None:
         if self.opset < 18:

@@ -5,6 +5,7 @@ Layout of an export folder (all graphs fp32, standard ONNX ops only, no custom d
 - ``start.onnx``    label_2B -> mod_BMC (every AdaLN modulation, once per image), x_BlC
 - ``step.onnx``     x_BlC, mod_BMC, past_key_i/past_value_i -> logits, present_key_i/value_i
 - ``next_{si}.onnx`` idx_Bl, f_hat -> f_hat_out (+ x_BlC of scale si+1, CFG-doubled)
+- ``next_soft_{si}.onnx`` the same from codebook weights soft_BlV (``more_smooth`` sampling)
 - ``decoder.onnx``  f_hat -> image in [-1, 1]
 - ``manifest.json`` shapes, names, versions, config, sha256 of every file
 
@@ -135,6 +136,7 @@ def _plan(model: LoadedModel, cfg: ExportConfig) -> Iterator[_Graph]:
     step_in, step_out = step_io_names(var.depth)
     yield _Graph("step", Step(model), (x, mod, *past), step_in, step_out, step_dyn)
 
+    batch_args = ({0: Bd}, {0: Bd}) if dyn else None  # by position: the two share forward()
     for si, pn in enumerate(pns):
         idx = torch.randint(0, q.vocab_size, (B, pn * pn))
         f_hat = torch.randn(B, q.Cvae, H, H)
@@ -145,8 +147,18 @@ def _plan(model: LoadedModel, cfg: ExportConfig) -> Iterator[_Graph]:
             (idx, f_hat),
             ["idx_Bl", "f_hat"],
             outs,
-            batch("idx_Bl", "f_hat"),
+            batch_args,
         )
+        if cfg.more_smooth:
+            soft = torch.rand(B, pn * pn, q.vocab_size).softmax(-1)
+            yield _Graph(
+                f"next_soft_{si}",
+                NextScale(model, si, soft=True),
+                (soft, f_hat),
+                ["soft_BlV", "f_hat"],
+                outs,
+                batch_args,
+            )
 
     f_hat = torch.randn(B, q.Cvae, H, H)
     yield _Graph("decoder", Decoder(model), (f_hat,), ["f_hat"], ["image"], batch("f_hat"))
@@ -243,7 +255,8 @@ def _manifest(model: LoadedModel, cfg: ExportConfig, graphs: dict[str, GraphSpec
     step_batch: str | int = "B2" if cfg.dynamic_batch else 2 * cfg.batch_size
     scales, past = [], 0
     for si, pn in enumerate(pns):
-        scales.append(ScaleShapes(si, pn, pn * pn, past, step_batch, f"next_{si}.onnx"))
+        soft = f"next_soft_{si}.onnx" if cfg.more_smooth else None
+        scales.append(ScaleShapes(si, pn, pn * pn, past, step_batch, f"next_{si}.onnx", soft))
         past += pn * pn
     dims = dict(
         depth=var.depth,

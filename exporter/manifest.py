@@ -45,6 +45,9 @@ class ScaleShapes:
     past_len: int
     step_batch: str | int  # rows of the step graph: "B2" (= 2B, CFG) or a fixed number
     next_graph: str
+    # The more_smooth variant (soft_BlV in place of idx_Bl); None in exports without it,
+    # which is also how a manifest written before it reads.
+    next_soft_graph: str | None = None
 
 
 @dataclass(frozen=True)
@@ -207,10 +210,14 @@ def verify(folder: str | Path) -> Manifest:
     """
     folder = Path(folder)
     manifest = load_manifest(folder)
-    for g in manifest.graphs.values():
-        for name in (g.file, g.external_data):
-            if name is not None and name not in manifest.files:
-                raise UserError(f"{folder / MANIFEST}: {name} is used but not listed")
+    used = [n for g in manifest.graphs.values() for n in (g.file, g.external_data)]
+    used += [n for s in manifest.scales for n in (s.next_graph, s.next_soft_graph)]
+    for name in used:
+        if name is not None and name not in manifest.files:
+            raise UserError(f"{folder / MANIFEST}: {name} is used but not listed")
+    for name in manifest.files:
+        if Path(name).name != name or name in (".", ".."):
+            raise UserError(f"{folder / MANIFEST}: {name!r} is not a file name in the folder")
     for name, entry in manifest.files.items():
         p = folder / name
         if not p.is_file():

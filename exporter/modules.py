@@ -69,13 +69,16 @@ class NextScale(nn.Module):
 
     f_hat_out = f_hat + phi_si(upsample(codebook[idx_Bl]))
     x_BlC     = word_embed(area_down(f_hat_out) to pn_{si+1}) + lvl_pos(si+1), twice (CFG)
+
+    ``soft``: the ``more_smooth`` variant takes codebook weights soft_BlV (B, l, V) instead
+    of indices and uses ``soft_BlV @ codebook`` in place of the lookup.
     """
 
-    def __init__(self, model: LoadedModel, si: int):
+    def __init__(self, model: LoadedModel, si: int, soft: bool = False):
         super().__init__()
         q, var = model.vqvae.quantize, model.var
         pns = q.patch_nums
-        self.si, self.last = si, si == len(pns) - 1
+        self.si, self.last, self.soft = si, si == len(pns) - 1, soft
         self.Cvae, self.H = q.Cvae, pns[-1]
         self.codebook = q.embedding
         self.phi = q.phi(si)
@@ -88,9 +91,13 @@ class NextScale(nn.Module):
             self.word_embed = var.word_embed
             self.register_buffer("lvl_pos_1lC", var.lvl_pos(si + 1).detach().clone())
 
-    def forward(self, idx_Bl: torch.Tensor, f_hat: torch.Tensor):
-        B, H = idx_Bl.shape[0], self.H
-        h_BCl = self.codebook(idx_Bl).transpose(1, 2)
+    def forward(self, idx_or_soft: torch.Tensor, f_hat: torch.Tensor):
+        B, H = idx_or_soft.shape[0], self.H
+        if self.soft:
+            h_BlCv = idx_or_soft @ self.codebook.weight.unsqueeze(0)
+        else:
+            h_BlCv = self.codebook(idx_or_soft)
+        h_BCl = h_BlCv.transpose(1, 2)
         if self.up_lL is not None:
             h_BCl = h_BCl @ self.up_lL
         f_hat_out = f_hat + self.phi(h_BCl.reshape(B, self.Cvae, H, H))

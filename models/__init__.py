@@ -6,8 +6,18 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from sasq.models.checkpoint import CheckpointError, load_into, load_state_dict
-from sasq.models.config import ModelConfig, SamplingConfig, VARConfig, VQVAEConfig, tiny_default
+import torch
+
+from sasq.models.checkpoint import CheckpointError, assign_state, load_into, load_state_dict
+from sasq.models.config import (
+    ModelConfig,
+    SamplingConfig,
+    VARConfig,
+    VQVAEConfig,
+    official,
+    tiny_default,
+)
+from sasq.models.released import RELEASED_VAE, infer_config, released_vae, released_var
 from sasq.models.var import VAR
 from sasq.models.vqvae import VQVAE
 
@@ -27,6 +37,7 @@ __all__ = [
     "load_into",
     "load_model",
     "load_state_dict",
+    "official",
     "tiny_default",
 ]
 
@@ -44,23 +55,53 @@ def build(cfg: ModelConfig) -> LoadedModel:
     return LoadedModel(cfg, VQVAE(cfg.vqvae).eval(), VAR(cfg.var, cfg.vqvae).eval())
 
 
-def load_model(model_dir: str | Path | None = None) -> LoadedModel:
-    """A model folder: ``config.json``, ``vqvae.safetensors`` and ``var.safetensors``
-    (or ``.pth`` state dicts in the official format). ``None`` loads the embedded default."""
-    d = Path(model_dir) if model_dir is not None else DEFAULT_DIR
-    cfg_path = d / "config.json"
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{d}: not a sasq model folder (no config.json)")
-    try:
-        cfg = ModelConfig.from_dict(json.loads(cfg_path.read_text()))
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{cfg_path}: invalid model config ({e})") from None
-    m = build(cfg)
-    for name, module in (("vqvae", m.vqvae), ("var", m.var)):
-        files = [d / f"{name}.safetensors", d / f"{name}.pth"]
-        found = next((f for f in files if f.is_file()), None)
-        if found is None:
-            raise CheckpointError(f"{d}: missing {name}.safetensors")
-        load_into(module, found)
-    m.path = d
+def load_model(
+    model_dir: str | Path | None = None,
+    *,
+    vae: str | Path | None = None,
+    var: str | Path | None = None,
+) -> LoadedModel:
+    """A model folder, or two checkpoint files; no argument loads the embedded default.
+
+    The folder holds ``vqvae.safetensors`` / ``var.safetensors`` (or ``.pth``), or the
+    released names ``vae_ch160v4096z32.pth`` and ``var_d{depth}.pth``; ``vae`` / ``var`` name
+    the files directly (they take precedence over the folder's). The config is the folder's
+    ``config.json`` when there is one, else it is read off the weights (depth, width,
+    scales, shared AdaLN) with the official sampling recipe (``sasq.models.released``).
+    """
+    if model_dir is None and vae is None and var is None:
+        model_dir = DEFAULT_DIR
+    d = Path(model_dir) if model_dir is not None else None
+    if d is not None and not d.is_dir():
+        raise CheckpointError(f"{d}: not a sasq model folder (no such folder)")
+    vae_path = Path(vae) if vae is not None else _find(d, "vqvae")
+    var_path = Path(var) if var is not None else _find(d, "var")
+    vae_sd, var_sd = load_state_dict(vae_path), load_state_dict(var_path)
+    cfg_path = d / "config.json" if d is not None else None
+    if cfg_path is not None and cfg_path.is_file():
+        try:
+            cfg = ModelConfig.from_dict(json.loads(cfg_path.read_text()))
+        except (ValueError, TypeError) as e:
+            raise CheckpointError(f"{cfg_path}: invalid model config ({e})") from None
+    else:
+        cfg = infer_config(vae_sd, var_sd, str(var_path))
+    with torch.device("meta"):  # the checkpoint's tensors become the weights: no random init
+        m = build(cfg)
+    assign_state(m.vqvae, vae_sd, vae_path)
+    assign_state(m.var, var_sd, var_path)
+    m.path = d if d is not None else var_path.parent
     return m
+
+
+def _find(d: Path | None, name: str) -> Path:
+    """``name``.safetensors / .pth in ``d``, else the released file name there."""
+    if d is None:
+        raise CheckpointError("--vae and --var go together (or give --model DIR for the other)")
+    for f in (d / f"{name}.safetensors", d / f"{name}.pth"):
+        if f.is_file():
+            return f
+    found = released_vae(d) if name == "vqvae" else released_var(d)
+    if found is None:
+        released = RELEASED_VAE if name == "vqvae" else "var_d{depth}.pth"
+        raise CheckpointError(f"{d}: missing {name}.safetensors (or the released {released})")
+    return found

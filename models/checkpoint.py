@@ -1,16 +1,22 @@
 """Loading weights without unpickling code: safetensors, or torch.load(weights_only=True).
 
 Official ``.pth`` checkpoints are plain state dicts and load with ``weights_only=True``; a
-file that needs arbitrary objects to unpickle is refused with ``CheckpointError``.
+file that needs arbitrary objects to unpickle is refused with ``CheckpointError``. They are
+memory-mapped and their tensors become the module's own (``assign``), so loading VAR-d36
+(9.4 GB of fp32) needs the weights' size once, not twice.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
+EMA_HITS = "quantize.ema_vocab_hit_SV"  # the VQVAE's codebook usage statistics of training
 
 
 class CheckpointError(ValueError):
@@ -27,7 +33,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except Exception as e:  # safetensors raises several types for corrupt headers
             raise CheckpointError(f"{p}: not a valid safetensors file ({e})") from None
     try:
-        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+        obj = _torch_load(p)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
@@ -41,10 +47,39 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
+def _torch_load(p: Path):
+    try:  # memory-mapped: pages are read when used, and never held twice
+        return torch.load(str(p), map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as e:
+        if "mmap" not in str(e):  # only the old (pre zip) format cannot be mapped
+            raise
+    return torch.load(str(p), map_location="cpu", weights_only=True)
+
+
 def load_into(module: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Strict load: every parameter and buffer name and shape must match."""
-    sd = load_state_dict(path)
+    """Strict load of a checkpoint file (see ``assign_state``)."""
+    assign_state(module, load_state_dict(path), path)
+
+
+def assign_state(
+    module: torch.nn.Module, sd: dict[str, torch.Tensor], source: str | os.PathLike
+) -> None:
+    """Strict load: every parameter and buffer name and shape must match. The tensors of
+    ``sd`` become the module's (cast to its dtypes), so ``module`` may be built on the meta
+    device. As in the official ``VQVAE.load_state_dict``, codebook usage statistics recorded
+    over another number of scales are replaced by the model's own (zeros), with a warning."""
     own = module.state_dict()
+    hits = sd.get(EMA_HITS)
+    if hits is not None and EMA_HITS in own and hits.shape[:1] != own[EMA_HITS].shape[:1]:
+        log.warning(
+            "%s: %s %s recorded over another number of scales; kept the model's own %s "
+            "(unused at inference)",
+            source,
+            EMA_HITS,
+            tuple(hits.shape),
+            tuple(own[EMA_HITS].shape),
+        )
+        sd = {**sd, EMA_HITS: torch.zeros(own[EMA_HITS].shape)}
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     bad = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
@@ -60,8 +95,10 @@ def load_into(module: torch.nn.Module, path: str | os.PathLike) -> None:
                 f"{len(bad)} shape mismatches (e.g. {k}: {tuple(sd[k].shape)} "
                 f"vs {tuple(own[k].shape)})"
             )
-        raise CheckpointError(f"{path}: does not fit {type(module).__name__}: " + "; ".join(detail))
-    module.load_state_dict(sd, strict=True)
+        what = f"{source}: does not fit {type(module).__name__}: "
+        raise CheckpointError(what + "; ".join(detail))
+    sd = {k: v.to(own[k].dtype) for k, v in sd.items()}
+    module.load_state_dict(sd, strict=True, assign=True)
 
 
 def save_safetensors(module: torch.nn.Module, path: str | os.PathLike, meta: dict | None = None):

@@ -1,8 +1,10 @@
 """Typed configuration of the VQVAE and the VAR transformer.
 
-Sizes are configuration, so the same code serves the tiny embedded default and the official
-VAR-d16..d30 checkpoints. ``official_vqvae()`` / ``official_var(depth)`` reproduce the
-shapes of FoundationVision's ``build_vae_var``.
+Sizes are configuration, so the same code serves the tiny embedded default and every
+released VAR checkpoint. ``official(depth)`` is the preset of ``var_d{depth}.pth`` (16, 20, 24,
+30: 256 px; 36: 512 px with shared AdaLN) with the official sampling recipe;
+``official_vqvae()`` / ``official_var(depth)`` reproduce the shapes of FoundationVision's
+``build_vae_var``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 
-OFFICIAL_PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+# The official scale lists by resolution (``--pn 256`` / ``512`` of the official training).
+PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
+OFFICIAL_PATCH_NUMS = PATCH_NUMS_256
+# Released depth -> resolution; d36 is the only 512 px model and the only shared-AdaLN one.
+OFFICIAL_RESOLUTION = {16: 256, 20: 256, 24: 256, 30: 256, 36: 512}
+OFFICIAL_SHARED_ALN = frozenset({36})
 
 
 @dataclass(frozen=True)
@@ -49,15 +57,26 @@ class VARConfig:
     attn_l2_norm: bool = True
     cond_drop_rate: float = 0.1  # class dropped to "unconditional" in training, for CFG
     patch_nums: tuple[int, ...] = OFFICIAL_PATCH_NUMS
+    # One AdaLN linear for all blocks, each adding its own ``ada_gss`` (official VAR-d36).
+    shared_aln: bool = False
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """Host-side sampling: CFG ramps from 0 at the first scale to ``cfg`` at the last."""
+    """Host-side sampling: CFG ramps from 0 at the first scale to ``cfg`` at the last.
+
+    ``more_smooth``: the official demo's smoothing: the next scale is built from a
+    Gumbel-softmax mix of codebook entries instead of the sampled entry (visual quality; not
+    what the official FID numbers use)."""
 
     cfg: float = 1.5
     top_k: int = 0
     top_p: float = 0.0
+    more_smooth: bool = False
+
+
+# What the official README samples its published FID / IS with.
+OFFICIAL_SAMPLING = SamplingConfig(cfg=1.5, top_k=900, top_p=0.96)
 
 
 @dataclass(frozen=True)
@@ -87,17 +106,35 @@ class ModelConfig:
 
 
 def official_vqvae(patch_nums: tuple[int, ...] = OFFICIAL_PATCH_NUMS) -> VQVAEConfig:
-    """``vae_ch160v4096z32.pth``."""
+    """``vae_ch160v4096z32.pth`` (one file for 256 and 512 px: only the scales differ)."""
     return VQVAEConfig(patch_nums=patch_nums)
 
 
-def official_var(depth: int, patch_nums: tuple[int, ...] = OFFICIAL_PATCH_NUMS) -> VARConfig:
+def official_var(
+    depth: int, patch_nums: tuple[int, ...] = OFFICIAL_PATCH_NUMS, shared_aln: bool = False
+) -> VARConfig:
     """``var_d{depth}.pth``: width 64 * depth, heads = depth, as in ``build_vae_var``."""
-    return VARConfig(depth=depth, embed_dim=64 * depth, num_heads=depth, patch_nums=patch_nums)
+    return VARConfig(
+        depth=depth,
+        embed_dim=64 * depth,
+        num_heads=depth,
+        patch_nums=patch_nums,
+        shared_aln=shared_aln,
+    )
 
 
 def official(depth: int = 16) -> ModelConfig:
-    return ModelConfig(vqvae=official_vqvae(), var=official_var(depth))
+    """The released ``var_d{depth}.pth`` + ``vae_ch160v4096z32.pth``: resolution, scales,
+    shared AdaLN and the official sampling recipe (cfg 1.5, top-k 900, top-p 0.96)."""
+    if depth not in OFFICIAL_RESOLUTION:
+        known = ", ".join(map(str, OFFICIAL_RESOLUTION))
+        raise ValueError(f"no released VAR of depth {depth}; choose from {known}")
+    pns = PATCH_NUMS_512 if OFFICIAL_RESOLUTION[depth] == 512 else PATCH_NUMS_256
+    return ModelConfig(
+        vqvae=official_vqvae(pns),
+        var=official_var(depth, pns, shared_aln=depth in OFFICIAL_SHARED_ALN),
+        sampling=OFFICIAL_SAMPLING,
+    )
 
 
 def tiny_default() -> ModelConfig:

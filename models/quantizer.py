@@ -126,10 +126,20 @@ class VectorQuantizer2(nn.Module):
 
     def add_scale(self, si: int, f_hat: torch.Tensor | None, idx_Bl: torch.Tensor) -> torch.Tensor:
         """f_hat + phi_si(upsample(embedding(idx_Bl))): one scale of the residual sum."""
-        B, pn = idx_Bl.shape[0], self.patch_nums[si]
-        h_BChw = self.embedding(idx_Bl).transpose(1, 2).reshape(B, self.Cvae, pn, pn)
+        return self.add_embedding(si, f_hat, self.embedding(idx_Bl))
+
+    def add_embedding(
+        self, si: int, f_hat: torch.Tensor | None, h_BlCv: torch.Tensor
+    ) -> torch.Tensor:
+        """f_hat + phi_si(upsample(h)) for scale si's embeddings (B, pn*pn, Cvae): codebook
+        rows, or with ``more_smooth`` a probability-weighted mix of them."""
+        B, pn = h_BlCv.shape[0], self.patch_nums[si]
+        h_BChw = h_BlCv.transpose(1, 2).reshape(B, self.Cvae, pn, pn)
         h = self.phi(si)(self._upsample(h_BChw, si))
-        return h if f_hat is None else f_hat + h
+        # The reshape above is channels-last in memory and the conv keeps that; the official
+        # loop adds into a zero-initialised f_hat in place, which stays contiguous, so the
+        # decoder takes the same convolution path as the official one.
+        return (h if f_hat is None else f_hat + h).contiguous()
 
     def next_input(self, si: int, f_hat: torch.Tensor) -> torch.Tensor:
         """f_hat after scale si -> VAR input of scale si+1, (B, pn_{si+1}^2, Cvae)."""

@@ -1,4 +1,5 @@
-"""Host-side sampling: classifier-free guidance mixing and top-k / top-p filtering.
+"""Host-side sampling: classifier-free guidance mixing, top-k / top-p filtering, and the
+official ``more_smooth`` Gumbel-softmax weights.
 
 Shared by every backend so the same seed gives the same tokens whatever computed the logits.
 """
@@ -38,6 +39,24 @@ def sample(
     logits_BlV: torch.Tensor, top_k: int, top_p: float, generator: torch.Generator | None
 ) -> torch.Tensor:
     """One token per position, (B, l), drawn from the filtered softmax."""
-    B, l, V = logits_BlV.shape
-    probs = filter_logits(logits_BlV.float(), top_k, top_p).softmax(dim=-1)
+    return sample_filtered(filter_logits(logits_BlV.float(), top_k, top_p), generator)
+
+
+def sample_filtered(filtered_BlV: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per position, (B, l), from logits ``filter_logits`` already filtered."""
+    B, l, V = filtered_BlV.shape
+    probs = filtered_BlV.softmax(dim=-1)
     return torch.multinomial(probs.view(-1, V), 1, generator=generator).view(B, l)
+
+
+def smooth_weights(
+    filtered_BlV: torch.Tensor, si: int, num_scales: int, generator: torch.Generator | None
+) -> torch.Tensor:
+    """``more_smooth`` (official demo): codebook weights (B, l, V) of a Gumbel-softmax over
+    the filtered logits sharpened by (1 + r) at temperature max(0.27 (1 - 0.95 r), 0.005),
+    r = si / (SN - 1) (MaskGIT's schedule): soft at coarse scales, near one-hot at fine ones.
+    Drawn after the tokens, from the same generator, as the official loop does."""
+    r = si / (num_scales - 1) if num_scales > 1 else 1.0
+    tau = max(0.27 * (1 - r * 0.95), 0.005)
+    gumbels_BlV = -torch.empty_like(filtered_BlV).exponential_(generator=generator).log()
+    return ((filtered_BlV.mul(1 + r) + gumbels_BlV) / tau).softmax(dim=-1)

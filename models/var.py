@@ -1,6 +1,7 @@
 """The VAR transformer: next-scale prediction over a multi-scale token pyramid.
 
-Parameter names and shapes follow the official ``var_d{16..30}.pth`` checkpoints. Training
+Parameter names and shapes follow the official ``var_d{16..36}.pth`` checkpoints (d36 with
+shared AdaLN: one ``shared_ada_lin`` plus a per-block ``ada_gss``). Training
 (``forward``) runs all scales at once under the block-causal mask; inference runs one scale
 at a time through ``decode_step`` with an explicit KV cache, driven by the host loop in
 ``sasq.tools.decode`` (sampling and CFG stay on the host, as for every backend).
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from sasq.models.config import VARConfig, VQVAEConfig
-from sasq.models.var_blocks import KV, AdaLNBeforeHead, AdaLNSelfAttn, StoreKV
+from sasq.models.var_blocks import KV, AdaLNBeforeHead, AdaLNSelfAttn, SharedAdaLin, StoreKV
 
 
 class VAR(nn.Module):
@@ -44,10 +45,22 @@ class VAR(nn.Module):
         self.lvl_embed = nn.Embedding(len(self.patch_nums), C)
         for t in (self.class_emb.weight, self.pos_start, self.pos_1LC, self.lvl_embed.weight):
             nn.init.trunc_normal_(t.data, mean=0, std=init_std)
-        self.shared_ada_lin = nn.Identity()  # official shared_aln=False
+        self.shared_aln = cfg.shared_aln
+        if cfg.shared_aln:  # one AdaLN linear for every block, as the official VAR-d36
+            self.shared_ada_lin = nn.Sequential(nn.SiLU(), SharedAdaLin(self.D, 6 * C))
+        else:
+            self.shared_ada_lin = nn.Identity()
 
         self.blocks = nn.ModuleList(
-            AdaLNSelfAttn(C, self.D, cfg.num_heads, cfg.mlp_ratio, cfg.norm_eps, cfg.attn_l2_norm)
+            AdaLNSelfAttn(
+                C,
+                self.D,
+                cfg.num_heads,
+                cfg.mlp_ratio,
+                cfg.norm_eps,
+                cfg.attn_l2_norm,
+                cfg.shared_aln,
+            )
             for _ in range(cfg.depth)
         )
 
@@ -74,8 +87,12 @@ class VAR(nn.Module):
         for b in self.blocks:
             b.attn.proj.weight.div_(math.sqrt(2 * self.depth))
             b.ffn.fc2.weight.div_(math.sqrt(2 * self.depth))
-            b.ada_lin[-1].weight[2 * self.C :].mul_(init_adaln)
-            b.ada_lin[-1].weight[: 2 * self.C].mul_(init_adaln_gamma)
+            if b.shared_aln:  # rows: gamma1, gamma2, then scales and shifts
+                b.ada_gss[:, :, 2:].mul_(init_adaln)
+                b.ada_gss[:, :, :2].mul_(init_adaln_gamma)
+            else:
+                b.ada_lin[-1].weight[2 * self.C :].mul_(init_adaln)
+                b.ada_lin[-1].weight[: 2 * self.C].mul_(init_adaln_gamma)
 
     # ----- pieces shared by training and the per-scale decode step -----
 
@@ -102,8 +119,10 @@ class VAR(nn.Module):
         """Every AdaLN modulation of the condition, (B, 6 * depth + 2, C): each block's six
         rows, then the head's two. It depends on the class only, so decoding computes it once
         per image instead of once per scale (on VAR-d16 the AdaLN linears are a third of the
-        weights)."""
-        mods = [b.modulation(cond_BD) for b in self.blocks]
+        weights). With shared AdaLN the shared linear runs once and each block adds its
+        ``ada_gss``."""
+        cond = self.shared_ada_lin(cond_BD)  # Identity unless shared AdaLN
+        mods = [b.modulation(cond) for b in self.blocks]
         return torch.cat([*mods, self.head_nm.modulation(cond_BD)], dim=1)
 
     @staticmethod

@@ -80,6 +80,14 @@ class SelfAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(B, L, C)), (k, v)
 
 
+class SharedAdaLin(nn.Linear):
+    """The one AdaLN linear of a shared-AdaLN VAR (official VAR-d36): every block adds its
+    own ``ada_gss`` to this output. cond_BD (after SiLU) -> (B, 6, C)."""
+
+    def forward(self, cond_BD: torch.Tensor) -> torch.Tensor:
+        return super().forward(cond_BD).view(-1, 6, self.out_features // 6)
+
+
 class AdaLNSelfAttn(nn.Module):
     def __init__(
         self,
@@ -89,17 +97,24 @@ class AdaLNSelfAttn(nn.Module):
         mlp_ratio: float,
         norm_eps: float,
         attn_l2_norm: bool,
+        shared_aln: bool = False,
     ):
         super().__init__()
-        self.C = embed_dim
+        self.C, self.shared_aln = embed_dim, shared_aln
         self.attn = SelfAttention(embed_dim, num_heads, attn_l2_norm)
         self.ffn = FFN(embed_dim, round(embed_dim * mlp_ratio))
         self.ln_wo_grad = nn.LayerNorm(embed_dim, eps=norm_eps, elementwise_affine=False)
-        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 6 * embed_dim))
+        if shared_aln:  # official name and shape: (1, 1, 6, C)
+            self.ada_gss = nn.Parameter(torch.randn(1, 1, 6, embed_dim) / embed_dim**0.5)
+        else:
+            self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 6 * embed_dim))
 
-    def modulation(self, cond_BD: torch.Tensor) -> torch.Tensor:
-        """(B, 6, C): gamma1, gamma2, scale1, scale2, shift1, shift2 of this block."""
-        return self.ada_lin(cond_BD).view(-1, 6, self.C)
+    def modulation(self, cond: torch.Tensor) -> torch.Tensor:
+        """(B, 6, C): gamma1, gamma2, scale1, scale2, shift1, shift2 of this block, from the
+        condition cond_BD, or with shared AdaLN from the shared linear's output (B, 6, C)."""
+        if self.shared_aln:
+            return self.ada_gss[0] + cond
+        return self.ada_lin(cond).view(-1, 6, self.C)
 
     def forward(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -21,6 +22,23 @@ def random_tiny(seed: int = 0) -> M.LoadedModel:
         for b in m.var.blocks:
             b.ada_lin[-1].weight.normal_(0, 0.05)
             b.ada_lin[-1].bias.normal_(0, 0.5)
+        m.var.head.weight.normal_(0, 0.2)
+    return m
+
+
+def random_tiny_shared(seed: int = 0, depth: int = 3) -> M.LoadedModel:
+    """The default's sizes with shared AdaLN (as VAR-d36) and ``depth`` blocks, randomly
+    initialised, the shared linear and each block's ``ada_gss`` widened like ``random_tiny``
+    so that every block's modulation differs and matters."""
+    torch.manual_seed(seed)
+    cfg = M.tiny_default()
+    cfg = dataclasses.replace(cfg, var=dataclasses.replace(cfg.var, depth=depth, shared_aln=True))
+    m = M.build(cfg)
+    with torch.no_grad():
+        m.var.shared_ada_lin[-1].weight.normal_(0, 0.05)
+        m.var.shared_ada_lin[-1].bias.normal_(0, 0.5)
+        for b in m.var.blocks:
+            b.ada_gss.normal_(0, 0.3)
         m.var.head.weight.normal_(0, 0.2)
     return m
 

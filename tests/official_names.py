@@ -1,11 +1,26 @@
 """Parameter names and shapes of the official FoundationVision checkpoints, written out from
 the structure of the official code (models/var.py, basic_var.py, vqvae.py, basic_vae.py,
-quant.py): VAR with attn_l2_norm=True, shared_aln=False; VQVAE ch=160, ch_mult
-(1,1,2,2,4), 2 res blocks, attention at the lowest resolution, 4 shared phi convs.
+quant.py): VAR with attn_l2_norm=True, shared_aln=False (d16..d30) or True (d36: one
+``shared_ada_lin = Sequential(SiLU, SharedAdaLin(D, 6C))`` and a (1, 1, 6, C) ``ada_gss`` per
+block instead of each block's ``ada_lin``); VQVAE ch=160, ch_mult (1,1,2,2,4), 2 res blocks,
+attention at the lowest resolution, 4 shared phi convs. Released files and their settings
+(README, demo_sample.ipynb, utils/arg_util.py): ``var_d{16,20,24,30}.pth`` at 256 px,
+``var_d36.pth`` at 512 px (``--pn 512``, ``--saln 1``), ``vae_ch160v4096z32.pth`` for both.
 Independent of sasq's module code on purpose.
 """
 
 from __future__ import annotations
+
+RELEASED_VAR = {
+    16: ("var_d16.pth", (1, 2, 3, 4, 5, 6, 8, 10, 13, 16), False),
+    20: ("var_d20.pth", (1, 2, 3, 4, 5, 6, 8, 10, 13, 16), False),
+    24: ("var_d24.pth", (1, 2, 3, 4, 5, 6, 8, 10, 13, 16), False),
+    30: ("var_d30.pth", (1, 2, 3, 4, 5, 6, 8, 10, 13, 16), False),
+    36: ("var_d36.pth", (1, 2, 3, 4, 6, 9, 13, 18, 24, 32), True),
+}
+RELEASED_VAE = "vae_ch160v4096z32.pth"
+# The official README's FID recipe: autoregressive_infer_cfg(cfg=1.5, top_p=0.96, top_k=900)
+OFFICIAL_CFG, OFFICIAL_TOP_K, OFFICIAL_TOP_P = 1.5, 900, 0.96
 
 
 def var_keys(
@@ -14,6 +29,7 @@ def var_keys(
     Cvae: int = 32,
     num_classes: int = 1000,
     patch_nums=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16),
+    shared_aln: bool = False,
 ) -> dict[str, tuple[int, ...]]:
     C, H = 64 * depth, depth
     L = sum(p * p for p in patch_nums)
@@ -31,6 +47,8 @@ def var_keys(
         "head.weight": (V, C),
         "head.bias": (V,),
     }
+    if shared_aln:
+        keys |= {"shared_ada_lin.1.weight": (6 * C, C), "shared_ada_lin.1.bias": (6 * C,)}
     for i in range(depth):
         b = f"blocks.{i}."
         keys |= {
@@ -45,9 +63,11 @@ def var_keys(
             b + "ffn.fc1.bias": (4 * C,),
             b + "ffn.fc2.weight": (C, 4 * C),
             b + "ffn.fc2.bias": (C,),
-            b + "ada_lin.1.weight": (6 * C, C),
-            b + "ada_lin.1.bias": (6 * C,),
         }
+        if shared_aln:
+            keys[b + "ada_gss"] = (1, 1, 6, C)
+        else:
+            keys |= {b + "ada_lin.1.weight": (6 * C, C), b + "ada_lin.1.bias": (6 * C,)}
     return keys
 
 

@@ -1,13 +1,16 @@
 """The decoding loop on the torch backend: KV cache equals the full block-causal forward,
-seeds decide tokens, hooks teacher-force."""
+seeds decide tokens, hooks teacher-force, more_smooth draws as the official loop."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
 from conftest import random_tiny
 
 from sasq.engines.torch_backend import TorchBackend
+from sasq.models.sampling import cfg_mix, cfg_ramp, filter_logits, sample_filtered, smooth_weights
 from sasq.tools.decode import generate
 
 
@@ -52,3 +55,37 @@ def test_hook_teacher_forces_tokens(model):
     assert all(torch.equal(x, y) for x, y in zip(g.idx, forced, strict=True))
     expected = model.vqvae.idx_to_img(forced)
     assert torch.allclose(g.img, expected, atol=1e-6)
+
+
+class _Recording(TorchBackend):
+    def __init__(self, model):
+        super().__init__(model)
+        self.soft: list[torch.Tensor | None] = []
+
+    def advance(self, si, idx_Bl, soft_BlV=None):
+        self.soft.append(soft_BlV)
+        super().advance(si, idx_Bl, soft_BlV)
+
+
+def test_more_smooth_draws_its_weights_after_the_tokens_from_the_one_generator(model):
+    smooth = dataclasses.replace(model.cfg.sampling, more_smooth=True, top_k=50)
+    be = _Recording(model)
+    labels = torch.tensor([0, 1, 2, 3])
+    g = generate(be, labels, model.var.patch_nums, smooth, 4, 10, keep_logits=True)
+    gen, SN = torch.Generator().manual_seed(4), len(model.var.patch_nums)
+    for si, logits in enumerate(g.logits):  # replay: tokens, then the Gumbel draw
+        filtered = filter_logits(cfg_mix(logits, cfg_ramp(smooth.cfg, si, SN)), 50, 0.0)
+        assert torch.equal(sample_filtered(filtered, gen), g.idx[si])
+        assert torch.equal(smooth_weights(filtered, si, SN, gen), be.soft[si])
+    assert be.soft[0].max(-1).values.mean() < 0.9  # soft at the first scale, not one-hot
+
+
+def test_more_smooth_enters_hook_forced_tokens_exactly(model):
+    smooth = dataclasses.replace(model.cfg.sampling, more_smooth=True)
+    forced = [torch.full((4, pn * pn), 3) for pn in model.cfg.vqvae.patch_nums]
+    be = _Recording(model)
+    hook = lambda si, idx, logits: forced[si]  # noqa: E731
+    g = generate(be, torch.tensor([0, 1, 2, 3]), model.var.patch_nums, smooth, 0, 10, hook=hook)
+    for s, f in zip(be.soft, forced, strict=True):  # one-hot rows of the forced tokens
+        assert torch.equal(s.argmax(-1), f) and bool((s.max(-1).values == 1).all())
+    assert torch.allclose(g.img, model.vqvae.idx_to_img(forced), atol=1e-6)

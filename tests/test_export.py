@@ -33,8 +33,11 @@ from sasq.tools.errors import UserError
 
 CONFIGS = {
     "inline": ExportConfig(),
-    # Static batch of 8 images and every weight in external data, in one export.
-    "external": ExportConfig(dynamic_batch=False, batch_size=8, external_data_threshold=0),
+    # Static batch of 8 images and every weight in external data, in one export; without
+    # the more_smooth graphs, as an export written before they existed.
+    "external": ExportConfig(
+        dynamic_batch=False, batch_size=8, external_data_threshold=0, more_smooth=False
+    ),
 }
 _EXPORTS: dict[str, Path] = {}
 
@@ -73,8 +76,10 @@ def copy_dir(onnx_dir, tmp_path):
 
 def test_every_graph_passes_the_full_checker_with_standard_ops_only(onnx_dir):
     man = load_manifest(onnx_dir)
-    names = {"start", "step", "decoder"} | {f"next_{si}" for si in range(len(man.patch_nums))}
-    assert set(man.graphs) == names
+    SN = len(man.patch_nums)
+    names = {"start", "step", "decoder"} | {f"next_{si}" for si in range(SN)}
+    assert set(man.graphs) == names | {f"next_soft_{si}" for si in range(SN)}
+    assert [s.next_soft_graph for s in man.scales] == [f"next_soft_{si}.onnx" for si in range(SN)]
     for g in man.graphs.values():
         model = onnx.load(str(onnx_dir / g.file))
         onnx.checker.check_model(model, full_check=True)
@@ -145,10 +150,17 @@ def test_start_and_transition_graphs_match_torch(onnx_dir):
     f_hat = torch.zeros(3, 32, 4, 4)
     for si, pn in enumerate(m.var.patch_nums):
         idx = torch.randint(0, q.vocab_size, (3, pn * pn), generator=g)
+        soft = (torch.randn(3, pn * pn, q.vocab_size, generator=g) * 3).softmax(-1)
+        (soft_f_hat, *_) = session(onnx_dir / f"next_soft_{si}.onnx").run(
+            None, {"soft_BlV": soft.numpy(), "f_hat": f_hat.numpy()}
+        )
         out = session(onnx_dir / f"next_{si}.onnx").run(
             None, {"idx_Bl": idx.numpy(), "f_hat": f_hat.numpy()}
         )
         with torch.no_grad():
+            soft_ref = q.add_embedding(si, f_hat, soft @ q.embedding.weight)
+            assert np.abs(soft_f_hat - soft_ref.numpy()).max() < 1e-5
+            assert (soft_ref - f_hat).abs().max() > 1e-2  # the soft mix did enter f_hat
             f_hat = q.add_scale(si, None if si == 0 else f_hat, idx)
             assert np.abs(out[0] - f_hat.numpy()).max() < 1e-5
             if si < q.SN - 1:
@@ -165,6 +177,8 @@ def test_external_data_export_puts_every_weight_beside_its_graph(tmp_path_factor
     d = exported(tmp_path_factory, "external")
     man = verify(d)
     assert not man.dynamic_batch and man.batch_size == 8
+    assert all(s.next_soft_graph is None for s in man.scales)
+    assert not any(name.startswith("next_soft") for name in man.graphs)
     for g in man.graphs.values():
         assert g.external_data == f"{g.file}.data" and (d / g.external_data).is_file()
         assert g.external_data in man.files
@@ -185,6 +199,19 @@ def test_tampered_file_is_refused(copy_dir):
     data[len(data) // 2] ^= 0x01
     p.write_bytes(bytes(data))
     with pytest.raises(UserError, match="step.onnx: sha256 does not match"):
+        verify(copy_dir)
+
+
+def test_manifest_without_more_smooth_graphs_reads_and_foreign_names_are_refused(copy_dir):
+    path = copy_dir / "manifest.json"
+    d = json.loads(path.read_text())
+    for s in d["scales"]:
+        del s["next_soft_graph"]  # a manifest written before the more_smooth graphs
+    path.write_text(json.dumps(d))
+    assert [s.next_soft_graph for s in verify(copy_dir).scales] == [None] * 4
+    d["files"]["../outside.onnx"] = d["files"]["step.onnx"]
+    path.write_text(json.dumps(d))
+    with pytest.raises(UserError, match="'../outside.onnx' is not a file name in the folder"):
         verify(copy_dir)
 
 

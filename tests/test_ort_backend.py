@@ -115,10 +115,12 @@ def test_session_config_options_reach_onnxruntime(onnx_dir, tmp_path):
         disabled_optimizers=("MatMulAddFusion",),
         enable_profiling=True,
         profile_prefix=str(tmp_path / "prof"),
+        priority_order=True,
     )
     sess = make_session(onnx_dir / "start.onnx", cfg)
     sess.run(None, {"label_2B": torch.tensor([1, 10]).numpy()})
     assert sess.get_providers() == ["CPUExecutionProvider"]
     assert sess.get_session_options().intra_op_num_threads == 1
+    assert sess.get_session_options().execution_order == ort.ExecutionOrder.PRIORITY_BASED
     profile = sess.end_profiling()
     assert profile and list(tmp_path.glob("prof*.json"))

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from sasq.models.sampling import cfg_mix, cfg_ramp, filter_logits, sample
+from sasq.models.sampling import cfg_mix, cfg_ramp, filter_logits, sample, smooth_weights
 
 PROBS = torch.tensor([0.5, 0.3, 0.15, 0.05])
 LOGITS = PROBS.log().view(1, 1, 4)
@@ -52,3 +52,19 @@ def test_cfg_mix_and_ramp():
 def test_cfg_zero_is_the_conditional_logits():
     x = torch.randn(4, 2, 7)
     assert torch.equal(cfg_mix(x, 0.0), x[:2])
+
+
+@pytest.mark.parametrize(
+    "si,SN,tau", [(0, 10, 0.27), (9, 10, 0.0135), (5, 6, 0.0135), (0, 1, 0.0135)]
+)
+def test_smooth_weights_are_the_official_gumbel_softmax(si, SN, tau):
+    g = torch.Generator().manual_seed(3)
+    logits = filter_logits(torch.randn(2, 5, 64, generator=g) * 3, top_k=20, top_p=0.0)
+    got = smooth_weights(logits, si, SN, torch.Generator().manual_seed(11))
+    # official: gumbel_softmax_with_rng(logits * (1 + r), tau), Gumbel noise -log(Exp(1))
+    r = si / (SN - 1) if SN > 1 else 1.0
+    e = torch.empty(2, 5, 64).exponential_(generator=torch.Generator().manual_seed(11))
+    ref = ((logits * (1 + r) - e.log()) / tau).softmax(-1)
+    assert torch.equal(got, ref)
+    assert torch.equal(got[~torch.isfinite(logits)], torch.zeros_like(got[~torch.isfinite(logits)]))
+    assert torch.allclose(got.sum(-1), torch.ones(2, 5), atol=1e-6)

@@ -91,8 +91,8 @@ class _Timed:
         self.step_s.setdefault(si, []).append(time.perf_counter() - t0)
         return out
 
-    def advance(self, si: int, idx_Bl: torch.Tensor) -> None:
-        self.inner.advance(si, idx_Bl)
+    def advance(self, si: int, idx_Bl: torch.Tensor, soft_BlV: torch.Tensor | None = None) -> None:
+        self.inner.advance(si, idx_Bl, soft_BlV)
 
     def image(self) -> torch.Tensor:
         return self.inner.image()

@@ -9,6 +9,7 @@ its traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable
 
@@ -110,6 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings() -> None:
+    """sasq's own warnings (e.g. a checkpoint tolerated as the official loader does) print
+    as one line on stderr, like its errors."""
+    log = logging.getLogger("sasq")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("sasq: warning: %(message)s"))
+        log.addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -119,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USER_ERROR
+    _one_line_warnings()
     try:
         return args.run(args)
     except (UserError, CheckpointError) as e:

@@ -8,12 +8,17 @@ from sasq.exporter.config import ExportConfig
 from sasq.exporter.qdq_config import BIT_WIDTHS
 
 
-def _add_model(p: argparse.ArgumentParser) -> None:
+def _add_model(p: argparse.ArgumentParser, files: bool = True) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="model folder (config.json + vqvae/var safetensors); default: embedded",
+        help="model folder: config.json + vqvae/var safetensors, or the released "
+        "vae_ch160v4096z32.pth + var_d{16,20,24,30,36}.pth (config read off the weights); "
+        "default: embedded",
     )
+    if files:
+        p.add_argument("--vae", default=None, metavar="FILE", help="VQVAE checkpoint, with --var")
+        p.add_argument("--var", default=None, metavar="FILE", help="VAR checkpoint, with --vae")
 
 
 def _add_onnx(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -55,6 +60,13 @@ def args_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg", type=float, default=None, help="guidance at the last scale")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
+    p.add_argument(
+        "--more-smooth",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="official Gumbel-softmax smoothing of each scale's latent (visual quality; "
+        "the published FIDs use none); default: the model's",
+    )
     p.add_argument("--nrow", type=int, default=8, help="images per grid row")
     p.add_argument("--out", required=True, help="PNG grid to write")
     p.add_argument("--save-tokens", default=None, help="also write per-scale token ids (.npz)")
@@ -300,7 +312,7 @@ def args_lint(p: argparse.ArgumentParser) -> None:
 
 
 def args_demo(p: argparse.ArgumentParser) -> None:
-    _add_model(p)
+    _add_model(p, files=False)
     p.add_argument("--out", default="out/demo", help="folder for images and report")
 
 

@@ -14,7 +14,7 @@ def _load(args: argparse.Namespace):
     """The model: --model, else the one an --onnx export was made from, else the default."""
     from sasq.models import load_model
 
-    return load_model(args.model)
+    return load_model(args.model, vae=getattr(args, "vae", None), var=getattr(args, "var", None))
 
 
 def _out_path(p: str) -> Path:
@@ -36,7 +36,8 @@ def _writable(folder: Path) -> bool:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from sasq.models import SamplingConfig
+    import dataclasses
+
     from sasq.tools.generate import (
         GenerateConfig,
         generate_many,
@@ -47,7 +48,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from sasq.tools.image_grid import save_grid
 
     out = _out_path(args.out)
-    if args.backend == "torch" or args.model is not None or args.onnx is None:
+    if args.backend == "torch" or args.onnx is None or {args.model, args.vae, args.var} != {None}:
         model = _load(args)
         cfg = model.cfg
     else:  # an ONNX backend needs only the export and the config it records
@@ -55,12 +56,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         from sasq.models import ModelConfig
 
         model, cfg = None, ModelConfig.from_dict(verify(args.onnx).model_config)
-    base = cfg.sampling
-    sampling = SamplingConfig(
-        cfg=base.cfg if args.cfg is None else args.cfg,
-        top_k=base.top_k if args.top_k is None else args.top_k,
-        top_p=base.top_p if args.top_p is None else args.top_p,
-    )
+    asked = dict(cfg=args.cfg, top_k=args.top_k, top_p=args.top_p, more_smooth=args.more_smooth)
+    given = {k: v for k, v in asked.items() if v is not None}
+    sampling = dataclasses.replace(cfg.sampling, **given)
     labels = labels_for(cfg, args.cls, args.n)
     backend = make_backend(args.backend, model, args.onnx, args.threads, args.engine)
     gen = generate_many(cfg, backend, GenerateConfig(labels, args.seed, args.batch, sampling))
@@ -239,13 +237,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backend_from_spec(spec: str, model_dir: str | None):
+def _backend_from_spec(spec: str, model_args: argparse.Namespace):
     """``torch`` | ``ort=DIR`` | ``ort-cuda=DIR`` | ``trt=DIR,PLAN``."""
     from sasq.tools.generate import make_backend
 
     name, _, rest = spec.partition("=")
     if name == "torch":
-        return make_backend("torch", _load(argparse.Namespace(model=model_dir)))
+        return make_backend("torch", _load(model_args))
     if not rest:
         raise UserError(f"backend {spec!r}: expected torch, ort=DIR, ort-cuda=DIR or trt=DIR,PLAN")
     onnx_dir, _, engine = rest.partition(",")
@@ -257,7 +255,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from sasq.models import ModelConfig
     from sasq.tools.compare import CompareConfig, compare_backends, to_markdown, write_report
 
-    a, b = _backend_from_spec(args.a, args.model), _backend_from_spec(args.b, args.model)
+    a, b = _backend_from_spec(args.a, args), _backend_from_spec(args.b, args)
     onnx = next((s.partition("=")[2].partition(",")[0] for s in (args.a, args.b) if "=" in s), None)
     cfg = ModelConfig.from_dict(verify(onnx).model_config) if onnx else _load(args).cfg
     cc = CompareConfig(n=args.n, seed=args.seed, atol=args.atol, rtol=args.rtol)
@@ -295,7 +293,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from sasq.tools.evaluate import EvalConfig, evaluate, to_markdown, write_report
     from sasq.tools.quality import default_classifier
 
-    if args.model is not None:
+    if {args.model, args.vae, args.var} != {None}:
         raise UserError("eval scores with the digits classifier: only the embedded model")
     ec = EvalConfig(
         per_class=args.per_class,

@@ -1,11 +1,11 @@
 """The multi-scale decoding loop, shared by every backend.
 
 The host does only what must stay on the host: classifier-free guidance mixing and top-k /
-top-p sampling with one seeded generator. A backend owns all model compute and state: the
-transformer step of each scale with its KV cache, turning the sampled indices into the next
-scale's input (codebook lookup, phi refinement, area downsampling, word embedding), and the
-VQVAE decoder. Since the generator is the same for every backend, equal logits give equal
-tokens.
+top-p sampling with one seeded generator (and, with ``more_smooth``, the Gumbel-softmax
+weights drawn from it). A backend owns all model compute and state: the transformer step of
+each scale with its KV cache, turning the sampled indices into the next scale's input
+(codebook lookup, phi refinement, area downsampling, word embedding), and the VQVAE
+decoder. Since the generator is the same for every backend, equal logits give equal tokens.
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from typing import Protocol
 import torch
 
 from sasq.models.config import SamplingConfig
-from sasq.models.sampling import cfg_mix, cfg_ramp, sample
+from sasq.models.sampling import (
+    cfg_mix,
+    cfg_ramp,
+    filter_logits,
+    sample_filtered,
+    smooth_weights,
+)
 
 
 class StepBackend(Protocol):
@@ -31,8 +37,9 @@ class StepBackend(Protocol):
     def step(self, si: int) -> torch.Tensor:
         """Run scale si on the current input; logits (2B, pn*pn, V) as a float32 tensor."""
 
-    def advance(self, si: int, idx_Bl: torch.Tensor) -> None:
-        """Add scale si's sampled tokens (B, pn*pn) to the latent; prepare scale si+1."""
+    def advance(self, si: int, idx_Bl: torch.Tensor, soft_BlV: torch.Tensor | None = None) -> None:
+        """Add scale si's sampled tokens (B, pn*pn) to the latent; prepare scale si+1. With
+        ``soft_BlV`` (more_smooth) the latent gets ``soft_BlV @ codebook`` instead."""
 
     def image(self) -> torch.Tensor:
         """Decode the summed latent: images (B, C, H, W) in [-1, 1]."""
@@ -41,6 +48,18 @@ class StepBackend(Protocol):
 # Called after sampling at each scale with (si, sampled idx_Bl, CFG-mixed logits_BlV); returns
 # the tokens to keep. Teacher forcing, editing and calibration resampling plug in here.
 TokenHook = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def forced_one_hot(
+    soft_BlV: torch.Tensor, drawn_Bl: torch.Tensor, idx_Bl: torch.Tensor
+) -> torch.Tensor:
+    """Smoothed weights where the sampled token was kept; one-hot where a hook replaced it
+    (teacher forcing, editing): a forced token enters the latent exactly."""
+    forced_Bl = idx_Bl != drawn_Bl
+    if not bool(forced_Bl.any()):
+        return soft_BlV
+    one_hot = torch.nn.functional.one_hot(idx_Bl, soft_BlV.shape[-1]).to(soft_BlV.dtype)
+    return torch.where(forced_Bl.unsqueeze(-1), one_hot, soft_BlV)
 
 
 @dataclass
@@ -72,9 +91,13 @@ def generate(
         if keep_logits:
             logits_list.append(logits)
         mixed_BlV = cfg_mix(logits, cfg_ramp(sampling.cfg, si, SN))
-        idx_Bl = sample(mixed_BlV, sampling.top_k, sampling.top_p, gen)
-        if hook is not None:
-            idx_Bl = hook(si, idx_Bl, mixed_BlV)
+        filtered_BlV = filter_logits(mixed_BlV, sampling.top_k, sampling.top_p)
+        drawn_Bl = sample_filtered(filtered_BlV, gen)
+        idx_Bl = drawn_Bl if hook is None else hook(si, drawn_Bl, mixed_BlV)
         idx_list.append(idx_Bl)
-        backend.advance(si, idx_Bl)
+        if sampling.more_smooth:
+            soft_BlV = smooth_weights(filtered_BlV, si, SN, gen)
+            backend.advance(si, idx_Bl, forced_one_hot(soft_BlV, drawn_Bl, idx_Bl))
+        else:
+            backend.advance(si, idx_Bl)
     return Generation(idx_list, backend.image(), logits_list)

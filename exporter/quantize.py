@@ -20,6 +20,7 @@ import onnx
 
 from sasq.calib.cache import CalibCache
 from sasq.exporter.derive import derive_export
+from sasq.exporter.finite_weights import check_initializers_finite
 from sasq.exporter.fuse_shift_sum import fuse_shift_sum
 from sasq.exporter.manifest import sha256_file, verify
 from sasq.exporter.qdq_config import QuantConfig
@@ -62,6 +63,7 @@ def quantize(
             f"{src / spec.file} is {step_hash[:12]}...); recalibrate"
         )
     model = onnx.load(str(src / spec.file))
+    check_initializers_finite(model, src / spec.file)
     # the step is found from the KV cache length (past_key_0 [B2, H, P, D]), unique per scale
     key = StepKey("past_key_0", 2, tuple(s.past_len for s in manifest.scales))
     q, report = quantize_step(model, cache, cfg, key, in_place=True)  # loaded just for this

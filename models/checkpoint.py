@@ -7,10 +7,13 @@ file that needs arbitrary objects to unpickle is refused with ``CheckpointError`
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from sasq.models.validate import first_non_finite
 
 
 class CheckpointError(ValueError):
@@ -29,10 +32,8 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"{p}: refused, it is not a plain weights file (loading it would unpickle code "
-            f"or it is corrupt): {first}"
+            f"{p}: refused, it is not a plain weights file ({_why_refused(e)})"
         ) from None
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
@@ -41,10 +42,23 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
+def _why_refused(e: Exception) -> str:
+    """The useful part of torch's refusal, without its advice to retry unsafely."""
+    text = str(e)
+    if m := re.search(r"Unsupported global: GLOBAL ([\w.]+)", text):
+        return f"loading it would run code: it needs {m.group(1)}"
+    if "Unsupported operand" in text or "weights_only" in text.lower().replace(" ", "_"):
+        return "it holds pickled objects other than tensors, or is corrupt"
+    first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    return f"corrupt or not a torch file: {first.split('. ')[0][:120]}"
+
+
 def load_into(module: torch.nn.Module, path: str | os.PathLike) -> None:
     """Strict load: every parameter and buffer name and shape must match."""
     sd = load_state_dict(path)
     own = module.state_dict()
+    if (bad := first_non_finite(sd, own)) is not None:
+        raise CheckpointError(f"{path}: tensor {bad[0]} has {bad[1]} non-finite value(s) (NaN/Inf)")
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     bad = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)

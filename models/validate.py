@@ -11,7 +11,10 @@ in the transformer crashes sampling three steps later; the error names the tenso
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import fields
+
+import torch
 
 MAX_PATCH = 1024  # the official 512 px model has 32; see exporter.manifest_schema
 MAX_DIM = 1 << 20
@@ -94,3 +97,25 @@ def check_model_config(cfg) -> None:
         raise ValueError(f"vqvae.ch_mult must hold integers in 1..64, got {list(q.ch_mult)}")
     if cfg.sampling.top_k > q.vocab_size:
         raise ValueError(f"sampling.top_k {cfg.sampling.top_k} exceeds vocab_size {q.vocab_size}")
+
+
+def first_non_finite(
+    state: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor] | None = None
+) -> tuple[str, int] | None:
+    """(name, count) of the first floating-point tensor holding NaN or Inf, else None.
+
+    Where the freshly built module has non-finite values of its own (the block-causal mask
+    is -inf above the diagonal), the checkpoint must have them at the same places only."""
+    reference = reference or {}
+    for name, t in state.items():
+        if not t.is_floating_point():
+            continue
+        ok = torch.isfinite(t)
+        ref = reference.get(name)
+        if ref is not None and ref.shape == t.shape and not bool(torch.isfinite(ref).all()):
+            bad = int((ok != torch.isfinite(ref)).sum()) + int(torch.isnan(t).sum())
+        else:
+            bad = int((~ok).sum())
+        if bad:
+            return name, bad
+    return None

@@ -60,6 +60,7 @@ from sasq.exporter.manifest import (
 from sasq.exporter.modules import Decoder, NextScale, Start, Step
 from sasq.exporter.out_swap import staged_export
 from sasq.models import LoadedModel
+from sasq.models.memory import export_estimate, require_fits
 
 EXPORTER = "torch.onnx.export(dynamo=True)"
 
@@ -78,6 +79,9 @@ def export_model(
     holding nothing but its listed files is replaced; anything else there is refused.
     """
     cfg = cfg or ExportConfig()
+    require_fits(
+        export_estimate(model.cfg), "exporting this model", "export it on a larger machine"
+    )
     with staged_export(Path(out_dir)) as tmp:
         model.var.eval()
         model.vqvae.eval()

@@ -47,6 +47,7 @@ from onnxscript.optimizer import FOLDED_FROM_KEY
 from torch import nn
 
 import sasq
+from sasq.exporter import provenance
 from sasq.exporter.config import ExportConfig
 from sasq.exporter.manifest import (
     GraphSpec,
@@ -72,7 +73,9 @@ def export_model(
     notes: dict[str, Any] | None = None,
 ) -> Manifest:
     """Export every graph of ``model`` to ``out_dir``; return the written manifest.
-    ``notes`` go to the manifest's ``extra`` (e.g. what GPS did to the weights).
+    ``notes`` go to the manifest's ``extra`` (e.g. what GPS did to the weights); the
+    model's fingerprint goes there too (``provenance``), unless ``notes`` bring their own
+    (GPS: the model before its weights were rewritten).
 
     The folder is built under a temporary name beside ``out_dir`` and swapped into place
     at the end (``out_swap``), so a failure leaves nothing half-written. Only an export
@@ -82,12 +85,13 @@ def export_model(
     require_fits(
         export_estimate(model.cfg), "exporting this model", "export it on a larger machine"
     )
+    notes = {provenance.KEY: provenance.model_fingerprint(model), **(notes or {})}
     with staged_export(Path(out_dir)) as tmp:
         model.var.eval()
         model.vqvae.eval()
         graphs = {g.name: _export_graph(g, tmp / f"{g.name}.onnx", cfg) for g in _plan(model, cfg)}
         manifest = _manifest(model, cfg, graphs, tmp)
-        manifest.extra.update(notes or {})
+        manifest.extra.update(notes)
         write_manifest(manifest, tmp)
     return manifest
 

@@ -205,12 +205,9 @@ def _run_batch(backends: dict[str, StepBackend], B: int, model: LoadedModel, cfg
 
 
 def _check_same_model(model: LoadedModel, onnx_dir: Path) -> None:
-    from sasq.exporter.manifest import load_manifest
-    from sasq.models import ModelConfig
+    from sasq.exporter.provenance import require_made_from
 
-    exported = ModelConfig.from_dict(load_manifest(onnx_dir).model_config)
-    if exported != model.cfg:
-        raise UserError(f"{onnx_dir}: exported from a different model config than the one given")
+    require_made_from(model, onnx_dir)
 
 
 def _check_fits(model: LoadedModel, cfg: BenchConfig) -> None:

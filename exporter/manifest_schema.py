@@ -50,7 +50,8 @@ def _int(v: Any, where: str, lo: int = 0, hi: int = MAX_DIM) -> int:
 
 def _typed(v: Any, t: type, where: str) -> Any:
     if not isinstance(v, t) or isinstance(v, bool) and t is not bool:
-        raise _FieldError(f"{where}: expected {t.__name__}, got {type(v).__name__} {v!r:.40}")
+        shown = "" if isinstance(v, dict | list) else f" {v!r:.40}"  # a value, not a dump
+        raise _FieldError(f"{where}: expected {t.__name__}, got {type(v).__name__}{shown}")
     return v
 
 

@@ -52,6 +52,8 @@ class Estimate:
 
 
 def _gb(n: float) -> str:
+    if n >= 100 * GB:
+        return f"{n / GB:,.0f} GB"
     return f"{n / GB:.3g} GB" if n >= 0.1 * GB else f"{n / 1e6:.3g} MB"
 
 

@@ -36,6 +36,8 @@ import numpy as np
 from sasq.calib.observers import ObserverMethod
 from sasq.calib.resample import ResampleMode
 from sasq.calib.selection import SelectionMethod
+from sasq.calib.validate import validate_cache
+from sasq.exporter.plain_names import check_plain_name
 from sasq.tools.errors import UserError
 
 FORMAT_VERSION = 1
@@ -202,7 +204,7 @@ def _load_arrays(path: Path, meta: Any) -> dict[str, np.ndarray]:
         return {}
     if not isinstance(meta, dict) or not {"file", "sha256"} <= meta.keys():
         raise _malformed(path, "weight_scales must name a file and its sha256")
-    npz = path.parent / str(meta["file"])
+    npz = path.parent / check_plain_name(meta["file"], path, "weight scales file")
     if not npz.is_file():
         raise UserError(f"{path}: weight scales file {npz.name} is missing")
     if file_sha256(npz) != meta["sha256"]:
@@ -255,7 +257,7 @@ def load_cache(path: str | Path, expect_model_hash: str | None = None) -> CalibC
         if not isinstance(steps, list):
             raise _malformed(path, f"attention of {layer} must be a list per step")
         attention[layer] = tuple(_floats(path, s, f"attention of {layer}") for s in steps)
-    return CalibCache(
+    cache = CalibCache(
         model_hash=model_hash,
         settings=settings,
         ranges=ranges,
@@ -264,3 +266,5 @@ def load_cache(path: str | Path, expect_model_hash: str | None = None) -> CalibC
         warnings=warnings,
         format_version=version,
     )
+    validate_cache(cache, path)  # every number finite, positive, in a sane range
+    return cache

@@ -37,6 +37,7 @@ from sasq.engines.ort_backend import OrtBackend
 from sasq.engines.ort_session import SessionConfig
 from sasq.exporter.manifest import verify
 from sasq.models.config import ModelConfig
+from sasq.models.memory import calibration_estimate, require_fits
 from sasq.tools.decode import generate
 from sasq.tools.errors import UserError
 
@@ -189,6 +190,10 @@ def calibrate(onnx_dir: str | Path, cfg: CalibConfig) -> CalibResult:
     onnx_dir = Path(onnx_dir)
     manifest = verify(onnx_dir)
     model_cfg = ModelConfig.from_dict(manifest.model_config)
+    batch = min(cfg.batch, cfg.num_samples)
+    require_fits(
+        calibration_estimate(model_cfg, batch), f"a rollout batch of {batch}", "lower --batch"
+    )
     step_path = onnx_dir / manifest.graphs["step"].file
     targets, names, av_probs = _targets(step_path)
     K, SN = model_cfg.var.num_classes, len(manifest.patch_nums)

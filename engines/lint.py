@@ -22,6 +22,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from sasq.engines.trt_ops import TRT10_OPS, ops_set
+from sasq.exporter.plain_names import check_external_data
 from sasq.tools.errors import UserError
 
 
@@ -439,9 +440,11 @@ def _load(model: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, Path | 
     if not path.is_file():
         raise UserError(f"no ONNX model at {path}")
     try:
-        return onnx.load(str(path), load_external_data=False), path.parent
+        proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf's DecodeError and friends
         raise UserError(f"{path} is not a readable ONNX model: {e}") from e
+    check_external_data(path, model=proto)  # scales are read from it: inside its folder only
+    return proto, path.parent
 
 
 def lint(model: onnx.ModelProto | str | Path, cfg: LintConfig = LintConfig()) -> list[Violation]:

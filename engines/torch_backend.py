@@ -39,12 +39,17 @@ class CacheQuant:
             raise UserError(f"{onnx_dir}: not an export with an int8 KV cache (sasq quantize)")
         if any(c.input.startswith("past_vcopy_") for c in m.cache):
             raise UserError(f"{onnx_dir}: shift-and-sum copies have no PyTorch reference")
+        bits = quant.get("kv_bits")
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
+            raise UserError(f"{onnx_dir}: extra.quant.kv_bits {bits!r:.20} is not in 2..8")
         scales = {c.input: c.scale for c in m.cache}
         depth = m.dims["depth"]
+        if any(f"past_{kv}_{i}" not in scales for kv in ("key", "value") for i in range(depth)):
+            raise UserError(f"{onnx_dir}: the manifest's cache lacks a layer's key or value")
         return cls(
             tuple(scales[f"past_key_{i}"] for i in range(depth)),
             tuple(scales[f"past_value_{i}"] for i in range(depth)),
-            int(quant["kv_bits"]),
+            bits,
         )
 
     def quantize(self, x: torch.Tensor, scale: float) -> torch.Tensor:

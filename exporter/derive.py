@@ -15,7 +15,7 @@ from typing import Any
 
 import onnx
 
-from sasq.exporter.export import graph_spec, staged_export
+from sasq.exporter.export import graph_spec
 from sasq.exporter.manifest import (
     CacheTensor,
     GraphSpec,
@@ -24,6 +24,7 @@ from sasq.exporter.manifest import (
     verify,
     write_manifest,
 )
+from sasq.exporter.out_swap import staged_export
 from sasq.tools.errors import UserError
 
 
@@ -58,6 +59,8 @@ def derive_export(
     manifest = verify(src)
     if out_dir.resolve() == src.resolve():
         raise UserError(f"{out_dir}: a derived export must not replace its source")
+    if src.resolve() in out_dir.resolve().parents:
+        raise UserError(f"{out_dir}: a derived export must not be written inside its source")
     spec = manifest.graphs["step"]
     notes = {**notes, "source_step_sha256": sha256_file(src / spec.file)}
     with staged_export(out_dir) as tmp:

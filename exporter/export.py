@@ -33,10 +33,7 @@ import ast
 import contextlib
 import json
 import logging
-import os
-import shutil
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -54,9 +51,9 @@ from onnxscript.rewriter.rules.common import expand_before_binary_op_rules
 from torch import nn
 
 import sasq
+from sasq.exporter import provenance
 from sasq.exporter.config import ExportConfig
 from sasq.exporter.manifest import (
-    MANIFEST,
     GraphSpec,
     Manifest,
     ScaleShapes,
@@ -67,8 +64,9 @@ from sasq.exporter.manifest import (
     write_manifest,
 )
 from sasq.exporter.modules import Decoder, NextScale, Start, Step
+from sasq.exporter.out_swap import staged_export
 from sasq.models import LoadedModel
-from sasq.tools.errors import UserError
+from sasq.models.memory import export_estimate, require_fits
 
 EXPORTER = "torch.onnx.export(dynamo=True)"
 
@@ -80,19 +78,25 @@ def export_model(
     notes: dict[str, Any] | None = None,
 ) -> Manifest:
     """Export every graph of ``model`` to ``out_dir``; return the written manifest.
-    ``notes`` go to the manifest's ``extra`` (e.g. what GPS did to the weights).
+    ``notes`` go to the manifest's ``extra`` (e.g. what GPS did to the weights); the
+    model's fingerprint goes there too (``provenance``), unless ``notes`` bring their own
+    (GPS: the model before its weights were rewritten).
 
-    The folder is built under a temporary name beside ``out_dir`` and renamed into place
-    at the end, so a failure leaves nothing half-written. An existing export at
-    ``out_dir`` is replaced; any other non-empty folder there is refused.
+    The folder is built under a temporary name beside ``out_dir`` and swapped into place
+    at the end (``out_swap``), so a failure leaves nothing half-written. Only an export
+    holding nothing but its listed files is replaced; anything else there is refused.
     """
     cfg = cfg or ExportConfig()
+    require_fits(
+        export_estimate(model.cfg), "exporting this model", "export it on a larger machine"
+    )
+    notes = {provenance.KEY: provenance.model_fingerprint(model), **(notes or {})}
     with staged_export(Path(out_dir)) as tmp:
         model.var.eval()
         model.vqvae.eval()
         graphs = {g.name: _export_graph(g, tmp / f"{g.name}.onnx", cfg) for g in _plan(model, cfg)}
         manifest = _manifest(model, cfg, graphs, tmp)
-        manifest.extra.update(notes or {})
+        manifest.extra.update(notes)
         write_manifest(manifest, tmp)
     return manifest
 
@@ -301,38 +305,3 @@ def _versions() -> dict[str, str]:
         "onnx_ir": ir.__version__,
         "python": sys.version.split()[0],
     }
-
-
-def _check_target(out_dir: Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir}: exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
-        raise UserError(f"{out_dir}: not empty and not a sasq export; refusing to overwrite")
-
-
-@contextlib.contextmanager
-def staged_export(out_dir: Path) -> Iterator[Path]:
-    """A private folder beside ``out_dir`` to build an export in; renamed into place when
-    the block succeeds, removed when it fails, so nothing half-written is ever seen."""
-    _check_target(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the export is an ordinary folder
-        yield tmp
-        _install(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _install(tmp: Path, out_dir: Path) -> None:
-    """Rename the finished folder into place, replacing an earlier export or empty folder."""
-    _check_target(out_dir)
-    if not out_dir.exists():
-        os.replace(tmp, out_dir)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-    os.replace(out_dir, old / out_dir.name)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sasq.exporter.manifest_schema import validate_manifest
+from sasq.exporter.plain_names import check_external_data, inside
 from sasq.tools.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -18,6 +20,7 @@ FORMAT = "sasq-onnx-export"
 # 2: the step takes mod_BMC (every AdaLN modulation, made once per image by start.onnx)
 # instead of cond_BD; a version-1 export must be exported again.
 FORMAT_VERSION = 2
+MAX_MANIFEST_BYTES = 64 << 20  # a real one is kilobytes; refuse before reading a huge file
 
 
 @dataclass(frozen=True)
@@ -190,17 +193,14 @@ def load_manifest(folder: str | Path) -> Manifest:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise UserError(f"{folder}: not a sasq ONNX export (no {MANIFEST})")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise UserError(f"{path}: {path.stat().st_size} bytes, too large for a manifest")
     try:
         d = json.loads(path.read_text())
-        if d.get("format") != FORMAT:
-            raise ValueError(f"format is {d.get('format')!r}, expected {FORMAT!r}")
-        if d.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"format_version {d.get('format_version')} is not {FORMAT_VERSION}; export again"
-            )
-        return Manifest.from_dict(d)
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path}: invalid manifest ({e})") from None
+    except ValueError as e:  # invalid JSON or UTF-8
+        raise UserError(f"{path}: invalid manifest (not JSON: {e})") from None
+    validate_manifest(d, path)  # every field's type and range, plain file names
+    return Manifest.from_dict(d)
 
 
 def verify(folder: str | Path) -> Manifest:
@@ -219,9 +219,11 @@ def verify(folder: str | Path) -> Manifest:
         if Path(name).name != name or name in (".", ".."):
             raise UserError(f"{folder / MANIFEST}: {name!r} is not a file name in the folder")
     for name, entry in manifest.files.items():
-        p = folder / name
+        p = inside(folder, name, folder / MANIFEST)
         if not p.is_file():
             raise UserError(f"{p}: missing from the export (listed in {MANIFEST})")
         if p.stat().st_size != entry.bytes or sha256_file(p) != entry.sha256:
             raise UserError(f"{p}: sha256 does not match {MANIFEST} (file changed after export)")
+    for g in manifest.graphs.values():  # before onnx or ONNX Runtime follows a location
+        check_external_data(folder / g.file, {g.external_data} - {None})
     return manifest

@@ -22,6 +22,7 @@ import onnx
 from sasq.calib.cache import CalibCache
 from sasq.calib.observers import activation_scale
 from sasq.exporter.derive import derive_export
+from sasq.exporter.finite_weights import check_initializers_finite
 from sasq.exporter.fuse_shift_sum import fuse_shift_sum
 from sasq.exporter.kv_cache import LayerScales, copy_node_names, find_cache_layers, int8_kv_cache
 from sasq.exporter.manifest import CacheTensor, Manifest, sha256_file, verify
@@ -121,6 +122,7 @@ def quantize(
             f"{src / spec.file} is {step_hash[:12]}...); recalibrate"
         )
     model = onnx.load(str(src / spec.file))
+    check_initializers_finite(model, src / spec.file)
     # The step is found from the cache length (past_value_0 [B2, H, P, D], whose layout
     # the int8 cache keeps), unique per scale.
     key = StepKey("past_value_0", 2, tuple(s.past_len for s in manifest.scales))

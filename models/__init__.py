@@ -52,6 +52,9 @@ class LoadedModel:
 
 def build(cfg: ModelConfig) -> LoadedModel:
     """Randomly initialised VQVAE + VAR of the given sizes, in eval mode."""
+    from sasq.models.memory import build_estimate, require_fits
+
+    require_fits(build_estimate(cfg), "building this model", "check the config's sizes")
     return LoadedModel(cfg, VQVAE(cfg.vqvae).eval(), VAR(cfg.var, cfg.vqvae).eval())
 
 

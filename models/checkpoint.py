@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from sasq.models.validate import first_non_finite
 
 log = logging.getLogger(__name__)
 EMA_HITS = "quantize.ema_vocab_hit_SV"  # the VQVAE's codebook usage statistics of training
@@ -35,10 +38,8 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         obj = _torch_load(p)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"{p}: refused, it is not a plain weights file (loading it would unpickle code "
-            f"or it is corrupt): {first}"
+            f"{p}: refused, it is not a plain weights file ({_why_refused(e)})"
         ) from None
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
@@ -54,6 +55,17 @@ def _torch_load(p: Path):
         if "mmap" not in str(e):  # only the old (pre zip) format cannot be mapped
             raise
     return torch.load(str(p), map_location="cpu", weights_only=True)
+
+
+def _why_refused(e: Exception) -> str:
+    """The useful part of torch's refusal, without its advice to retry unsafely."""
+    text = str(e)
+    if m := re.search(r"Unsupported global: GLOBAL ([\w.]+)", text):
+        return f"loading it would run code: it needs {m.group(1)}"
+    if "Unsupported operand" in text or "weights_only" in text.lower().replace(" ", "_"):
+        return "it holds pickled objects other than tensors, or is corrupt"
+    first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    return f"corrupt or not a torch file: {first.split('. ')[0][:120]}"
 
 
 def load_into(module: torch.nn.Module, path: str | os.PathLike) -> None:
@@ -80,6 +92,12 @@ def assign_state(
             tuple(own[EMA_HITS].shape),
         )
         sd = {**sd, EMA_HITS: torch.zeros(own[EMA_HITS].shape)}
+    if (
+        bad := first_non_finite(sd, own, frozenset(n for n, _ in module.named_buffers()))
+    ) is not None:
+        raise CheckpointError(
+            f"{source}: tensor {bad[0]} has {bad[1]} non-finite value(s) (NaN/Inf)"
+        )
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     bad = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)

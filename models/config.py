@@ -91,6 +91,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         def build(dc, values: dict):
+            if not isinstance(values, dict):
+                raise ValueError(f"{dc.__name__} must be a JSON object, got {values!r:.40}")
             known = {f.name: f for f in fields(dc)}
             unknown = set(values) - set(known)
             if unknown:
@@ -98,11 +100,17 @@ class ModelConfig:
             kw = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
             return dc(**kw)
 
-        return cls(
+        from sasq.models.validate import check_model_config
+
+        if not isinstance(d, dict):
+            raise ValueError(f"a model config must be a JSON object, got {type(d).__name__}")
+        cfg = cls(
             vqvae=build(VQVAEConfig, d.get("vqvae", {})),
             var=build(VARConfig, d.get("var", {})),
             sampling=build(SamplingConfig, d.get("sampling", {})),
         )
+        check_model_config(cfg)  # a config file is a stranger's: types and ranges
+        return cfg
 
 
 def official_vqvae(patch_nums: tuple[int, ...] = OFFICIAL_PATCH_NUMS) -> VQVAEConfig:

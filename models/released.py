@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -57,7 +58,9 @@ def infer_config(vae_sd: StateDict, var_sd: StateDict, source: str) -> ModelConf
         vae, var = _vqvae_config(vae_sd, pns), _var_config(var_sd, pns)
     except (KeyError, IndexError, ValueError) as e:
         raise CheckpointError(f"{source}: not an official VAR / VQVAE checkpoint ({e})") from None
-    return ModelConfig(vqvae=vae, var=var, sampling=OFFICIAL_SAMPLING)
+    # top-k over the whole vocabulary filters nothing: a smaller test vocabulary keeps it valid
+    top_k = min(OFFICIAL_SAMPLING.top_k, vae.vocab_size)
+    return ModelConfig(vqvae=vae, var=var, sampling=replace(OFFICIAL_SAMPLING, top_k=top_k))
 
 
 def _patch_nums(sd: StateDict) -> tuple[int, ...]:

@@ -115,5 +115,5 @@ def test_cli_export_gps_records_the_scales_and_keeps_tokens(tmp_path, capsys):
 def test_cli_export_gps_refuses_zero_samples(tmp_path, capsys):
     assert main(["export", "--out", str(tmp_path / "x"), "--gps", "--gps-n", "0"]) == 2
     err = capsys.readouterr().err
-    assert "--gps-n must be at least 1" in err and "Traceback" not in err
+    assert "argument --gps-n: must be in 1..1000000, got 0" in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()

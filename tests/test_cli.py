@@ -49,10 +49,10 @@ def test_generate_writes_grid_and_tokens_deterministically(tiny_model_dir, tmp_p
     "extra,needle",
     [
         (["--class", "99"], "--class must be in 0..9"),
-        (["--n", "0"], "--n must be at least 1"),
+        (["--n", "0"], "argument --n: must be at least 1"),
         (["--backend", "nope"], "invalid choice: 'nope'"),
         (["--backend", "ort"], "--backend ort needs --onnx DIR"),
-        (["--n", "x"], "invalid int value"),
+        (["--n", "x"], "argument --n: invalid integer"),
     ],
 )
 def test_user_errors_are_one_line(tiny_model_dir, tmp_path, capsys, extra, needle):

@@ -208,7 +208,7 @@ def test_cli_edit_writes_the_sheet(files, tmp_path, capsys, task, image, extra):
         (["class-edit", "img"], "class-edit needs --class"),
         (["outpaint", "img", "--mask", "mask"], "outpaint makes its own mask"),
         (["outpaint", "big"], "larger than the 16x16 canvas"),
-        (["inpaint", "img", "--mask", "mask", "--n", "0"], "--n must be at least 1"),
+        (["inpaint", "img", "--mask", "mask", "--n", "0"], "argument --n: must be at least 1"),
         (["inpaint", "img", "--mask", "mask", "--backend", "ort"], "needs --onnx DIR"),
     ],
 )

@@ -58,7 +58,7 @@ def test_folder_with_the_released_names_loads_with_the_config_read_off_the_weigh
     s = loaded.cfg.sampling
     assert (s.cfg, s.top_k, s.top_p, s.more_smooth) == (
         OFFICIAL_CFG,
-        OFFICIAL_TOP_K,
+        min(OFFICIAL_TOP_K, m.cfg.vqvae.vocab_size),  # top-k over all tokens filters nothing
         OFFICIAL_TOP_P,
         False,
     )
@@ -98,7 +98,7 @@ def test_cli_generate_with_vae_and_var_files_and_no_config(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["sampling"] == {
         "cfg": OFFICIAL_CFG,
-        "top_k": OFFICIAL_TOP_K,
+        "top_k": min(OFFICIAL_TOP_K, m.cfg.vqvae.vocab_size),
         "top_p": OFFICIAL_TOP_P,
         "more_smooth": True,
     }

@@ -125,6 +125,7 @@ def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig)
     for spec in cfg.backends:
         if (folder := folder_of(spec, onnx_dir)) is not None:
             _check_same_model(model, folder)
+    _check_fits(model, cfg)
     old_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -239,12 +240,19 @@ def _run_batch(backends: dict[str, StepBackend], B: int, model: LoadedModel, cfg
 
 
 def _check_same_model(model: LoadedModel, onnx_dir: Path) -> None:
-    from sasq.exporter.manifest import load_manifest
-    from sasq.models import ModelConfig
+    from sasq.exporter.provenance import require_made_from
 
-    exported = ModelConfig.from_dict(load_manifest(onnx_dir).model_config)
-    if exported != model.cfg:
-        raise UserError(f"{onnx_dir}: exported from a different model config than the one given")
+    require_made_from(model, onnx_dir)
+
+
+def _check_fits(model: LoadedModel, cfg: BenchConfig) -> None:
+    """Every backend holds its state (KV cache ...) at the largest batch at once."""
+    from sasq.models.memory import Estimate, generation_estimate, require_fits
+
+    B, n = max(cfg.batch_sizes), len(cfg.backends)
+    one = generation_estimate(model.cfg, B)
+    need = Estimate(tuple((f"{name} x{n}", b * n) for name, b in one.parts))
+    require_fits(need, f"bench at batch {B}", "lower --batch-sizes")
 
 
 def _step_bytes(folder: Path) -> int:

@@ -2,8 +2,8 @@
 
 Each command (``cli_commands.cmd_<name>``, its arguments in ``cli_args.args_<name>``) is a
 thin function over the Python API. A user's mistake (``UserError``, a bad
-checkpoint, a missing file) prints one line and exits 2; anything else is a bug and keeps
-its traceback.
+checkpoint, a file system error on a path the user gave) prints one line and exits 2;
+anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -94,6 +94,11 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
 }
 
 
+def _one_line(text: str) -> str:
+    """A message quoting a stranger's file could hold a newline: keep the error one line."""
+    return " ".join(text.split())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="sasq",
@@ -134,7 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except (UserError, CheckpointError) as e:
-        print(f"sasq {args.command}: error: {e}", file=sys.stderr)
+        print(f"sasq {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:  # the file system said no: a path, permissions, a full disk
+        where = f"{e.filename}: " if e.filename else ""
+        why = e.strerror or type(e).__name__
+        print(f"sasq {args.command}: error: {where}{why}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except MemoryError:
+        print(f"sasq {args.command}: error: out of memory", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"sasq {args.command}: interrupted", file=sys.stderr)

@@ -6,6 +6,7 @@ import argparse
 
 from sasq.exporter.config import ExportConfig
 from sasq.exporter.qdq_config import BIT_WIDTHS
+from sasq.tools import cli_types as T
 
 
 def _add_model(p: argparse.ArgumentParser, files: bool = True) -> None:
@@ -30,7 +31,7 @@ def _add_onnx(p: argparse.ArgumentParser, required: bool = False) -> None:
         help="export folder written by 'sasq export'",
     )
     p.add_argument(
-        "--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)"
+        "--threads", type=T.threads, default=0, help="ONNX Runtime intra-op threads (0: all cores)"
     )
 
 
@@ -50,16 +51,16 @@ def args_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--class",
         dest="cls",
-        type=int,
+        type=T.non_negative,
         default=None,
         help="class id; default: cycle through all classes",
     )
-    p.add_argument("--n", type=int, default=16, help="number of images")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=64, help="images per batch (batch i: seed+i)")
-    p.add_argument("--cfg", type=float, default=None, help="guidance at the last scale")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--n", type=T.count, default=16, help="number of images")
+    p.add_argument("--seed", type=T.seed, default=0)
+    p.add_argument("--batch", type=T.count, default=64, help="images per batch (batch i: seed+i)")
+    p.add_argument("--cfg", type=T.cfg_scale, default=None, help="guidance at the last scale")
+    p.add_argument("--top-k", type=T.top_k, default=None, help="0: off")
+    p.add_argument("--top-p", type=T.top_p, default=None, help="0: off")
     p.add_argument(
         "--more-smooth",
         action=argparse.BooleanOptionalAction,
@@ -67,7 +68,7 @@ def args_generate(p: argparse.ArgumentParser) -> None:
         help="official Gumbel-softmax smoothing of each scale's latent (visual quality; "
         "the published FIDs use none); default: the model's",
     )
-    p.add_argument("--nrow", type=int, default=8, help="images per grid row")
+    p.add_argument("--nrow", type=T.count, default=8, help="images per grid row")
     p.add_argument("--out", required=True, help="PNG grid to write")
     p.add_argument("--save-tokens", default=None, help="also write per-scale token ids (.npz)")
     p.add_argument("--engine", default=None, help="TensorRT plan for --backend trt")
@@ -78,9 +79,9 @@ def args_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for the ONNX graphs and manifest")
     p.add_argument(
         "--opset",
-        type=int,
+        type=T.int_in(18, 23),
         default=ExportConfig.opset,
-        help=f"ONNX opset, at least 18 (default: {ExportConfig.opset}, whose Gelu op runs 8x "
+        help=f"ONNX opset, 18..23 (default: {ExportConfig.opset}, whose Gelu op runs 8x "
         "faster on ONNX Runtime than opset 18's Tanh/Pow/Mul chain)",
     )
     p.add_argument(
@@ -88,7 +89,7 @@ def args_export(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="fix the batch size instead of a dynamic batch axis",
     )
-    p.add_argument("--batch-size", type=int, default=1, help="images, with --static-batch")
+    p.add_argument("--batch-size", type=T.count, default=1, help="images, with --static-batch")
     p.add_argument(
         "--gps",
         action="store_true",
@@ -101,8 +102,8 @@ def args_export(p: argparse.ArgumentParser) -> None:
         choices=list(BIT_WIDTHS),
         help="bit widths GPS balances for (quantize the export at the same bits)",
     )
-    p.add_argument("--gps-n", type=int, default=32, help="GPS calibration images (CFG pairs)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the GPS rollouts")
+    p.add_argument("--gps-n", type=T.samples, default=32, help="GPS calibration images (CFG pairs)")
+    p.add_argument("--seed", type=T.seed, default=0, help="seed of the GPS rollouts")
 
 
 def args_calibrate(p: argparse.ArgumentParser) -> None:
@@ -111,7 +112,7 @@ def args_calibrate(p: argparse.ArgumentParser) -> None:
     from sasq.calib.selection import SelectionMethod
 
     _add_onnx(p, required=True)
-    p.add_argument("--n", type=int, default=32, help="calibration images (CFG pairs)")
+    p.add_argument("--n", type=T.samples, default=32, help="calibration images (CFG pairs)")
     p.add_argument(
         "--resample",
         default="ours",
@@ -119,17 +120,17 @@ def args_calibrate(p: argparse.ArgumentParser) -> None:
         help="codebook resampling of the sampled tokens (shift-and-sum paper)",
     )
     p.add_argument("--observer", default="entropy", choices=[m.value for m in ObserverMethod])
-    p.add_argument("--percentile", type=float, default=99.99)
+    p.add_argument("--percentile", type=T.percentile, default=99.99, help="in (0, 100]")
     p.add_argument(
         "--selection",
         default="all",
         choices=[m.value for m in SelectionMethod],
         help="dgc: distribution-guided selection of CFG rows (PTQ4ARVG)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=T.seed, default=0)
     p.add_argument(
         "--batch",
-        type=int,
+        type=T.count,
         default=32,
         help="images per rollout batch; resampling is joint within a batch",
     )
@@ -166,11 +167,13 @@ def args_quantize(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--budget",
-        type=float,
+        type=T.fraction,
         default=0.01,
         help="extra AV work as a fraction of the step's MatMul work",
     )
-    p.add_argument("--max-n", type=int, default=8, help="most copies of one key token")
+    p.add_argument(
+        "--max-n", type=int, default=8, choices=(1, 2, 4, 8), help="most copies of one key token"
+    )
     p.add_argument(
         "--no-fuse",
         action="store_true",
@@ -206,7 +209,7 @@ def args_quantize(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--cache-budget",
-        type=float,
+        type=T.float_in(0.0, 1.0),
         default=0.05,
         help="shift-and-sum copies stored in the int8 cache: at most this fraction of its "
         "rows (default: 0.05)",
@@ -217,10 +220,10 @@ def args_bench(p: argparse.ArgumentParser) -> None:
     _add_model(p)
     _add_onnx(p)
     p.add_argument("--backends", default="torch,ort", help="comma list; first is the baseline")
-    p.add_argument("--batch-sizes", default="1,8")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-sizes", type=T.int_list(), default=(1, 8), help="e.g. 1,8,32")
+    p.add_argument("--repeats", type=T.count, default=5)
+    p.add_argument("--warmup", type=T.non_negative, default=1)
+    p.add_argument("--seed", type=T.seed, default=0)
     p.add_argument("--out", default="out/bench", help="folder for bench.json and bench.md")
     from sasq.tools.bench import default_threads
 
@@ -230,8 +233,8 @@ def args_bench(p: argparse.ArgumentParser) -> None:
 def args_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onnx", required=True, metavar="DIR", help="export folder (FP or Q/DQ)")
     p.add_argument("--out", required=True, help="engine plan file to write")
-    p.add_argument("--batch", type=int, default=1, help="images per batch (2x rows for CFG)")
-    p.add_argument("--opt-level", type=int, default=3, help="builder optimization level 0-5")
+    p.add_argument("--batch", type=T.count, default=1, help="images per batch (2x rows for CFG)")
+    p.add_argument("--opt-level", type=T.int_in(0, 5), default=3, help="builder optimization 0-5")
     p.add_argument("--timing-cache", default=None, help="timing cache file (read and written)")
     p.add_argument("--rebuild", action="store_true", help="replace a stale or foreign engine")
 
@@ -240,17 +243,17 @@ def args_compare(p: argparse.ArgumentParser) -> None:
     _add_model(p)
     p.add_argument("a", help="reference: torch | ort=DIR | ort-cuda=DIR | trt=DIR,PLAN")
     p.add_argument("b", help="the backend checked against it (same forms)")
-    p.add_argument("--n", type=int, default=8, help="samples")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--atol", type=float, default=1e-4)
-    p.add_argument("--rtol", type=float, default=1e-4)
+    p.add_argument("--n", type=T.count, default=8, help="samples")
+    p.add_argument("--seed", type=T.seed, default=0)
+    p.add_argument("--atol", type=T.tolerance, default=1e-4)
+    p.add_argument("--rtol", type=T.tolerance, default=1e-4)
     p.add_argument("--out", default="out/compare", help="folder for compare.json and .md")
 
 
 def args_profile(p: argparse.ArgumentParser) -> None:
     _add_onnx(p, required=True)
-    p.add_argument("--batch", type=int, default=1, help="images (2x rows with CFG)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=T.count, default=1, help="images (2x rows with CFG)")
+    p.add_argument("--seed", type=T.seed, default=0)
     p.add_argument("--out", default="out/profile", help="folder for profile.json and .md")
 
 
@@ -265,14 +268,14 @@ def args_eval(p: argparse.ArgumentParser) -> None:
     _add_model(p)
     p.add_argument(
         "--per-class",
-        type=int,
+        type=T.samples,
         default=100,
         help="samples per class (default 100: 1,000 on the 10-class default)",
     )
     p.add_argument("--bits", default="W8A8,W6A6,W4A8")
     p.add_argument("--rows", default=",".join(ROWS), help=f"any of {', '.join(ROWS)}")
-    p.add_argument("--calib-n", type=int, default=32, help="calibration images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--calib-n", type=T.samples, default=32, help="calibration images")
+    p.add_argument("--seed", type=T.seed, default=0)
     p.add_argument("--out", default="out/eval", help="folder for eval.json and eval.md")
 
 
@@ -281,10 +284,10 @@ def args_train_default(p: argparse.ArgumentParser) -> None:
 
     d = TrainConfig()
     p.add_argument("--out", required=True, help="folder for the trained model")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--vae-steps", type=int, default=d.vae_steps)
-    p.add_argument("--var-steps", type=int, default=d.var_steps)
-    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
+    p.add_argument("--seed", type=T.seed, default=d.seed)
+    p.add_argument("--vae-steps", type=T.non_negative, default=d.vae_steps)
+    p.add_argument("--var-steps", type=T.non_negative, default=d.var_steps)
+    p.add_argument("--threads", type=T.int_in(1, 4096), default=d.threads, help="torch threads")
 
 
 def args_lint(p: argparse.ArgumentParser) -> None:
@@ -296,7 +299,7 @@ def args_lint(p: argparse.ArgumentParser) -> None:
         help="whose rules (default: the target recorded by 'sasq quantize' beside the model, "
         "else tensorrt)",
     )
-    p.add_argument("--min-opset", type=int, default=13)
+    p.add_argument("--min-opset", type=T.int_in(1, 99), default=13)
     p.add_argument(
         "--touched-only",
         action="store_true",
@@ -330,14 +333,14 @@ def args_edit(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--class",
         dest="cls",
-        type=int,
+        type=T.non_negative,
         default=None,
         help="condition (required by class-edit); default: unconditional",
     )
     p.add_argument("--backend", default="torch", choices=BACKENDS)
     p.add_argument("--engine", default=None, help="TensorRT plan for --backend trt")
-    p.add_argument("--n", type=int, default=4, help="samples per input")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=T.count, default=4, help="samples per input")
+    p.add_argument("--seed", type=T.seed, default=0)
     p.add_argument(
         "--rule",
         default=TokenRule.ANY.value,

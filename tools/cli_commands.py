@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from sasq.tools import cli_checks as checks
 from sasq.tools.errors import UserError
 
 
@@ -15,24 +16,6 @@ def _load(args: argparse.Namespace):
     from sasq.models import load_model
 
     return load_model(args.model, vae=getattr(args, "vae", None), var=getattr(args, "var", None))
-
-
-def _out_path(p: str) -> Path:
-    path = Path(p)
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create output folder {parent}: {e.strerror}") from None
-    if not _writable(parent):
-        raise UserError(f"output folder is not writable: {parent}")
-    return path
-
-
-def _writable(folder: Path) -> bool:
-    import os
-
-    return os.access(folder, os.W_OK | os.X_OK)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -45,12 +28,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         make_backend,
         save_tokens,
     )
-    from sasq.tools.image_grid import save_grid
+    from sasq.tools.image_grid import check_grid_fits, save_grid
 
-    out = _out_path(args.out)
+    out = checks.out_file(args.out)
     if args.backend == "torch" or args.onnx is None or {args.model, args.vae, args.var} != {None}:
         model = _load(args)
         cfg = model.cfg
+        if args.backend != "torch" and args.onnx is not None:
+            checks.made_from(model, args.onnx)
     else:  # an ONNX backend needs only the export and the config it records
         from sasq.exporter import verify
         from sasq.models import ModelConfig
@@ -59,6 +44,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     asked = dict(cfg=args.cfg, top_k=args.top_k, top_p=args.top_p, more_smooth=args.more_smooth)
     given = {k: v for k, v in asked.items() if v is not None}
     sampling = dataclasses.replace(cfg.sampling, **given)
+    check_grid_fits(cfg, args.n, args.nrow)  # before even the labels are made
     labels = labels_for(cfg, args.cls, args.n)
     backend = make_backend(args.backend, model, args.onnx, args.threads, args.engine)
     gen = generate_many(cfg, backend, GenerateConfig(labels, args.seed, args.batch, sampling))
@@ -70,7 +56,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         title=f"{args.backend} seed={args.seed} cfg={sampling.cfg}",
     )
     if args.save_tokens:
-        save_tokens(gen, labels, _out_path(args.save_tokens))
+        tokens = checks.out_file(args.save_tokens)
+        tokens.parent.mkdir(parents=True, exist_ok=True)
+        save_tokens(gen, labels, tokens)
     print(
         json.dumps(
             {
@@ -89,15 +77,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     from sasq.exporter import ExportConfig, export_model
 
     model = _load(args)
-    out = _out_path(args.out)  # export_model builds beside it and renames into place
+    out = Path(args.out)  # export_model builds beside it and swaps it into place
     cfg = ExportConfig(
         opset=args.opset, dynamic_batch=not args.static_batch, batch_size=args.batch_size
     )
     notes, report = {}, {}
     if args.gps:
         from sasq.calib.gps import GPSConfig, apply_gps
+        from sasq.exporter import provenance
         from sasq.exporter.qdq_config import BIT_WIDTHS
 
+        notes[provenance.KEY] = provenance.model_fingerprint(model)  # GPS: same FP function
         w, a = BIT_WIDTHS[args.gps_bits]
         model, gps = apply_gps(
             model, GPSConfig(num_samples=args.gps_n, w_bits=w, a_bits=a, seed=args.seed)
@@ -116,7 +106,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from sasq.calib.cache import save_cache
     from sasq.calib.calibrate import CalibConfig, calibrate
 
-    out = _out_path(args.out)
+    out = checks.out_file(args.out)
     cfg = CalibConfig(
         num_samples=args.n,
         resample=args.resample,
@@ -128,6 +118,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     result = calibrate(args.onnx, cfg)
+    out.parent.mkdir(parents=True, exist_ok=True)
     save_cache(result.cache, out)
     tv = {
         si: {"plain": round(a, 4), "resampled": round(b, 4)}
@@ -175,7 +166,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         kv_cache=args.kv_cache,
         kv_bits=args.kv_bits,
     )
-    out = _out_path(args.out)  # quantize builds beside it and renames into place
+    out = Path(args.out)  # quantize builds beside it and swaps it into place
     quantize(args.onnx, load_cache(args.calib), cfg, out)
     manifest = verify(out)
     quant = manifest.extra["quant"]
@@ -210,13 +201,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     cfg = BenchConfig(
         backends=tuple(args.backends.split(",")),
-        batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),
+        batch_sizes=tuple(args.batch_sizes),
         repeats=args.repeats,
         warmup=args.warmup,
         seed=args.seed,
         threads=args.threads,
     )
-    out = _out_path(str(Path(args.out) / "bench.json")).parent
+    out = checks.out_folder(args.out)
     result = run_bench(_load(args), args.onnx, cfg)
     write_report(result, out)
     print(to_markdown(result))
@@ -226,7 +217,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from sasq.engines.trt_engine import EngineConfig, build_engine
 
-    out = _out_path(args.out)
+    out = checks.out_file(args.out)
     cfg = EngineConfig(
         batch=args.batch,
         builder_optimization_level=args.opt_level,
@@ -255,6 +246,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from sasq.models import ModelConfig
     from sasq.tools.compare import CompareConfig, compare_backends, to_markdown, write_report
 
+    checks.check_compare_sources(args)
     a, b = _backend_from_spec(args.a, args), _backend_from_spec(args.b, args)
     onnx = next((s.partition("=")[2].partition(",")[0] for s in (args.a, args.b) if "=" in s), None)
     cfg = ModelConfig.from_dict(verify(onnx).model_config) if onnx else _load(args).cfg
@@ -265,7 +257,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         from sasq.tools.compare import layer_sqnr
 
         report["layer_sqnr_db"] = layer_sqnr(cfg, Path(folders[0]), Path(folders[1]), cc)
-    write_report(report, _out_path(str(Path(args.out) / "compare.json")).parent)
+    write_report(report, checks.out_folder(args.out))
     print(to_markdown(report))
     return 0 if report["passed"] else 1
 
@@ -275,8 +267,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     if args.batch < 1 or args.threads < 0:
         raise UserError("--batch must be at least 1 and --threads at least 0 (0: all cores)")
+    checks.require_generation_fits(args.onnx, args.batch, "--batch")
     report = profile_export(args.onnx, ProfileConfig(args.batch, args.threads, args.seed))
-    write_report(report, _out_path(str(Path(args.out) / "profile.json")).parent)
+    write_report(report, checks.out_folder(args.out))
     print(to_markdown(report))
     return 0
 
@@ -290,7 +283,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from sasq.tools.evaluate import EvalConfig, evaluate, to_markdown, write_report
+    from sasq.tools.evaluate import ROWS, EvalConfig, evaluate, to_markdown, write_report
     from sasq.tools.quality import default_classifier
 
     if {args.model, args.vae, args.var} != {None}:
@@ -307,8 +300,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     unknown = [b for b in ec.bits if b not in BIT_WIDTHS]
     if unknown:
         raise UserError(f"unknown bit widths {unknown}; choose from {', '.join(BIT_WIDTHS)}")
+    if unknown := [r for r in ec.rows if r not in ROWS]:  # an unknown row ran as 'plain'
+        raise UserError(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
     result = evaluate(_load(args), default_classifier(), ec)
-    write_report(result, _out_path(str(Path(args.out) / "eval.json")).parent)
+    write_report(result, checks.out_folder(args.out))
     print(to_markdown(result))
     return 0
 
@@ -319,7 +314,7 @@ def cmd_train_default(args: argparse.Namespace) -> int:
     tc = TrainConfig(
         seed=args.seed, vae_steps=args.vae_steps, var_steps=args.var_steps, threads=args.threads
     )
-    metrics = train_default(_out_path(str(Path(args.out) / "x")).parent, tc)
+    metrics = train_default(checks.out_folder(args.out), tc)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -330,24 +325,18 @@ def cmd_lint(args: argparse.Namespace) -> int:
     path = Path(args.model_onnx)
     if not path.is_file():
         raise UserError(f"no such ONNX file: {path}")
-    float_nodes = list(args.float_node)
-    manifest = path.parent / "manifest.json"
-    kept: dict = {}
-    if manifest.is_file():  # a quantized export records which GEMMs it kept float, and why
-        kept = json.loads(manifest.read_text()).get("extra", {}).get("quant", {})
-        float_nodes += list(kept.get("kept_float", {}))
-        if kept:
-            print(f"using {len(kept.get('kept_float', {}))} float nodes from {manifest}")
-    target = args.target or kept.get("target", "tensorrt") if manifest.is_file() else None
+    quant = checks.quant_of_export(path)
     cfg = config_for_export(
-        kept if manifest.is_file() else {},
+        quant,
+        float_nodes=tuple(args.float_node) + tuple(quant.get("kept_float", {})),
         min_opset=args.min_opset,
         coverage=Coverage.TOUCHED if args.touched_only else Coverage.ALL,
-        float_nodes=tuple(float_nodes),
-        target=Target(target or args.target or "tensorrt"),
+        target=Target(args.target or quant.get("target", "tensorrt")),
     )
     try:
         violations = lint(path, cfg)
+    except UserError:
+        raise
     except Exception as e:  # onnx raises DecodeError and friends for a file that is not ONNX
         raise UserError(f"{path}: cannot be read as ONNX ({type(e).__name__})") from None
     print(format_violations(violations, cfg.target))
@@ -367,21 +356,23 @@ def cmd_edit(args: argparse.Namespace) -> int:
         EditTask,
         TokenRule,
         check_class,
-        check_export,
         edit,
-        load_inputs,
         masked_psnr,
         save_edit_sheet,
     )
+    from sasq.tools.edit_files import load_inputs
     from sasq.tools.generate import make_backend
 
-    out = _out_path(args.out)
+    out = checks.out_file(args.out)
     model = _load(args)  # the VQVAE encoder runs host-side in torch for every backend
     task = EditTask(args.task)
     check_class(model.cfg, args.cls, task)
+    from sasq.models.memory import generation_estimate, require_fits
+
+    require_fits(generation_estimate(model.cfg, args.n), f"editing {args.n} samples", "lower --n")
     image, mask = load_inputs(args.image, args.mask, model.cfg, task)
     if args.backend != "torch" and args.onnx is not None:
-        check_export(args.onnx, model.cfg)
+        checks.made_from(model, args.onnx)  # the host-side encoder is --model's
     backend = make_backend(args.backend, model, args.onnx, args.threads, args.engine)
     ec = EditConfig(
         task, args.cls, args.seed, args.n, TokenRule(args.rule), reencode=not args.no_reencode

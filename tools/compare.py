@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from sasq.models import ModelConfig
+from sasq.models.memory import Estimate, generation_estimate, require_fits
 from sasq.tools import atomic
 from sasq.tools.decode import StepBackend, generate
 from sasq.tools.metrics import token_agreement
@@ -34,6 +35,9 @@ def _labels(cfg: ModelConfig, n: int) -> torch.Tensor:
 
 def compare_backends(cfg: ModelConfig, a: StepBackend, b: StepBackend, cc: CompareConfig) -> dict:
     """Per-scale logits errors of b against a on a's tokens, plus free-running agreement."""
+    L, V = sum(pn * pn for pn in cfg.var.patch_nums), cfg.vqvae.vocab_size
+    kept = Estimate((("kept logits", 2 * 2 * cc.n * L * V * 4),))  # both sides, every scale
+    require_fits(generation_estimate(cfg, cc.n) + kept, f"comparing {cc.n} samples", "lower --n")
     labels, pns, K = _labels(cfg, cc.n), tuple(cfg.var.patch_nums), cfg.var.num_classes
     ga = generate(a, labels, pns, cfg.sampling, cc.seed, K, keep_logits=True)
     forced = generate(
@@ -144,6 +148,9 @@ def layer_sqnr(cfg: ModelConfig, fp_dir: Path, q_dir: Path, cc: CompareConfig) -
 
         return on_record
 
+    L, V = sum(pn * pn for pn in cfg.var.patch_nums), cfg.vqvae.vocab_size
+    kept = Estimate((("kept logits", 2 * 2 * cc.n * L * V * 4),))  # both sides, every scale
+    require_fits(generation_estimate(cfg, cc.n) + kept, f"comparing {cc.n} samples", "lower --n")
     labels, pns, K = _labels(cfg, cc.n), tuple(cfg.var.patch_nums), cfg.var.num_classes
     fp = generate(
         OrtBackend(fp_dir, record=names, on_record=keep("fp")),

@@ -24,6 +24,7 @@ from sasq.models.sampling import (
     sample_filtered,
     smooth_weights,
 )
+from sasq.tools.errors import UserError
 
 
 class StepBackend(Protocol):
@@ -88,6 +89,7 @@ def generate(
     idx_list, logits_list = [], []
     for si in range(SN):
         logits = backend.step(si).float()
+        _require_finite(logits, backend, f"logits at scale {si}")
         if keep_logits:
             logits_list.append(logits)
         mixed_BlV = cfg_mix(logits, cfg_ramp(sampling.cfg, si, SN))
@@ -100,4 +102,17 @@ def generate(
             backend.advance(si, idx_Bl, forced_one_hot(soft_BlV, drawn_Bl, idx_Bl))
         else:
             backend.advance(si, idx_Bl)
-    return Generation(idx_list, backend.image(), logits_list)
+    img = backend.image()
+    _require_finite(img, backend, "decoded images")
+    return Generation(idx_list, img, logits_list)
+
+
+def _require_finite(t: torch.Tensor, backend: StepBackend, what: str) -> None:
+    """NaN/Inf would be sampled into garbage tokens (or crash torch.multinomial) and decode
+    to black images: stop with one line instead. Weights and scales are checked where they
+    are read; this catches whatever got past (an export's own weights, say)."""
+    if not bool(torch.isfinite(t).all()):
+        raise UserError(
+            f"{backend.name} backend: non-finite {what} (NaN/Inf); the model or export holds "
+            "non-finite weights or scales"
+        )

@@ -25,7 +25,6 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -240,65 +239,8 @@ def masked_psnr(a: torch.Tensor, b: torch.Tensor, keep_B1HW: torch.Tensor) -> fl
 
 
 # ----- files -----
-
-_IMAGE_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")
-
-
-def load_image(path: str | Path, channels: int) -> torch.Tensor:
-    """A PNG -> (1, channels, H, W) in [-1, 1]. Colour is converted to grey (and grey to RGB)
-    by PIL's ITU-R 601 luma; other modes (16-bit, float, CMYK) are refused."""
-    from PIL import Image, UnidentifiedImageError
-
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"no such image file: {p}")
-    try:
-        with Image.open(p) as im:
-            if im.mode not in _IMAGE_MODES:
-                raise UserError(f"{p}: image mode {im.mode} is not supported (use 8-bit L or RGB)")
-            arr = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.float32)
-    except (UnidentifiedImageError, OSError) as e:
-        raise UserError(f"{p}: cannot be read as an image ({type(e).__name__})") from None
-    x_HWC = torch.from_numpy(arr).reshape(arr.shape[0], arr.shape[1], -1)
-    return (x_HWC.permute(2, 0, 1)[None] / 127.5 - 1.0).contiguous()
-
-
-def load_mask(path: str | Path) -> torch.Tensor:
-    """A binary PNG mask (black 0 = keep, white 255 = regenerate) -> (1, 1, H, W) of 0/1."""
-    x = load_image(path, 1)
-    levels = torch.unique(x)
-    if not bool(((levels == -1) | (levels == 1)).all()):
-        raise UserError(
-            f"{path}: mask must be binary (only black 0 and white 255), "
-            f"found {levels.numel()} grey levels"
-        )
-    return (x > 0).float()
-
-
-def load_inputs(
-    image_path: str | Path, mask_path: str | Path | None, cfg: ModelConfig, task: EditTask
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Image and optional mask files of an edit; ``edit`` checks sizes and modes again."""
-    image = load_image(image_path, cfg.vqvae.in_channels)
-    if mask_path is None:
-        return image, None
-    if task == EditTask.OUTPAINT:
-        raise UserError("outpaint makes its own mask (everything around the input); drop --mask")
-    mask, S = load_mask(mask_path), cfg.vqvae.image_size
-    if tuple(mask.shape[2:]) != (S, S):
-        h, w = mask.shape[2:]
-        raise UserError(f"{mask_path}: mask is {w}x{h}, the model's images are {S}x{S}")
-    return image, mask
-
-
-def check_export(onnx_dir: str | Path, cfg: ModelConfig) -> None:
-    """The host-side encoder must belong to the exported model: compare the configs."""
-    import json
-
-    from sasq.exporter.manifest import verify
-
-    if verify(onnx_dir).model_config != json.loads(cfg.to_json()):
-        raise UserError(f"{onnx_dir} was exported from another model than --model; pass it")
+# Reading the input PNG and mask: ``sasq.tools.edit_files`` (sizes checked before decoding);
+# that an export belongs to --model: ``sasq.exporter.provenance``.
 
 
 def save_edit_sheet(res: EditResult, out: str | Path, n: int, title: str | None = None) -> Path:

@@ -1,5 +1,6 @@
-"""The one exception type a user's mistake raises; the CLI prints it as one line, exit 2."""
+"""Re-export of :class:`sasq.errors.UserError` (its home is the package root, so layers
+below ``tools`` can raise it too); one line on stderr and exit 2 through the CLI."""
 
+from sasq.errors import UserError
 
-class UserError(Exception):
-    """Bad input from the user (a path, a flag, a file): reported without a traceback."""
+__all__ = ["UserError"]

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from sasq.models import LoadedModel, ModelConfig, SamplingConfig
+from sasq.models.memory import generation_estimate, require_fits
 from sasq.tools.decode import Generation, StepBackend, generate
 from sasq.tools.errors import UserError
 
@@ -80,9 +81,27 @@ def labels_for(cfg: ModelConfig, cls: int | None, n: int) -> tuple[int, ...]:
     return (cls,) * n
 
 
+def check_sampling(cfg: ModelConfig, sampling: SamplingConfig) -> None:
+    """Sampling settings in their ranges (top-k at most the vocabulary): one-line errors."""
+    from sasq.models.validate import check_config_section
+
+    try:
+        check_config_section(sampling)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if sampling.top_k > cfg.vqvae.vocab_size:
+        raise UserError(f"--top-k {sampling.top_k} exceeds the vocabulary ({cfg.vqvae.vocab_size})")
+
+
 def generate_many(cfg: ModelConfig, backend: StepBackend, gc: GenerateConfig) -> Generation:
     """Generate in chunks of ``gc.batch``; per-scale tokens and images concatenated."""
     sampling = gc.sampling or cfg.sampling
+    check_sampling(cfg, sampling)
+    n, batch = len(gc.classes), min(gc.batch, len(gc.classes))
+    if gc.batch < 1:
+        raise UserError(f"--batch must be at least 1, got {gc.batch}")
+    need = generation_estimate(cfg, batch, images=n)
+    require_fits(need, f"generating {n} images in batches of {batch}", "lower --batch or --n")
     labels = torch.tensor(gc.classes, dtype=torch.long)
     pns, K = tuple(cfg.var.patch_nums), cfg.var.num_classes
     parts = [

@@ -45,8 +45,12 @@ def _to_rgb_uint8(img_BCHW: torch.Tensor) -> np.ndarray:
 def _atomic_save(img: Image.Image, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.png")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    try:
+        img.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written sibling left behind
+        raise
     return path
 
 
@@ -82,6 +86,17 @@ def grid_layout(
     cell_w, cell_h = tile_w + PAD, tile_h + PAD + (LABEL_H if labels else 0)
     top = PAD + (TITLE_H if title else 0)
     return GridLayout(PAD + cols * cell_w, top + rows * cell_h, cols, cell_w, cell_h, top)
+
+
+def check_grid_fits(cfg, n: int, nrow: int, scale: int = 4) -> None:
+    """Refuse, before generating, a grid sheet (and its PNG encoding) that cannot fit in
+    memory: n tiles of the model's images upscaled by ``scale``, ``nrow`` per row."""
+    from sasq.models.memory import Estimate, require_fits
+
+    tile = cfg.vqvae.image_size * scale
+    lay = grid_layout(n, tile, tile, nrow=nrow, labels=True, title=True)
+    sheet = Estimate((("grid sheet", 2 * 3 * lay.width * lay.height),))
+    require_fits(sheet, f"a grid of {n} images", "lower --n")
 
 
 def save_grid(

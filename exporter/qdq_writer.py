@@ -9,6 +9,12 @@ globs, GEMMs with K or N < ``min_gemm_dim``, and GEMVs (an activation of rank < 
 token axis, e.g. a linear on a per-image vector). The report names every node kept float,
 so ``engines.lint.lint(model, LintConfig(float_nodes=report.float_nodes))`` checks the rest.
 
+With an int8 KV cache (``KvCache.INT8``, the default) this writer leaves the attention
+products alone: ``kv_cache.int8_kv_cache`` stores K and V as int8 when they are appended and
+writes both products' Q/DQ itself (queries and probabilities included), since the cache
+side's scales are fixed at the step that stores a token. ``attention_qdq=False`` leaves
+the query and probability sides float (cache-only studies).
+
 Narrower widths are simulated: weights on the 2^(w-1)-1 grid stored as int8, activations
 through Q -> Clip(-(2^(a-1)-1), 2^(a-1)-1) -> DQ (not a TensorRT graph: lint flags the Clip).
 """

@@ -9,7 +9,7 @@ from enum import Enum
 from sasq.tools.errors import UserError
 
 # The bit widths of the quality studies: name -> (weight bits, activation bits).
-BIT_WIDTHS = {"W8A8": (8, 8), "W6A6": (6, 6), "W4A8": (4, 8)}
+BIT_WIDTHS = {"W8A8": (8, 8), "W6A6": (6, 6), "W4A8": (4, 8), "W4A6": (4, 6)}
 
 
 class Target(str, Enum):

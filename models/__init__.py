@@ -22,9 +22,12 @@ from sasq.models.var import VAR
 from sasq.models.vqvae import VQVAE
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "default"
+# The embedded models by name: ``--model digits32`` where no folder of that name exists.
+EMBEDDED = {"default": DEFAULT_DIR, "digits32": DEFAULT_DIR.parent / "digits32"}
 
 __all__ = [
     "DEFAULT_DIR",
+    "EMBEDDED",
     "VAR",
     "VQVAE",
     "CheckpointError",
@@ -64,7 +67,8 @@ def load_model(
     vae: str | Path | None = None,
     var: str | Path | None = None,
 ) -> LoadedModel:
-    """A model folder, or two checkpoint files; no argument loads the embedded default.
+    """A model folder, or two checkpoint files; no argument loads the embedded default, and
+    the name of an embedded model (``EMBEDDED``) loads it where no such folder exists.
 
     The folder holds ``vqvae.safetensors`` / ``var.safetensors`` (or ``.pth``), or the
     released names ``vae_ch160v4096z32.pth`` and ``var_d{depth}.pth``; ``vae`` / ``var`` name
@@ -75,6 +79,8 @@ def load_model(
     if model_dir is None and vae is None and var is None:
         model_dir = DEFAULT_DIR
     d = Path(model_dir) if model_dir is not None else None
+    if d is not None and not d.exists() and str(model_dir) in EMBEDDED:
+        d = EMBEDDED[str(model_dir)]
     if d is not None and not d.is_dir():
         raise CheckpointError(f"{d}: not a sasq model folder (no such folder)")
     vae_path = Path(vae) if vae is not None else _find(d, "vqvae")

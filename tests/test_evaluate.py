@@ -16,23 +16,37 @@ def test_eval_table_small(tmp_path, capsys):
             "--bits",
             "W8A8,W6A6",
             "--rows",
-            "peer-minmax,plain",
+            "peer-minmax,plain,v-only,v-only-shift-sum",
             "--calib-n",
             "8",
+            "--bootstrap",
+            "200",
             "--out",
             str(tmp_path),
         ]
     )
-    assert rc == 0 and "| plain |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert rc == 0 and "| plain |" in out and "## W6A6" in out
     r = json.loads((tmp_path / "eval.json").read_text())
     t = r["table"]
     assert r["samples"] == 30
-    assert t["FP"]["W8A8"]["FID2FP"] == 0.0 and t["FP"]["W8A8"]["token_agreement"] == 1.0
+    fp = t["FP"]["W8A8"]
+    assert fp["FID2FP"] == {"value": 0.0, "lo": 0.0, "hi": 0.0}
+    assert fp["token_agreement"]["value"] == 1.0
     assert t["peer-minmax"]["W6A6"] is None  # ORT's quantize_static is int8 only
-    plain = t["plain"]["W8A8"]
-    assert 0.6 <= plain["token_agreement"] < 1.0  # close to FP, not identical
-    assert plain["class_acc"] >= 0.9
-    assert t["plain"]["W6A6"]["token_agreement"] <= plain["token_agreement"] + 0.05
+    plain = t["plain"]["W8A8"]["token_agreement"]
+    assert 0.6 <= plain["value"] < 1.0  # close to FP, not identical
+    assert plain["lo"] <= plain["value"] <= plain["hi"] and 0.005 < plain["hi"] - plain["lo"] < 0.4
+    assert t["plain"]["W8A8"]["class_acc"]["value"] >= 0.9
+    assert t["plain"]["W6A6"]["token_agreement"]["value"] <= plain["value"] + 0.05
+    # The V-only ablation isolates shift-and-sum's mechanism: the AV output's error drops,
+    # every layer, by far more than the interval.
+    v, vs = t["v-only"]["W6A6"], t["v-only-shift-sum"]["W6A6"]
+    assert vs["AV_SQNR_dB"]["lo"] > v["AV_SQNR_dB"]["hi"] + 3.0
+    assert len(v["AV_SQNR_dB_per_layer"]) == 4
+    d = r["differences"]["W6A6"]["v-only-shift-sum"]
+    assert d["baseline"] == "v-only" and d["AV_SQNR_dB"]["significant"]
+    assert r["differences"]["W8A8"]["peer-minmax"]["baseline"] == "plain"
 
 
 def test_eval_refuses_unknown_bits(capsys):

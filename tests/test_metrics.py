@@ -101,3 +101,16 @@ def test_token_agreement_hand_made():
         token_agreement(a, b[:2])
     with pytest.raises(ValueError):
         token_agreement([np.zeros(3)], [np.zeros(4)])
+
+
+def test_fid_matches_the_matrix_square_root():
+    """The eigenvalue form of Tr((C_a C_b)^(1/2)) against scipy's sqrtm."""
+    from scipy import linalg
+
+    rng = np.random.default_rng(3)
+    a = np.maximum(rng.normal(size=(400, 16)), 0)
+    b = np.maximum(rng.normal(size=(400, 16)) * 1.3 + 0.2, 0)
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    d = a.mean(0) - b.mean(0)
+    ref = d @ d + np.trace(ca) + np.trace(cb) - 2 * np.trace(np.real(linalg.sqrtm(ca @ cb)))
+    assert fid(a, b) == pytest.approx(ref, rel=1e-9)

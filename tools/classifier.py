@@ -41,7 +41,13 @@ class DigitsClassifier(nn.Module):
         self.fc = nn.Linear(feature_dim, num_classes)
 
     def features(self, x_B1HW: torch.Tensor) -> torch.Tensor:
-        """Penultimate activations (B, 64), after ReLU: the feature space for FID."""
+        """Penultimate activations (B, 64), after ReLU: the feature space for FID.
+
+        Larger images (the 32 px embedded model) are area-averaged to 16 px first: the
+        digits are 8x8 at heart, so nothing the classifier could use is lost, and every
+        embedded model is scored in one feature space."""
+        if x_B1HW.shape[-2:] != (16, 16):
+            x_B1HW = F.adaptive_avg_pool2d(x_B1HW, 16)
         h = F.max_pool2d(F.relu(self.bn1(self.conv1(x_B1HW))), 2)
         h = F.relu(self.bn2(self.conv2(h)))
         h = F.max_pool2d(F.relu(self.bn3(self.conv3(h))), 2)

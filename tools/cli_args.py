@@ -14,8 +14,9 @@ def _add_model(p: argparse.ArgumentParser, files: bool = True) -> None:
         "--model",
         default=None,
         help="model folder: config.json + vqvae/var safetensors, or the released "
-        "vae_ch160v4096z32.pth + var_d{16,20,24,30,36}.pth (config read off the weights); "
-        "default: embedded",
+        "vae_ch160v4096z32.pth + var_d{16,20,24,30,36}.pth (config read off the weights), "
+        "or an embedded model by name: default (16 px, 4 scales), digits32 (32 px, 7 scales); "
+        "default: default",
     )
     if files:
         p.add_argument("--vae", default=None, metavar="FILE", help="VQVAE checkpoint, with --var")
@@ -145,7 +146,7 @@ def args_quantize(p: argparse.ArgumentParser) -> None:
         "--bits",
         default="W8A8",
         choices=list(BIT_WIDTHS),
-        help="W8A8 is real int8; W6A6 / W4A8 are simulated with Clip",
+        help="W8A8 is real int8; W6A6, W4A8 and W4A6 are simulated with Clip",
     )
     p.add_argument(
         "--float-node",
@@ -272,8 +273,18 @@ def args_eval(p: argparse.ArgumentParser) -> None:
         default=100,
         help="samples per class (default 100: 1,000 on the 10-class default)",
     )
-    p.add_argument("--bits", default="W8A8,W6A6,W4A8")
+    p.add_argument(
+        "--bits",
+        default="W8A8,W6A6,W4A8",
+        help="comma-separated bit widths, any of W8A8, W6A6, W4A8, W4A6 (default W8A8,W6A6,W4A8)",
+    )
     p.add_argument("--rows", default=",".join(ROWS), help=f"any of {', '.join(ROWS)}")
+    p.add_argument(
+        "--bootstrap",
+        type=T.int_in(100, 100_000),
+        default=1000,
+        help="bootstrap replicates of every 95%% interval (default 1000)",
+    )
     p.add_argument("--calib-n", type=T.samples, default=32, help="calibration images")
     p.add_argument("--seed", type=T.seed, default=0)
     p.add_argument("--out", default="out/eval", help="folder for eval.json and eval.md")
@@ -284,9 +295,22 @@ def args_train_default(p: argparse.ArgumentParser) -> None:
 
     d = TrainConfig()
     p.add_argument("--out", required=True, help="folder for the trained model")
+    p.add_argument(
+        "--preset",
+        choices=["default", "digits32"],
+        default="default",
+        help="default: 16 px, scales 1-4 (30 tokens); digits32: 32 px, scales 1,2,3,4,5,6,8 "
+        "(155 tokens) (default: default)",
+    )
     p.add_argument("--seed", type=T.seed, default=d.seed)
     p.add_argument("--vae-steps", type=T.non_negative, default=d.vae_steps)
     p.add_argument("--var-steps", type=T.non_negative, default=d.var_steps)
+    p.add_argument(
+        "--var-batch",
+        type=T.int_in(1, 4096),
+        default=d.var_batch,
+        help=f"token pyramids per VAR step (default {d.var_batch})",
+    )
     p.add_argument("--threads", type=T.int_in(1, 4096), default=d.threads, help="torch threads")
 
 

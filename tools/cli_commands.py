@@ -283,12 +283,18 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from sasq.models import EMBEDDED
     from sasq.tools.evaluate import ROWS, EvalConfig, evaluate, to_markdown, write_report
     from sasq.tools.quality import default_classifier
 
-    if {args.model, args.vae, args.var} != {None}:
-        raise UserError("eval scores with the digits classifier: only the embedded model")
+    model = _load(args)
+    if model.path is None or model.path.resolve() not in {d.resolve() for d in EMBEDDED.values()}:
+        raise UserError(
+            "eval scores with the digits classifier: only the embedded models "
+            f"({', '.join(EMBEDDED)})"
+        )
     ec = EvalConfig(
+        bootstrap=args.bootstrap,
         per_class=args.per_class,
         bits=tuple(args.bits.split(",")),
         rows=tuple(args.rows.split(",")),
@@ -302,19 +308,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UserError(f"unknown bit widths {unknown}; choose from {', '.join(BIT_WIDTHS)}")
     if unknown := [r for r in ec.rows if r not in ROWS]:  # an unknown row ran as 'plain'
         raise UserError(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
-    result = evaluate(_load(args), default_classifier(), ec)
+    result = evaluate(model, default_classifier(), ec)
     write_report(result, checks.out_folder(args.out))
     print(to_markdown(result))
     return 0
 
 
 def cmd_train_default(args: argparse.Namespace) -> int:
+    from sasq.models.config import PRESETS
     from sasq.tools.train_default import TrainConfig, train_default
 
     tc = TrainConfig(
-        seed=args.seed, vae_steps=args.vae_steps, var_steps=args.var_steps, threads=args.threads
+        seed=args.seed,
+        vae_steps=args.vae_steps,
+        var_steps=args.var_steps,
+        var_batch=args.var_batch,
+        threads=args.threads,
     )
-    metrics = train_default(checks.out_folder(args.out), tc)
+    metrics = train_default(checks.out_folder(args.out), tc, PRESETS[args.preset](), args.preset)
     print(json.dumps(metrics, indent=2))
     return 0
 

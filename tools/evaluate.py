@@ -18,6 +18,7 @@ per-head V, dynamic shift-and-sum), which shows what static TensorRT-legal deplo
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -34,7 +35,15 @@ from sasq.tools.classifier import DigitsClassifier, predict
 from sasq.tools.decode import StepBackend
 from sasq.tools.digits import load_split
 from sasq.tools.generate import GenerateConfig, generate_many, make_backend
-from sasq.tools.metrics import fid, inception_score, token_agreement
+from sasq.tools.intervals import (
+    SampleScores,
+    difference,
+    draws,
+    intervals,
+    metric_fns,
+    percentile_interval,
+    replicates,
+)
 
 ROWS = (
     "peer-minmax",
@@ -50,7 +59,12 @@ ROWS = (
     "both",
     "gps-stwq",
     "paper-ref",
+    "v-only",
+    "v-only-shift-sum",
 )
+# Each row's paired difference is taken against its own baseline: the row it ablates.
+BASELINE = {"v-only-shift-sum": "v-only", "kv4-shift-sum": "kv4", "v-only": None}
+METRICS = ("token_agreement", "FID2FP", "FID", "IS", "class_acc")
 # Rows with an int8 KV cache narrower than the cell's activations (simulated): row -> bits.
 _KV_BITS = {"kv6": 6, "kv4": 4, "kv4-shift-sum": 4}
 
@@ -64,24 +78,34 @@ class EvalConfig:
     seed: int = 0
     batch: int = 100
     progress: bool = True
+    bootstrap: int = 1000  # replicates of the 95% intervals
 
 
-@dataclass
-class _Ref:
-    labels: np.ndarray
-    idx: list[torch.Tensor]
-    feats: np.ndarray
-    real_feats: np.ndarray
-
-
-def _score(clf: DigitsClassifier, gen, ref: _Ref) -> dict:
+def _samples(clf: DigitsClassifier, gen, labels: np.ndarray, fp_idx) -> SampleScores:
     probs, feats = predict(clf, gen.img)
+    agree = [
+        (a.reshape(len(labels), -1) == b.reshape(len(labels), -1)).float().mean(1)
+        for a, b in zip(fp_idx, gen.idx, strict=True)
+    ]
+    return SampleScores(
+        probs, feats, probs.argmax(1) == labels, torch.stack(agree, 1).mean(1).numpy()
+    )
+
+
+def _av_sqnr(backend, idx: np.ndarray) -> dict:
+    """The V-only rows: AV-output SQNR (dB) pooled over layers and per layer, with intervals
+    over images (signal and noise energies summed over the drawn images)."""
+    sig, noise = backend.av_error.per_image()
+
+    def db(s: np.ndarray, n: np.ndarray) -> float:
+        return float(10 * np.log10(s.sum() / max(n.sum(), 1e-300)))
+
+    def interval(s: np.ndarray, n: np.ndarray):
+        return percentile_interval(db(s, n), np.array([db(s[i], n[i]) for i in idx]))
+
     return {
-        "IS": round(inception_score(probs), 3),
-        "FID": round(fid(feats, ref.real_feats), 3),
-        "FID2FP": round(fid(feats, ref.feats), 3),
-        "class_acc": round(float((probs.argmax(1) == ref.labels).mean()), 4),
-        "token_agreement": round(float(np.mean(token_agreement(ref.idx, gen.idx))), 4),
+        "AV_SQNR_dB": (db(sig, noise), np.array([db(sig[i], noise[i]) for i in idx])),
+        "per_layer": [interval(sig[:, L], noise[:, L]).as_dict(2) for L in range(sig.shape[1])],
     }
 
 
@@ -175,30 +199,50 @@ def _backend_for(ws: _Workspace, row: str, bits: str) -> StepBackend | None:
     w, a = BIT_WIDTHS[bits]
     if row.startswith("peer-"):
         return make_backend("ort", None, ws.peer(row[5:])) if bits == "W8A8" else None
-    if row == "paper-ref":
+    if row == "paper-ref" or row.startswith("v-only"):
         from sasq.tools.paper_quant import PaperQuantBackend, PaperQuantConfig
 
-        return PaperQuantBackend(ws.model, PaperQuantConfig(w_bits=w, a_bits=a))
+        v_only = row.startswith("v-only")
+        pc = PaperQuantConfig(w_bits=w, a_bits=a, v_only=v_only, shift_sum=row != "v-only")
+        return PaperQuantBackend(ws.model, pc)
     return make_backend("ort", None, ws.sasq(row, w, a))
 
 
 def evaluate(model: LoadedModel, clf: DigitsClassifier, ec: EvalConfig) -> dict:
-    """Every (row, bits) cell against FP; FP vs FP (another seed) as the noise floor."""
+    """Every (row, bits) cell against FP, each number with its 95% bootstrap interval, and
+    each row's paired difference from its baseline; FP vs FP with another seed is the noise
+    floor."""
     t0 = time.perf_counter()
     K = model.var.num_classes
     labels = tuple(c for c in range(K) for _ in range(ec.per_class))
+    labels_np = np.asarray(labels)
 
     def run(backend: StepBackend, seed: int = ec.seed):
         return generate_many(model.cfg, backend, GenerateConfig(labels, seed, ec.batch))
 
     fp = run(make_backend("torch", model))
-    _, fp_feats = predict(clf, fp.img)
+    fp_scores = _samples(clf, fp, labels_np, fp.idx)
     _, real = predict(clf, load_split(model.cfg.vqvae.image_size).test_x)
-    ref = _Ref(np.asarray(labels), fp.idx, fp_feats, real)
+    fns = metric_fns(fp_scores.feats, real)
+    idx = draws(len(labels), ec.bootstrap, ec.seed)
+    reps: dict[tuple[str, str], dict] = {}
+
+    def score(row: str, bits: str, gen, backend=None) -> dict:
+        r = replicates(fns, _samples(clf, gen, labels_np, fp.idx), idx)
+        extra = {}
+        if backend is not None and hasattr(backend, "av_error") and row.startswith("v-only"):
+            sq = _av_sqnr(backend, idx)
+            r["AV_SQNR_dB"] = sq["AV_SQNR_dB"]
+            extra["AV_SQNR_dB_per_layer"] = sq["per_layer"]
+        reps[row, bits] = r
+        return {m: iv.as_dict() for m, iv in intervals(r).items()} | extra
+
     table: dict[str, dict[str, dict | None]] = {
-        "FP": {b: _score(clf, fp, ref) for b in ec.bits},
+        "FP": {ec.bits[0]: score("FP", ec.bits[0], fp)},
         "FP (seed+1)": {
-            b: _score(clf, run(make_backend("torch", model), ec.seed + 1), ref) for b in ec.bits[:1]
+            ec.bits[0]: score(
+                "FP (seed+1)", ec.bits[0], run(make_backend("torch", model), ec.seed + 1)
+            )
         },
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -207,42 +251,125 @@ def evaluate(model: LoadedModel, clf: DigitsClassifier, ec: EvalConfig) -> dict:
         for row, bits in tqdm(cells, desc="eval", disable=not ec.progress):
             backend = _backend_for(ws, row, bits)
             table.setdefault(row, {})[bits] = (
-                None if backend is None else _score(clf, run(backend), ref)
+                None if backend is None else score(row, bits, run(backend), backend)
             )
     return {
         "config": asdict(ec),
         "samples": len(labels),
         "table": table,
+        "differences": _differences(reps, ec),
         "seconds": round(time.perf_counter() - t0, 1),
         "notes": [
+            "every number: value with its 95% bootstrap interval (lo, hi) over the samples, "
+            f"{ec.bootstrap} replicates; FID's real test digits held fixed",
+            "differences: each row minus its baseline (plain; kv4 for kv4-shift-sum; v-only "
+            "for v-only-shift-sum) on the same bootstrap draws (paired: same seeds and "
+            "labels); significant when the interval excludes 0",
             "peer rows are int8 only (ORT quantize_static); None = not applicable",
             "plain/resample/shift-sum/both/gps-stwq: sasq static Q/DQ, minmax observer, "
             "int8 KV cache (ort target)",
             "fp32-cache: the earlier graph (float cache re-quantized every step); kv6/kv4: "
             "the cache at 6 / 4 bits (simulated)",
             "peer-linears: quantize_static MinMax on the linears only, attention in float",
+            "v-only (+shift-sum): only V of the AV product quantized at the cell's activation "
+            "bits (per head, the paper's quantizer), all else FP; AV_SQNR_dB is the AV "
+            "output's error against the same probabilities times the FP V",
             "FP (seed+1): noise floor of FID2FP and token agreement",
         ],
     }
 
 
+def _differences(reps: dict[tuple[str, str], dict], ec: EvalConfig) -> dict:
+    """bits -> row -> metric -> the paired difference from the row's baseline."""
+    out: dict[str, dict] = {}
+    for (row, bits), r in reps.items():
+        base = BASELINE.get(row, "plain")
+        if row.startswith("FP") or base is None or base == row or (base, bits) not in reps:
+            continue
+        d = difference(r, reps[base, bits])
+        out.setdefault(bits, {})[row] = {"baseline": base} | {
+            m: iv.as_dict() | {"significant": iv.excludes(0.0)} for m, iv in d.items()
+        }
+    return out
+
+
+def fmt(iv: dict) -> str:
+    """value ± half-width, to the digits the interval allows (two significant digits of
+    the half-width)."""
+    hw = (iv["hi"] - iv["lo"]) / 2
+    d = 3 if hw <= 0 else min(4, max(0, 1 - math.floor(math.log10(hw))))
+    return f"{iv['value']:.{d}f} ± {hw:.{d}f}"
+
+
+_LABELS = {
+    "token_agreement": "token agreement",
+    "FID2FP": "FID2FP",
+    "FID": "FID",
+    "IS": "IS",
+    "class_acc": "class acc",
+}
+
+
+def _table(rows: list[tuple[str, dict]], marks: dict[str, set[str]]) -> list[str]:
+    lines = [
+        "| row | " + " | ".join(_LABELS[m] for m in METRICS) + " |",
+        "|---|" + "---|" * len(METRICS),
+    ]
+    for row, cell in rows:
+        vals = [fmt(cell[m]) + (" †" if m in marks.get(row, ()) else "") for m in METRICS]
+        lines.append(f"| {row} | " + " | ".join(vals) + " |")
+    return lines
+
+
 def to_markdown(r: dict) -> str:
-    metrics = ("IS", "FID", "FID2FP", "class_acc", "token_agreement")
-    bits = r["config"]["bits"]
-    head = "| row | " + " | ".join(f"{b} {m}" for b in bits for m in metrics) + " |"
+    """A reference table (FP, FP with another seed), then one table per bit width; † marks
+    a number that differs significantly from the row's baseline (listed below each table)."""
+    bits, table, diffs = r["config"]["bits"], r["table"], r.get("differences", {})
     lines = [
         f"# sasq eval ({r['samples']} samples, {r['seconds']} s)",
         "",
-        head,
-        "|---|" + "---|" * (len(bits) * len(metrics)),
+        "Every number: value ± half-width of its 95% bootstrap interval. FP against FP with",
+        "another seed is the noise floor of FID2FP and token agreement.",
+        "",
+        "## FP reference",
+        "",
+        *_table([(row, table[row][bits[0]]) for row in ("FP", "FP (seed+1)") if row in table], {}),
     ]
-    for row, cells in r["table"].items():
-        vals = []
-        for b in bits:
-            c = cells.get(b)
-            vals += [("" if c is None else str(c[m])) for m in metrics]
-        lines.append(f"| {row} | " + " | ".join(vals) + " |")
-    return "\n".join([*lines, "", *[f"- {n}" for n in r["notes"]], ""])
+    for b in bits:
+        rows = [(row, c[b]) for row, c in table.items() if not row.startswith("FP") and c.get(b)]
+        if not rows:
+            continue
+        d = diffs.get(b, {})
+        marks = {row: {m for m in METRICS if dm[m]["significant"]} for row, dm in d.items()}
+        lines += ["", f"## {b}", "", *_table(rows, marks)]
+        sig = [
+            f"- {row} vs {dm['baseline']}: {_LABELS[m]} {dm[m]['value']:+.4g} "
+            f"[{dm[m]['lo']:+.4g}, {dm[m]['hi']:+.4g}]"
+            for row, dm in d.items()
+            for m in METRICS
+            if dm[m]["significant"]
+        ]
+        lines += ["", "Significant differences (paired, 95%):", "", *(sig or ["- none"])]
+        sq = [(row, c) for row, c in rows if "AV_SQNR_dB" in c]
+        if sq:
+            lines += [
+                "",
+                "AV output SQNR (dB), V-only rows:",
+                "",
+                "| row | all layers | per layer |",
+            ]
+            lines += ["|---|---|---|"]
+            for row, c in sq:
+                per = ", ".join(fmt(x) for x in c["AV_SQNR_dB_per_layer"])
+                lines.append(f"| {row} | {fmt(c['AV_SQNR_dB'])} | {per} |")
+            dv = d.get("v-only-shift-sum", {}).get("AV_SQNR_dB")
+            if dv:
+                lines.append(
+                    f"\nshift-and-sum changes the AV output SQNR by {dv['value']:+.2f} dB "
+                    f"[{dv['lo']:+.2f}, {dv['hi']:+.2f}]"
+                    + (" (significant)." if dv["significant"] else " (not significant).")
+                )
+    return "\n".join([*lines, "", "Notes:", "", *[f"- {n}" for n in r["notes"]], ""])
 
 
 def write_report(r: dict, out_dir: Path) -> tuple[Path, Path]:

@@ -13,6 +13,11 @@ costs. Differences from the static graph (``sasq quantize``):
   extra-key cap as the static writer (``sasq.exporter.shift_sum``).
 
 The AdaLN linears run on the condition only (GEMV) and stay FP, as in the static path.
+
+``v_only`` is the ablation that shows shift-and-sum's mechanism in isolation: only the AV
+product's V is quantized (per head, as above, with or without shift-and-sum), everything
+else stays FP, and every block records the error of its AV output against the same
+probabilities times the FP V (``av_error``: signal and noise energy per image and layer).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class PaperQuantConfig:
     shift_sum: bool = True
     budget: float = 0.01  # extra AV work as a fraction of the step's MatMul work
     max_n: int = 8
+    v_only: bool = False  # quantize only V (the AV product's error in isolation)
 
 
 def fake_quant(x: torch.Tensor, amax: torch.Tensor, bits: int) -> torch.Tensor:
@@ -81,34 +87,44 @@ class PaperQuantBackend(TorchBackend):
     name = "torch-paper-fq"
 
     def __init__(self, model: LoadedModel, qc: PaperQuantConfig):
-        m = copy.copy(model)
-        m.var = copy.deepcopy(model.var)
-        with torch.no_grad():
-            for b in m.var.blocks:
-                for lin in (b.attn.mat_qkv, b.attn.proj, b.ffn.fc1, b.ffn.fc2):
-                    lin.weight.copy_(per_channel_weight(lin.weight, qc.w_bits))
-            m.var.head.weight.copy_(per_channel_weight(m.var.head.weight, qc.w_bits))
+        m = model
+        if not qc.v_only:
+            m = copy.copy(model)
+            m.var = copy.deepcopy(model.var)
+            with torch.no_grad():
+                for b in m.var.blocks:
+                    for lin in (b.attn.mat_qkv, b.attn.proj, b.ffn.fc1, b.ffn.fc2):
+                        lin.weight.copy_(per_channel_weight(lin.weight, qc.w_bits))
+                m.var.head.weight.copy_(per_channel_weight(m.var.head.weight, qc.w_bits))
         super().__init__(m)
         self.qc = qc
         self.extra_copies: list[float] = []  # per block call: mean extra keys per row and head
+        self.av_error = AvError(m.var.depth)
+
+    def reset(self, label_2B: torch.Tensor) -> None:
+        super().reset(label_2B)
+        self.av_error.new_batch(label_2B.shape[0] // 2)
+
+    def _act(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.qc.v_only else per_token(x, self.qc.a_bits)
 
     @torch.no_grad()
     def step(self, si: int) -> torch.Tensor:
-        var, qc = self.m.var, self.qc
+        var = self.m.var
         h, new_kv = self._x, []
         for i, b in enumerate(var.blocks):
             ada = var.block_modulation(self._mod, i)
-            h, kv = self._block(b, h, ada, None if self._past is None else self._past[i])
+            h, kv = self._block(i, b, h, ada, None if self._past is None else self._past[i])
             new_kv.append(kv)
         self._past = new_kv
         normed = var.head_nm(h, self._mod[:, -2:])
-        return F.linear(per_token(normed, qc.a_bits), var.head.weight, var.head.bias)
+        return F.linear(self._act(normed), var.head.weight, var.head.bias)
 
-    def _block(self, b: AdaLNSelfAttn, x: torch.Tensor, ada_B6C: torch.Tensor, past):
-        qc, a = self.qc, b.attn
+    def _block(self, i: int, b: AdaLNSelfAttn, x: torch.Tensor, ada_B6C: torch.Tensor, past):
+        qc, a, q_ = self.qc, b.attn, self._act
         gamma1, gamma2, scale1, scale2, shift1, shift2 = ada_B6C.unsqueeze(1).unbind(2)
         B, L, C = x.shape
-        hin = per_token(b.ln_wo_grad(x) * (scale1 + 1) + shift1, qc.a_bits)
+        hin = q_(b.ln_wo_grad(x) * (scale1 + 1) + shift1)
         bias = torch.cat((a.q_bias, a.zero_k_bias, a.v_bias))
         qkv = F.linear(hin, a.mat_qkv.weight, bias).view(B, L, 3, a.num_heads, a.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
@@ -119,19 +135,22 @@ class PaperQuantBackend(TorchBackend):
             q = q * a.scale
         if past is not None:
             k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
-        p = torch.softmax(per_token(q, qc.a_bits) @ per_token(k, qc.a_bits).transpose(-2, -1), -1)
-        pq = (
-            log2_quant(p, qc.a_bits)
-            if qc.log2_softmax
-            else fake_quant(p, torch.ones(()), qc.a_bits)
-        )
+        p = torch.softmax(q_(q) @ q_(k).transpose(-2, -1), -1)
+        if qc.v_only:
+            pq = p
+        elif qc.log2_softmax:
+            pq = log2_quant(p, qc.a_bits)
+        else:
+            pq = fake_quant(p, torch.ones(()), qc.a_bits)
         n = self._copies(p, C) if qc.shift_sum else torch.ones(p.shape[:2] + p.shape[-1:])
         out = pq @ shift_sum_v(v, n, qc.a_bits)
-        attn = a.proj(per_token(out.transpose(1, 2).reshape(B, L, C), qc.a_bits))
+        if qc.v_only:
+            self.av_error.add(i, p @ v, out)
+        attn = a.proj(q_(out.transpose(1, 2).reshape(B, L, C)))
         x = x + attn * gamma1
         f = b.ffn
-        h1 = f.act(f.fc1(per_token(b.ln_wo_grad(x) * (scale2 + 1) + shift2, qc.a_bits)))
-        x = x + f.fc2(per_token(h1, qc.a_bits)) * gamma2
+        h1 = f.act(f.fc1(q_(b.ln_wo_grad(x) * (scale2 + 1) + shift2)))
+        x = x + f.fc2(q_(h1)) * gamma2
         return x, (k, v)
 
     def _copies(self, p_BHlS: torch.Tensor, C: int) -> torch.Tensor:
@@ -148,3 +167,30 @@ class PaperQuantBackend(TorchBackend):
                 n[r, h] = choose_copies(recv[r, h], cap, self.qc.max_n)
         self.extra_copies.append(float((n - 1).sum(-1).mean()))
         return torch.from_numpy(n)
+
+
+class AvError:
+    """Signal and noise energy of each block's AV output, per image, over every step.
+
+    Rows b and b + B of a batch are one image's conditional and unconditional passes
+    (``decode``'s CFG layout); both count towards that image."""
+
+    def __init__(self, depth: int):
+        self.depth = depth
+        self._signal: list[np.ndarray] = []  # per batch: (B, depth)
+        self._noise: list[np.ndarray] = []
+
+    def new_batch(self, images: int) -> None:
+        self._signal.append(np.zeros((images, self.depth)))
+        self._noise.append(np.zeros((images, self.depth)))
+
+    def add(self, layer: int, exact: torch.Tensor, test: torch.Tensor) -> None:
+        B = self._signal[-1].shape[0]
+        sig = exact.double().pow(2).flatten(1).sum(1).view(2, B).sum(0)
+        noise = (exact - test).double().pow(2).flatten(1).sum(1).view(2, B).sum(0)
+        self._signal[-1][:, layer] += sig.numpy()
+        self._noise[-1][:, layer] += noise.numpy()
+
+    def per_image(self) -> tuple[np.ndarray, np.ndarray]:
+        """(N, depth) signal and noise energies, in generation order."""
+        return np.concatenate(self._signal), np.concatenate(self._noise)

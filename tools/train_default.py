@@ -138,7 +138,11 @@ def train_var(
 
 
 def train_default(
-    out_dir: Path, tc: TrainConfig, cfg: ModelConfig | None = None, progress: bool = True
+    out_dir: Path,
+    tc: TrainConfig,
+    cfg: ModelConfig | None = None,
+    preset: str = "default",
+    progress: bool = True,
 ) -> dict:
     """Train VQVAE, VAR and classifier; write safetensors + config + metrics to ``out_dir``."""
     from sasq.tools.classifier import train_classifier
@@ -181,8 +185,9 @@ def train_default(
     quality = evaluate_default(out_dir)
     atomic.write_json(out_dir / "quality.json", quality)
     command = (
-        f"sasq train-default --out {out_dir} --seed {tc.seed} "
-        f"--vae-steps {tc.vae_steps} --var-steps {tc.var_steps} --threads {tc.threads}"
+        f"sasq train-default --out {out_dir} --preset {preset} --seed {tc.seed} "
+        f"--vae-steps {tc.vae_steps} --var-steps {tc.var_steps} --var-batch {tc.var_batch} "
+        f"--threads {tc.threads}"
     )
     write_model_card(out_dir, command, train, quality)
     return metrics | {"quality": quality}

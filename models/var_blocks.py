@@ -48,6 +48,9 @@ class SelfAttention(nn.Module):
         self.v_bias = nn.Parameter(torch.zeros(embed_dim))
         self.register_buffer("zero_k_bias", torch.zeros(embed_dim))
         self.proj = nn.Linear(embed_dim, embed_dim)
+        # Analysis only (``tools.attention_stats``): called with the softmax probabilities
+        # (B, H, L, S) of every forward; None in every graph that is exported or timed.
+        self.probs_observer: Callable[[torch.Tensor], None] | None = None
 
     def forward(
         self,
@@ -76,7 +79,10 @@ class SelfAttention(nn.Module):
         attn_BHLS = q @ k.transpose(-2, -1)
         if attn_bias is not None:
             attn_BHLS = attn_BHLS + attn_bias
-        out = torch.softmax(attn_BHLS, dim=-1) @ v
+        p_BHLS = torch.softmax(attn_BHLS, dim=-1)
+        if self.probs_observer is not None:
+            self.probs_observer(p_BHLS)
+        out = p_BHLS @ v
         return self.proj(out.transpose(1, 2).reshape(B, L, C)), (k, v)
 
 

@@ -49,3 +49,14 @@ def test_generated_digits_are_the_requested_class(model):
     )
     assert q["class_accuracy"] >= 0.9
     assert q["fid_to_real_test"] < 20.0
+
+
+def test_digits32_loads_by_name_with_its_155_token_sequence():
+    from sasq.models import load_model
+
+    m = load_model("digits32")
+    assert m.cfg.vqvae.image_size == 32
+    assert sum(p * p for p in m.cfg.var.patch_nums) == 155
+    assert m.path.name == "digits32"
+    size = sum(f.stat().st_size for f in m.path.iterdir())
+    assert size < 10 * 2**20  # what the repository can carry

@@ -90,6 +90,16 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         A.args_lint,
         C.cmd_lint,
     ),
+    "sweep-budget": (
+        "shift-and-sum budget sweep: quality (95% intervals) and extra time per budget",
+        A.args_sweep_budget,
+        C.cmd_sweep_budget,
+    ),
+    "attention": (
+        "attention concentration: the mass on the top 1% / 5% of keys, per layer and scale",
+        A.args_attention,
+        C.cmd_attention,
+    ),
     "demo": ("run the whole chain on the embedded model", A.args_demo, C.cmd_demo),
 }
 

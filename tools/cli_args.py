@@ -377,3 +377,72 @@ def args_edit(p: argparse.ArgumentParser) -> None:
         help="force the input's own tokens outside instead of re-encoding the residual",
     )
     p.add_argument("--out", required=True, help="PNG: input | mask | results")
+
+
+def args_attention(p: argparse.ArgumentParser) -> None:
+    from sasq.tools.attention_stats import AttentionConfig
+
+    d = AttentionConfig()
+    _add_model(p)
+    p.add_argument(
+        "--random",
+        type=int,
+        choices=[16, 20, 24, 30, 36],
+        default=None,
+        metavar="DEPTH",
+        help="a randomly initialised official VAR of this depth instead of --model (no "
+        "checkpoint needed; its VQVAE is the small one of the bench scripts)",
+    )
+    p.add_argument("--n", type=T.samples, default=d.images, help=f"images (default {d.images})")
+    p.add_argument(
+        "--batch", type=T.count, default=d.batch, help=f"images per batch (default {d.batch})"
+    )
+    p.add_argument("--seed", type=T.seed, default=d.seed, help=f"sampling seed (default {d.seed})")
+    p.add_argument("--out", default="out/attention", help="folder for attention.json and .md")
+
+
+def args_sweep_budget(p: argparse.ArgumentParser) -> None:
+    from sasq.tools.budget_sweep import SweepConfig
+
+    d = SweepConfig()
+    _add_model(p, files=False)
+    p.add_argument(
+        "--budgets",
+        type=T.fractions,
+        default=d.budgets,
+        help="shift-and-sum budgets, fractions in [0, 1] including 0 (default "
+        + ",".join(f"{b:g}" for b in d.budgets)
+        + ")",
+    )
+    p.add_argument(
+        "--bits",
+        default=",".join(d.bits),
+        help=f"bit widths, any of {', '.join(BIT_WIDTHS)} (default {','.join(d.bits)})",
+    )
+    p.add_argument(
+        "--kv-bits",
+        default="A,4",
+        help="cache widths to sweep: A (the activations' bits) or 2..8 (default A,4)",
+    )
+    p.add_argument(
+        "--per-class",
+        type=T.samples,
+        default=d.per_class,
+        help=f"samples per class (default {d.per_class})",
+    )
+    p.add_argument("--calib-n", type=T.samples, default=d.calib_samples, help="calibration images")
+    p.add_argument(
+        "--bootstrap",
+        type=T.int_in(100, 100_000),
+        default=d.bootstrap,
+        help=f"bootstrap replicates (default {d.bootstrap})",
+    )
+    p.add_argument(
+        "--bench-batch", type=T.count, default=d.bench_batch, help="batch of the timing run"
+    )
+    p.add_argument(
+        "--repeats", type=T.int_in(1, 1000), default=d.bench_repeats, help="timing repeats"
+    )
+    p.add_argument("--threads", type=T.threads, default=d.threads, help="ONNX Runtime threads")
+    p.add_argument("--seed", type=T.seed, default=d.seed, help=f"sampling seed (default {d.seed})")
+    p.add_argument("--out", default="out/sweep", help="folder for sweep.json, .md and .png")

@@ -283,16 +283,11 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from sasq.models import EMBEDDED
     from sasq.tools.evaluate import ROWS, EvalConfig, evaluate, to_markdown, write_report
     from sasq.tools.quality import default_classifier
 
     model = _load(args)
-    if model.path is None or model.path.resolve() not in {d.resolve() for d in EMBEDDED.values()}:
-        raise UserError(
-            "eval scores with the digits classifier: only the embedded models "
-            f"({', '.join(EMBEDDED)})"
-        )
+    _embedded_or_refuse(model, "eval")
     ec = EvalConfig(
         bootstrap=args.bootstrap,
         per_class=args.per_class,
@@ -408,4 +403,77 @@ def cmd_edit(args: argparse.Namespace) -> int:
             }
         )
     )
+    return 0
+
+
+def _embedded_or_refuse(model, what: str) -> None:
+    """The digits classifier scores the embedded models only."""
+    from sasq.models import EMBEDDED
+
+    if model.path is None or model.path.resolve() not in {d.resolve() for d in EMBEDDED.values()}:
+        raise UserError(
+            f"{what} scores with the digits classifier: only the embedded models "
+            f"({', '.join(EMBEDDED)})"
+        )
+
+
+def cmd_sweep_budget(args: argparse.Namespace) -> int:
+    from sasq.tools.budget_sweep import SweepConfig, sweep_budget, write_report
+    from sasq.tools.quality import default_classifier
+
+    model = _load(args)
+    _embedded_or_refuse(model, "sweep-budget")
+    kv: list[int | None] = []
+    for t in args.kv_bits.split(","):
+        if t.strip() == "A":
+            kv.append(None)
+        elif t.strip().isdigit() and 2 <= int(t) <= 8:
+            kv.append(int(t))
+        else:
+            raise UserError(f"--kv-bits: {t!r} is neither A nor a width in 2..8")
+    sc = SweepConfig(
+        budgets=args.budgets,
+        bits=tuple(args.bits.split(",")),
+        kv_bits=tuple(kv),
+        per_class=args.per_class,
+        calib_samples=args.calib_n,
+        seed=args.seed,
+        bootstrap=args.bootstrap,
+        bench_batch=args.bench_batch,
+        bench_repeats=args.repeats,
+        threads=args.threads,
+    )
+    out = checks.out_folder(args.out)
+    paths = write_report(sweep_budget(model, default_classifier(), sc), out)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_attention(args: argparse.Namespace) -> int:
+    from sasq.tools.attention_stats import (
+        AttentionConfig,
+        attention_concentration,
+        to_markdown,
+        write_report,
+    )
+
+    if args.random is not None:
+        if args.model or args.vae or args.var:
+            raise UserError("--random builds its own model: drop --model / --vae / --var")
+        import torch
+
+        from sasq.models import build, official
+
+        torch.manual_seed(args.seed)
+        model = build(official(args.random))
+        model.path = None
+    else:
+        model = _load(args)
+    ac = AttentionConfig(images=args.n, batch=args.batch, seed=args.seed)
+    r = attention_concentration(model, ac)
+    if args.random is not None:
+        r["model"] = f"random VAR-d{args.random}"
+    paths = write_report(r, checks.out_folder(args.out))
+    print(to_markdown(r))
+    print("wrote " + ", ".join(str(p) for p in paths))
     return 0

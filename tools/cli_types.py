@@ -70,6 +70,20 @@ def int_list(lo: int = 1, hi: int = MAX_COUNT) -> Callable[[str], tuple[int, ...
     return parse
 
 
+def float_list(lo: float = 0.0, hi: float = 1.0) -> Callable[[str], tuple[float, ...]]:
+    """A comma list of finite floats in [lo, hi], e.g. ``0,0.01,0.05``."""
+    one = float_in(lo, hi)
+
+    def parse(text: str) -> tuple[float, ...]:
+        items = [t.strip() for t in text.split(",")]
+        if not text.strip() or any(not t for t in items):
+            raise argparse.ArgumentTypeError(f"expected a comma list of numbers, got {text!r}")
+        return tuple(one(t) for t in items)
+
+    parse.__name__ = "number list"
+    return parse
+
+
 count = int_in(1)  # images, batch sizes, repeats
 samples = int_in(1, 10**6)  # calibration / evaluation rollouts: a million is days of work
 non_negative = int_in(0)  # warmup runs, training steps
@@ -81,3 +95,4 @@ top_k = int_in(0, 1 << 20)  # 0: off; the model's vocabulary bounds it later
 percentile = float_in(0.0, 100.0, lo_open=True)
 tolerance = float_in(0.0, 1e6)
 fraction = float_in(0.0, 1.0)
+fractions = float_list(0.0, 1.0)

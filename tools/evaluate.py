@@ -109,7 +109,39 @@ def _av_sqnr(backend, idx: np.ndarray) -> dict:
     }
 
 
-class _Workspace:
+class Scorer:
+    """Generates the FP reference once and scores any backend's samples against it: the
+    same labels and seed for every backend, one set of bootstrap draws for all (paired)."""
+
+    def __init__(self, model: LoadedModel, clf: DigitsClassifier, ec: EvalConfig):
+        self.model, self.clf, self.ec = model, clf, ec
+        K = model.var.num_classes
+        self.labels = tuple(c for c in range(K) for _ in range(ec.per_class))
+        self._labels_np = np.asarray(self.labels)
+        self.fp = self.run(make_backend("torch", model))
+        fp_scores = _samples(clf, self.fp, self._labels_np, self.fp.idx)
+        _, real = predict(clf, load_split(model.cfg.vqvae.image_size).test_x)
+        self.fns = metric_fns(fp_scores.feats, real)
+        self.idx = draws(len(self.labels), ec.bootstrap, ec.seed)
+
+    def run(self, backend: StepBackend, seed: int | None = None):
+        seed = self.ec.seed if seed is None else seed
+        return generate_many(
+            self.model.cfg, backend, GenerateConfig(self.labels, seed, self.ec.batch)
+        )
+
+    def replicates(self, gen, backend=None) -> tuple[dict, dict]:
+        """metric -> (value, replicates), and extra per-layer numbers (V-only rows)."""
+        r = replicates(self.fns, _samples(self.clf, gen, self._labels_np, self.fp.idx), self.idx)
+        extra = {}
+        if backend is not None and hasattr(backend, "av_error") and backend.qc.v_only:
+            sq = _av_sqnr(backend, self.idx)
+            r["AV_SQNR_dB"] = sq["AV_SQNR_dB"]
+            extra["AV_SQNR_dB_per_layer"] = sq["per_layer"]
+        return r, extra
+
+
+class Workspace:
     """Exports, calibration caches and quantized folders, each made once per evaluation."""
 
     def __init__(self, model: LoadedModel, root: Path, ec: EvalConfig):
@@ -194,7 +226,7 @@ class _Workspace:
         return quantize(fp, self.cache(resample, fp), qc, self.root / f"{row}-W{w}A{a}")
 
 
-def _backend_for(ws: _Workspace, row: str, bits: str) -> StepBackend | None:
+def _backend_for(ws: Workspace, row: str, bits: str) -> StepBackend | None:
     """The backend of one cell, or None where the row has no such bit width."""
     w, a = BIT_WIDTHS[bits]
     if row.startswith("peer-"):
@@ -213,49 +245,32 @@ def evaluate(model: LoadedModel, clf: DigitsClassifier, ec: EvalConfig) -> dict:
     each row's paired difference from its baseline; FP vs FP with another seed is the noise
     floor."""
     t0 = time.perf_counter()
-    K = model.var.num_classes
-    labels = tuple(c for c in range(K) for _ in range(ec.per_class))
-    labels_np = np.asarray(labels)
-
-    def run(backend: StepBackend, seed: int = ec.seed):
-        return generate_many(model.cfg, backend, GenerateConfig(labels, seed, ec.batch))
-
-    fp = run(make_backend("torch", model))
-    fp_scores = _samples(clf, fp, labels_np, fp.idx)
-    _, real = predict(clf, load_split(model.cfg.vqvae.image_size).test_x)
-    fns = metric_fns(fp_scores.feats, real)
-    idx = draws(len(labels), ec.bootstrap, ec.seed)
+    sc = Scorer(model, clf, ec)
     reps: dict[tuple[str, str], dict] = {}
 
     def score(row: str, bits: str, gen, backend=None) -> dict:
-        r = replicates(fns, _samples(clf, gen, labels_np, fp.idx), idx)
-        extra = {}
-        if backend is not None and hasattr(backend, "av_error") and row.startswith("v-only"):
-            sq = _av_sqnr(backend, idx)
-            r["AV_SQNR_dB"] = sq["AV_SQNR_dB"]
-            extra["AV_SQNR_dB_per_layer"] = sq["per_layer"]
+        r, extra = sc.replicates(gen, backend)
         reps[row, bits] = r
         return {m: iv.as_dict() for m, iv in intervals(r).items()} | extra
 
+    b0 = ec.bits[0]
     table: dict[str, dict[str, dict | None]] = {
-        "FP": {ec.bits[0]: score("FP", ec.bits[0], fp)},
+        "FP": {b0: score("FP", b0, sc.fp)},
         "FP (seed+1)": {
-            ec.bits[0]: score(
-                "FP (seed+1)", ec.bits[0], run(make_backend("torch", model), ec.seed + 1)
-            )
+            b0: score("FP (seed+1)", b0, sc.run(make_backend("torch", model), ec.seed + 1))
         },
     }
     with tempfile.TemporaryDirectory() as tmp:
-        ws = _Workspace(model, Path(tmp), ec)
+        ws = Workspace(model, Path(tmp), ec)
         cells = [(r, b) for r in ec.rows for b in ec.bits]
         for row, bits in tqdm(cells, desc="eval", disable=not ec.progress):
             backend = _backend_for(ws, row, bits)
             table.setdefault(row, {})[bits] = (
-                None if backend is None else score(row, bits, run(backend), backend)
+                None if backend is None else score(row, bits, sc.run(backend), backend)
             )
     return {
         "config": asdict(ec),
-        "samples": len(labels),
+        "samples": len(sc.labels),
         "table": table,
         "differences": _differences(reps, ec),
         "seconds": round(time.perf_counter() - t0, 1),

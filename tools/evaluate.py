@@ -55,6 +55,7 @@ ROWS = (
     "kv4",
     "kv4-shift-sum",
     "resample",
+    "dgc",
     "shift-sum",
     "both",
     "gps-stwq",
@@ -150,23 +151,25 @@ class Workspace:
         self.model, self.root, self.ec = model, root, ec
         self.fp = root / "fp"
         export_model(model, self.fp)
-        self._caches: dict[tuple[Path, str], object] = {}
+        self._caches: dict[tuple[Path, str, bool], object] = {}
         self._reader = None
 
-    def cache(self, resample: str, fp: Path | None = None):
+    def cache(self, resample: str, fp: Path | None = None, dgc: bool = False):
         from sasq.calib.calibrate import CalibConfig, calibrate
+        from sasq.calib.selection import SelectionMethod
 
         fp = fp or self.fp
-        if (fp, resample) not in self._caches:
+        if (fp, resample, dgc) not in self._caches:
             cc = CalibConfig(
                 num_samples=self.ec.calib_samples,
                 resample=resample,
                 observer="minmax",
                 seed=self.ec.seed,
                 progress=False,
+                selection=SelectionMethod.DGC if dgc else SelectionMethod.ALL,
             )
-            self._caches[fp, resample] = calibrate(fp, cc).cache
-        return self._caches[fp, resample]
+            self._caches[fp, resample, dgc] = calibrate(fp, cc).cache
+        return self._caches[fp, resample, dgc]
 
     def gps_export(self, w: int, a: int) -> Path:
         """The FP export with GPS balanced for (w, a) bits."""
@@ -223,7 +226,8 @@ class Workspace:
             kv_cache="fp32" if row == "fp32-cache" else "int8",
             kv_bits=_KV_BITS.get(row),
         )
-        return quantize(fp, self.cache(resample, fp), qc, self.root / f"{row}-W{w}A{a}")
+        cache = self.cache(resample, fp, dgc=row == "dgc")
+        return quantize(fp, cache, qc, self.root / f"{row}-W{w}A{a}")
 
 
 def _backend_for(ws: Workspace, row: str, bits: str) -> StepBackend | None:
@@ -281,8 +285,9 @@ def evaluate(model: LoadedModel, clf: DigitsClassifier, ec: EvalConfig) -> dict:
             "for v-only-shift-sum) on the same bootstrap draws (paired: same seeds and "
             "labels); significant when the interval excludes 0",
             "peer rows are int8 only (ORT quantize_static); None = not applicable",
-            "plain/resample/shift-sum/both/gps-stwq: sasq static Q/DQ, minmax observer, "
-            "int8 KV cache (ort target)",
+            "plain/resample/dgc/shift-sum/both/gps-stwq: sasq static Q/DQ, minmax observer, "
+            "int8 KV cache (ort target); dgc: calibration images chosen by "
+            "distribution-guided selection (PTQ4ARVG)",
             "fp32-cache: the earlier graph (float cache re-quantized every step); kv6/kv4: "
             "the cache at 6 / 4 bits (simulated)",
             "peer-linears: quantize_static MinMax on the linears only, attention in float",

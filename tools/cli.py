@@ -91,12 +91,12 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         C.cmd_lint,
     ),
     "sweep-budget": (
-        "shift-and-sum budget sweep: quality (95%% intervals) and extra time per budget",
+        "shift-and-sum budget sweep: quality with 95 percent intervals and extra time per budget",
         A.args_sweep_budget,
         C.cmd_sweep_budget,
     ),
     "attention": (
-        "attention concentration: the mass on the top 1%% / 5%% of keys, per layer and scale",
+        "attention concentration: share of the attention on the top 1 and 5 percent of keys",
         A.args_attention,
         C.cmd_attention,
     ),

@@ -211,9 +211,12 @@ def int8_kv_cache(
         if plan is not None and plan.copies and si is not None:
             branch = CopyBranch(e, plan, si, f"{b}_ss", s.v, p_scale, prob_shift)
             past, present = f"past_vcopy_{L.index}", f"present_vcopy_{L.index}"
-            dims = [shape_v[0], shape_v[1], "C", shape_v[3]]
+            # Each layer stores its own number of copies, and the step appends to them:
+            # one shared dim_param would tell ORT's planner these sizes are equal, and it
+            # would reuse one buffer for tensors of different lengths.
+            dims = [shape_v[0], shape_v[1], f"copies_{L.index}", shape_v[3]]
             _add_io(g, past, False, dims)
-            _add_io(g, present, True, dims)
+            _add_io(g, present, True, [*dims[:2], f"copies_{L.index}_out", dims[3]])
             v_main = branch.append(L.v_new, past, present, store)
             cache.append(
                 CacheTensor(past, present, "INT8", tuple(dims), 2, plan.stored_before, s.v)

@@ -1,7 +1,8 @@
 """Calibration measurements for the notes: resampling TV at several sample counts on the
 embedded default, and peak memory (RSS) of calibrating it and a random VAR-d16.
 
-    python scripts/calib_study.py tv            # TV table at 16, 32, 128 images
+    python scripts/calib_study.py tv [MODEL]    # TV table at 16, 32, 128 images (default,
+                                                # or another embedded model: digits32)
     python scripts/calib_study.py rss-default   # 32 images (run in its own process)
     python scripts/calib_study.py rss-d16 [B]   # 8 images in batches of B, random d16
 """
@@ -38,8 +39,8 @@ def tv_table(onnx_dir: Path) -> str:
 
 
 def _export(kind: str, out: Path) -> None:
-    if kind == "default":
-        export_model(load_model(), out)
+    if kind != "d16":
+        export_model(load_model(kind), out)
         return
     var = official_var(16)
     vae = VQVAEConfig(
@@ -56,6 +57,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fp = Path(tmp) / "fp"
         kind = "d16" if what == "rss-d16" else "default"
+        if what == "tv" and len(sys.argv) > 2:
+            kind = sys.argv[2]
         subprocess.run([sys.executable, __file__, "export", kind, str(fp)], check=True)
         if what == "tv":
             print(tv_table(fp))

@@ -51,6 +51,7 @@ from onnxscript.rewriter.rules.common import expand_before_binary_op_rules
 from torch import nn
 
 import sasq
+from sasq import progress
 from sasq.exporter import provenance
 from sasq.exporter.config import ExportConfig
 from sasq.exporter.manifest import (
@@ -94,10 +95,18 @@ def export_model(
     with staged_export(Path(out_dir)) as tmp:
         model.var.eval()
         model.vqvae.eval()
-        graphs = {g.name: _export_graph(g, tmp / f"{g.name}.onnx", cfg) for g in _plan(model, cfg)}
-        manifest = _manifest(model, cfg, graphs, tmp)
-        manifest.extra.update(notes)
-        write_manifest(manifest, tmp)
+        plan = list(_plan(model, cfg))
+        graphs = {}
+        with progress.bar(None, "export", len(plan) + 1, cfg.progress) as bar:
+            for g in plan:  # the step graph takes most of the time: name what runs
+                bar.set_postfix_str(f"{g.name}.onnx")
+                graphs[g.name] = _export_graph(g, tmp / f"{g.name}.onnx", cfg)
+                bar.update()
+            bar.set_postfix_str("manifest (hashes, shapes)")
+            manifest = _manifest(model, cfg, graphs, tmp)
+            manifest.extra.update(notes)
+            write_manifest(manifest, tmp)
+            bar.update()
     return manifest
 
 
@@ -180,6 +189,11 @@ def _quiet():
             yield
     finally:
         logger.setLevel(level)
+
+
+def _recorded(cfg: ExportConfig) -> dict:
+    """The settings that shape the graphs (not how the export showed its progress)."""
+    return {k: v for k, v in asdict(cfg).items() if k != "progress"}
 
 
 def _export_graph(g: _Graph, path: Path, cfg: ExportConfig) -> GraphSpec:
@@ -288,7 +302,7 @@ def _manifest(model: LoadedModel, cfg: ExportConfig, graphs: dict[str, GraphSpec
         files=file_entries(folder),
         versions=_versions(),
         model_config=json.loads(model.cfg.to_json()),
-        extra={"export_config": json.loads(json.dumps(asdict(cfg)))},
+        extra={"export_config": json.loads(json.dumps(_recorded(cfg)))},
         cache=fp32_cache(dims, tuple(s.past_len for s in scales)),
     )
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from sasq import progress
 from sasq.models import LoadedModel
 from sasq.tools import atomic
 from sasq.tools.decode import StepBackend, generate
@@ -191,6 +192,8 @@ def _run_batch(backends: dict[str, StepBackend], B: int, model: LoadedModel, cfg
         return time.perf_counter() - t0
 
     timed = {name: _Timed(be) for name, be in backends.items()}
+    progress.stage(f"bench: batch {B}, {cfg.warmup} warm-up + {cfg.repeats} timed runs of "
+                   f"{', '.join(timed)}")  # fmt: skip
     for t in timed.values():
         for _ in range(cfg.warmup):
             once(t)

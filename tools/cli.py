@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Callable
 
+from sasq import progress
 from sasq.models.checkpoint import CheckpointError
 from sasq.tools import cli_args as A
 from sasq.tools import cli_commands as C
@@ -109,6 +110,12 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+_QUIET_HELP = (
+    "no progress bars or stage lines (shown on a terminal only) and no closing 'wrote' line "
+    "on stderr; results and errors still print; default: off"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="sasq",
@@ -118,10 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     from sasq import __version__
 
     parser.add_argument("--version", action="version", version=f"sasq {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (help_, add_args, run) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         add_args(p)
+        # also after the command (sasq export -q ...); SUPPRESS keeps a leading -q
+        p.add_argument(
+            "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=_QUIET_HELP
+        )
         p.set_defaults(run=run)
     return parser
 
@@ -146,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     _one_line_warnings()
+    progress.set_quiet(args.quiet)
     try:
         return args.run(args)
     except (UserError, CheckpointError) as e:

@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from sasq import progress
 from sasq.tools import cli_checks as checks
 from sasq.tools.errors import UserError
 
@@ -70,6 +71,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             }
         )
     )
+    progress.wrote("generate", out, *([args.save_tokens] if args.save_tokens else []))
     return 0
 
 
@@ -99,6 +101,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     sizes = {k: v.bytes for k, v in manifest.files.items()}
     result = {"out": str(out), "opset": manifest.opset, "files": sizes, **report}
     print(json.dumps(result, indent=2))
+    progress.wrote("export", out)
     return 0
 
 
@@ -137,6 +140,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             indent=2,
         )
     )
+    progress.wrote("calibrate", out)
     return 0
 
 
@@ -193,6 +197,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             indent=2,
         )
     )
+    progress.wrote("quantize", out)
     return 0
 
 
@@ -209,8 +214,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     out = checks.out_folder(args.out)
     result = run_bench(_load(args), args.onnx, cfg)
-    write_report(result, out)
+    paths = write_report(result, out)
     print(to_markdown(result))
+    progress.wrote("bench", *paths)
     return 0
 
 
@@ -225,6 +231,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     )
     plan = build_engine(args.onnx, out, cfg, rebuild=args.rebuild)
     print(json.dumps({"engine": str(plan), "bytes": plan.stat().st_size}))
+    progress.wrote("build", plan)
     return 0
 
 
@@ -257,8 +264,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         from sasq.tools.compare import layer_sqnr
 
         report["layer_sqnr_db"] = layer_sqnr(cfg, Path(folders[0]), Path(folders[1]), cc)
-    write_report(report, checks.out_folder(args.out))
+    paths = write_report(report, checks.out_folder(args.out))
     print(to_markdown(report))
+    progress.wrote("compare", *paths)
     return 0 if report["passed"] else 1
 
 
@@ -269,8 +277,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise UserError("--batch must be at least 1 and --threads at least 0 (0: all cores)")
     checks.require_generation_fits(args.onnx, args.batch, "--batch")
     report = profile_export(args.onnx, ProfileConfig(args.batch, args.threads, args.seed))
-    write_report(report, checks.out_folder(args.out))
+    paths = write_report(report, checks.out_folder(args.out))
     print(to_markdown(report))
+    progress.wrote("profile", *paths)
     return 0
 
 
@@ -279,7 +288,9 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 
     if not args.gpu:
         raise UserError("nothing to test: pass --gpu")
-    return gpu_selftest(Path(args.out))
+    rc = gpu_selftest(Path(args.out))
+    progress.wrote("selftest", args.out)
+    return rc
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -304,8 +315,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if unknown := [r for r in ec.rows if r not in ROWS]:  # an unknown row ran as 'plain'
         raise UserError(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
     result = evaluate(model, default_classifier(), ec)
-    write_report(result, checks.out_folder(args.out))
+    paths = write_report(result, checks.out_folder(args.out))
     print(to_markdown(result))
+    progress.wrote("eval", *paths)
     return 0
 
 
@@ -322,6 +334,7 @@ def cmd_train_default(args: argparse.Namespace) -> int:
     )
     metrics = train_default(checks.out_folder(args.out), tc, PRESETS[args.preset](), args.preset)
     print(json.dumps(metrics, indent=2))
+    progress.wrote("train-default", args.out)
     return 0
 
 
@@ -353,6 +366,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from sasq.tools.demo import run_demo
 
     print(run_demo(Path(args.out), model_dir=args.model))
+    progress.wrote("demo", args.out)
     return 0
 
 
@@ -403,6 +417,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
             }
         )
     )
+    progress.wrote("edit", out)
     return 0
 
 
@@ -445,7 +460,7 @@ def cmd_sweep_budget(args: argparse.Namespace) -> int:
     )
     out = checks.out_folder(args.out)
     paths = write_report(sweep_budget(model, default_classifier(), sc), out)
-    print("wrote " + ", ".join(str(p) for p in paths))
+    progress.wrote("sweep-budget", *paths)
     return 0
 
 
@@ -475,5 +490,5 @@ def cmd_attention(args: argparse.Namespace) -> int:
         r["model"] = f"random VAR-d{args.random}"
     paths = write_report(r, checks.out_folder(args.out))
     print(to_markdown(r))
-    print("wrote " + ", ".join(str(p) for p in paths))
+    progress.wrote("attention", *paths)
     return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from sasq import progress
 from sasq.models import LoadedModel, load_model
 from sasq.tools import atomic
 from sasq.tools.generate import GenerateConfig, generate_many, make_backend
@@ -30,7 +31,7 @@ class _Stages:
 
     def run(self, name: str, fn: Callable, *args):
         """``fn(*args)`` returns (value, summary dict); the summary gets the stage's time."""
-        print(f"[demo] {name} ...", flush=True)
+        progress.stage(f"demo: {name}")
         t0 = time.perf_counter()
         value, summary = fn(*args)
         self.results[name] = summary | {"seconds": round(time.perf_counter() - t0, 2)}
@@ -47,7 +48,7 @@ def _grid(model: LoadedModel, onnx_dir, labels, seed, out: Path, title: str):
 def _calibrate(fp_dir: Path):
     from sasq.calib.calibrate import CalibConfig, calibrate
 
-    r = calibrate(fp_dir, CalibConfig(progress=False))
+    r = calibrate(fp_dir, CalibConfig())
     tv = {si: [round(a, 4), round(b, 4)] for si, (a, b) in r.tv_by_scale.items()}
     return r, {"tensors": len(r.cache.ranges), "tv_by_scale_sampled_vs_resampled": tv}
 
@@ -124,7 +125,6 @@ def run_demo(out: Path, model_dir: str | None = None, per_class: int = 8, seed: 
         ec = EvalConfig(
             per_class=30,
             bits=("W8A8",),
-            progress=False,
             rows=("peer-minmax", "plain", "resample", "shift-sum", "both"),
         )
         result = st.run("eval", lambda: (evaluate(model, default_classifier(), ec), {}))

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from sasq import progress
 from sasq.exporter.qdq_config import BIT_WIDTHS
 from sasq.models import LoadedModel
 from sasq.tools import atomic
@@ -118,17 +118,17 @@ class Scorer:
         K = model.var.num_classes
         self.labels = tuple(c for c in range(K) for _ in range(ec.per_class))
         self._labels_np = np.asarray(self.labels)
-        self.fp = self.run(make_backend("torch", model))
+        progress.stage(f"eval: FP reference, {len(self.labels)} samples", ec.progress)
+        self.fp = self.run(make_backend("torch", model), show=ec.progress)
         fp_scores = _samples(clf, self.fp, self._labels_np, self.fp.idx)
         _, real = predict(clf, load_split(model.cfg.vqvae.image_size).test_x)
         self.fns = metric_fns(fp_scores.feats, real)
         self.idx = draws(len(self.labels), ec.bootstrap, ec.seed)
 
-    def run(self, backend: StepBackend, seed: int | None = None):
+    def run(self, backend: StepBackend, seed: int | None = None, show: bool = False):
         seed = self.ec.seed if seed is None else seed
-        return generate_many(
-            self.model.cfg, backend, GenerateConfig(self.labels, seed, self.ec.batch)
-        )
+        gc = GenerateConfig(self.labels, seed, self.ec.batch, progress=show)
+        return generate_many(self.model.cfg, backend, gc)
 
     def replicates(self, gen, backend=None) -> tuple[dict, dict]:
         """metric -> (value, replicates), and extra per-layer numbers (V-only rows)."""
@@ -145,11 +145,12 @@ class Workspace:
     """Exports, calibration caches and quantized folders, each made once per evaluation."""
 
     def __init__(self, model: LoadedModel, root: Path, ec: EvalConfig):
-        from sasq.exporter import export_model
+        from sasq.exporter import ExportConfig, export_model
 
         self.model, self.root, self.ec = model, root, ec
         self.fp = root / "fp"
-        export_model(model, self.fp)
+        progress.stage("eval: exporting the FP graphs", ec.progress)
+        export_model(model, self.fp, ExportConfig(progress=ec.progress))
         self._caches: dict[tuple[Path, str], object] = {}
         self._reader = None
 
@@ -171,7 +172,7 @@ class Workspace:
     def gps_export(self, w: int, a: int) -> Path:
         """The FP export with GPS balanced for (w, a) bits."""
         from sasq.calib.gps import GPSConfig, apply_gps
-        from sasq.exporter import export_model
+        from sasq.exporter import ExportConfig, export_model
 
         out = self.root / f"fp-gps-W{w}A{a}"
         if not out.exists():
@@ -184,7 +185,7 @@ class Workspace:
                 progress=False,
             )
             model, notes = apply_gps(self.model, gc)
-            export_model(model, out, notes={"gps": notes})
+            export_model(model, out, ExportConfig(progress=False), notes={"gps": notes})
         return out
 
     def peer(self, method: str) -> Path:
@@ -254,16 +255,19 @@ def evaluate(model: LoadedModel, clf: DigitsClassifier, ec: EvalConfig) -> dict:
         return {m: iv.as_dict() for m, iv in intervals(r).items()} | extra
 
     b0 = ec.bits[0]
+    progress.stage("eval: FP with seed+1 (the noise floor)", ec.progress)
     table: dict[str, dict[str, dict | None]] = {
         "FP": {b0: score("FP", b0, sc.fp)},
         "FP (seed+1)": {
-            b0: score("FP (seed+1)", b0, sc.run(make_backend("torch", model), ec.seed + 1))
+            b0: score(
+                "FP (seed+1)", b0, sc.run(make_backend("torch", model), ec.seed + 1, ec.progress)
+            )
         },
     }
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace(model, Path(tmp), ec)
         cells = [(r, b) for r in ec.rows for b in ec.bits]
-        for row, bits in tqdm(cells, desc="eval", disable=not ec.progress):
+        for row, bits in progress.bar(cells, "eval", enabled=ec.progress):
             backend = _backend_for(ws, row, bits)
             table.setdefault(row, {})[bits] = (
                 None if backend is None else score(row, bits, sc.run(backend), backend)

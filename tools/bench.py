@@ -19,6 +19,8 @@ from sasq.models import LoadedModel
 from sasq.tools import atomic
 from sasq.tools.decode import StepBackend, generate
 from sasq.tools.errors import UserError
+from sasq.tools.steadiness import load_warning, spread_warning
+from sasq.tools.steadiness import loadavg as _loadavg
 
 KNOWN_BACKENDS = ("torch", "ort")
 
@@ -40,12 +42,6 @@ def default_threads() -> int:
     every logical core measured unsteady on a shared machine (oversubscribed OpenMP
     threads spin; torch steps swung 100x with all cores against one)."""
     return max(1, (os.cpu_count() or 2) // 2)
-
-
-# A row whose (max - min) / median exceeds this, or a machine whose load average before
-# the run exceeds LOAD_WARN, is flagged in the report: its ratios are not to be trusted.
-SPREAD_WARN = 0.10
-LOAD_WARN = 0.5
 
 
 @dataclass(frozen=True)
@@ -169,16 +165,11 @@ def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig)
 
 def _warnings(runs: list[dict], load_before: float | None) -> list[str]:
     """What makes this run's ratios doubtful: other load on the machine, noisy rows."""
-    out = []
-    if load_before is not None and load_before > LOAD_WARN:
-        out.append(f"1-min load average was {load_before:.2f} before the run: other processes "
-                   "were using the CPU; rerun on a quiet machine")  # fmt: skip
+    out = load_warning(load_before)
     for run in runs:
         for name, r in run["backends"].items():
-            if r["e2e_spread"] > SPREAD_WARN:
-                out.append(f"batch {run['batch']}, {name}: end-to-end spread "
-                           f"{100 * r['e2e_spread']:.0f}% of the median (min "
-                           f"{r['e2e_ms_min']:.1f}, max {r['e2e_ms_max']:.1f} ms)")  # fmt: skip
+            e2e = {"spread": r["e2e_spread"], "min": r["e2e_ms_min"], "max": r["e2e_ms_max"]}
+            out += spread_warning(f"batch {run['batch']}, {name}: end-to-end", e2e)
     return out
 
 
@@ -297,13 +288,6 @@ def _machine() -> dict:
         },
         "ort_providers": onnxruntime.get_available_providers(),
     }
-
-
-def _loadavg() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:  # not available on this platform
-        return None
 
 
 def write_report(result: dict, out_dir: str | Path) -> tuple[Path, Path]:

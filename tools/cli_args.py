@@ -255,6 +255,18 @@ def args_profile(p: argparse.ArgumentParser) -> None:
     _add_onnx(p, required=True)
     p.add_argument("--batch", type=T.count, default=1, help="images (2x rows with CFG)")
     p.add_argument("--seed", type=T.seed, default=0)
+    p.add_argument(
+        "--repeats",
+        type=T.count,
+        default=5,
+        help="profiled generations; every time is their median, with min/max/spread (default: 5)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=T.int_in(0, 100),
+        default=1,
+        help="generations run before them, not counted (default: 1)",
+    )
     p.add_argument("--out", default="out/profile", help="folder for profile.json and .md")
 
 

@@ -276,7 +276,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.batch < 1 or args.threads < 0:
         raise UserError("--batch must be at least 1 and --threads at least 0 (0: all cores)")
     checks.require_generation_fits(args.onnx, args.batch, "--batch")
-    report = profile_export(args.onnx, ProfileConfig(args.batch, args.threads, args.seed))
+    pc = ProfileConfig(args.batch, args.threads, args.seed, args.repeats, args.warmup)
+    report = profile_export(args.onnx, pc)
     paths = write_report(report, checks.out_folder(args.out))
     print(to_markdown(report))
     progress.wrote("profile", *paths)

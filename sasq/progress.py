@@ -52,6 +52,12 @@ def stage(what: str, enabled: bool = True) -> None:
         print(f"{what} ...", file=sys.stderr, flush=True)
 
 
+def note(command: str, text: str) -> None:
+    """One line the user should see, terminal or not ("resized 64x64 -> 16x16")."""
+    if not _quiet:
+        print(f"sasq {command}: {text}", file=sys.stderr)
+
+
 def wrote(command: str, *paths: object) -> None:
     """The last line of a command: what it wrote (stderr, so stdout stays parseable)."""
     if not _quiet:

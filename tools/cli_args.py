@@ -70,7 +70,21 @@ def args_generate(p: argparse.ArgumentParser) -> None:
         "the published FIDs use none); default: the model's",
     )
     p.add_argument("--nrow", type=T.count, default=8, help="images per grid row")
-    p.add_argument("--out", required=True, help="PNG grid to write")
+    p.add_argument("--out", default=None, help="PNG grid to write (this or --out-dir, or both)")
+    p.add_argument(
+        "--out-dir",
+        default=None,
+        metavar="DIR",
+        help="also (or instead) write each image as its own PNG at the model's resolution, "
+        "NNNN_classC.png, ready for 'sasq edit --image'; default: none",
+    )
+    p.add_argument(
+        "--scale",
+        type=T.int_in(1, 64),
+        default=1,
+        help="with --out-dir, also an enlarged copy NNNN_classC_xK.png of each image "
+        "(nearest; edit shrinks it back exactly); default: 1, no copy",
+    )
     p.add_argument("--save-tokens", default=None, help="also write per-scale token ids (.npz)")
     p.add_argument("--engine", default=None, help="TensorRT plan for --backend trt")
 

@@ -29,9 +29,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         make_backend,
         save_tokens,
     )
-    from sasq.tools.image_grid import check_grid_fits, save_grid
+    from sasq.tools.image_grid import check_grid_fits, save_grid, save_images
 
-    out = checks.out_file(args.out)
+    if args.out is None and args.out_dir is None:
+        raise UserError("nothing to write: give --out GRID.png, --out-dir DIR, or both")
+    if args.scale > 1 and args.out_dir is None:
+        raise UserError("--scale enlarges the --out-dir copies: give --out-dir DIR")
+    out = checks.out_file(args.out) if args.out else None
+    out_dir = checks.out_folder(args.out_dir) if args.out_dir else None
     if args.backend == "torch" or args.onnx is None or {args.model, args.vae, args.var} != {None}:
         model = _load(args)
         cfg = model.cfg
@@ -45,25 +50,30 @@ def cmd_generate(args: argparse.Namespace) -> int:
     asked = dict(cfg=args.cfg, top_k=args.top_k, top_p=args.top_p, more_smooth=args.more_smooth)
     given = {k: v for k, v in asked.items() if v is not None}
     sampling = dataclasses.replace(cfg.sampling, **given)
-    check_grid_fits(cfg, args.n, args.nrow)  # before even the labels are made
+    if out is not None:
+        check_grid_fits(cfg, args.n, args.nrow)  # before even the labels are made
     labels = labels_for(cfg, args.cls, args.n)
     backend = make_backend(args.backend, model, args.onnx, args.threads, args.engine)
-    gen = generate_many(cfg, backend, GenerateConfig(labels, args.seed, args.batch, sampling))
-    save_grid(
-        gen.img,
-        out,
-        labels=[str(c) for c in labels],
-        nrow=args.nrow,
-        title=f"{args.backend} seed={args.seed} cfg={sampling.cfg}",
-    )
+    gc = GenerateConfig(labels, args.seed, args.batch, sampling, progress=True)
+    gen = generate_many(cfg, backend, gc)
+    written: list = []
+    if out is not None:
+        title = f"{args.backend} seed={args.seed} cfg={sampling.cfg}"
+        names = [str(c) for c in labels]
+        written.append(save_grid(gen.img, out, labels=names, nrow=args.nrow, title=title))
+    if out_dir is not None:
+        files = save_images(gen.img, out_dir, [str(c) for c in labels], args.scale)
+        written.append(f"{out_dir}/ ({len(files)} PNGs)")
     if args.save_tokens:
         tokens = checks.out_file(args.save_tokens)
         tokens.parent.mkdir(parents=True, exist_ok=True)
         save_tokens(gen, labels, tokens)
+        written.append(tokens)
     print(
         json.dumps(
             {
-                "out": str(out),
+                "out": str(out) if out else None,
+                "out_dir": str(out_dir) if out_dir else None,
                 "n": len(labels),
                 "backend": args.backend,
                 "seed": args.seed,
@@ -71,7 +81,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             }
         )
     )
-    progress.wrote("generate", out, *([args.save_tokens] if args.save_tokens else []))
+    progress.wrote("generate", *written)
     return 0
 
 
@@ -391,7 +401,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     from sasq.models.memory import generation_estimate, require_fits
 
     require_fits(generation_estimate(model.cfg, args.n), f"editing {args.n} samples", "lower --n")
-    image, mask = load_inputs(args.image, args.mask, model.cfg, task)
+    image, mask, resized = load_inputs(args.image, args.mask, model.cfg, task)
     if args.backend != "torch" and args.onnx is not None:
         checks.made_from(model, args.onnx)  # the host-side encoder is --model's
     backend = make_backend(args.backend, model, args.onnx, args.threads, args.engine)
@@ -411,6 +421,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
                 "backend": args.backend,
                 "seed": args.seed,
                 "n": args.n,
+                "resized": resized,
                 "sampled_tokens": [int(t[0].sum()) for t in res.inside],
                 "psnr_outside_db": round(masked_psnr(res.img, recon, keep), 2)
                 if bool(keep.any())
@@ -418,6 +429,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
             }
         )
     )
+    for note in resized:  # after the work: a refusal stays one line
+        progress.note("edit", note)
     progress.wrote("edit", out)
     return 0
 

@@ -290,9 +290,13 @@ def _machine() -> dict:
     }
 
 
-def write_report(result: dict, out_dir: str | Path) -> tuple[Path, Path]:
-    """``bench.json`` (everything) and ``bench.md`` (tables), each written atomically."""
-    return atomic.write_report(result, Path(out_dir), "bench", to_markdown)
+def write_report(result: dict, out_dir: str | Path) -> tuple[Path, Path, Path]:
+    """``bench.json`` (everything), ``bench.md`` (tables) and ``bench.png`` (latency per
+    scale, speed-up bars), each written atomically."""
+    from sasq.tools.report_plots import bench_plot
+
+    js, md = atomic.write_report(result, Path(out_dir), "bench", to_markdown)
+    return js, md, bench_plot(result, Path(out_dir) / "bench.png")
 
 
 def to_markdown(result: dict) -> str:

@@ -376,7 +376,8 @@ def cmd_lint(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from sasq.tools.demo import run_demo
 
-    print(run_demo(Path(args.out), model_dir=args.model))
+    report, summary = run_demo(Path(args.out), model_dir=args.model)
+    print(summary)  # the report holds the tables
     progress.wrote("demo", args.out)
     return 0
 

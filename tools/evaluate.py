@@ -278,24 +278,50 @@ def evaluate(model: LoadedModel, clf: DigitsClassifier, ec: EvalConfig) -> dict:
         "table": table,
         "differences": _differences(reps, ec),
         "seconds": round(time.perf_counter() - t0, 1),
-        "notes": [
-            "every number: value with its 95% bootstrap interval (lo, hi) over the samples, "
-            f"{ec.bootstrap} replicates; FID's real test digits held fixed",
-            "differences: each row minus its baseline (plain; kv4 for kv4-shift-sum; v-only "
-            "for v-only-shift-sum) on the same bootstrap draws (paired: same seeds and "
-            "labels); significant when the interval excludes 0",
-            "peer rows are int8 only (ORT quantize_static); None = not applicable",
-            "plain/resample/shift-sum/both/gps-stwq: sasq static Q/DQ, minmax observer, "
-            "int8 KV cache (ort target)",
-            "fp32-cache: the earlier graph (float cache re-quantized every step); kv6/kv4: "
-            "the cache at 6 / 4 bits (simulated)",
-            "peer-linears: quantize_static MinMax on the linears only, attention in float",
-            "v-only (+shift-sum): only V of the AV product quantized at the cell's activation "
-            "bits (per head, the paper's quantizer), all else FP; AV_SQNR_dB is the AV "
-            "output's error against the same probabilities times the FP V",
-            "FP (seed+1): noise floor of FID2FP and token agreement",
-        ],
+        "notes": _notes(ec),
     }
+
+
+# (the rows a note is about, or None for every table; the note)
+_NOTES: tuple[tuple[tuple[str, ...] | None, str], ...] = (
+    (None, "every number: value ± half-width of its 95% bootstrap interval over the samples "
+     "(the interval itself in eval.json); FID's real test digits held fixed"),
+    (None, "FP (seed+1): FP against FP with another seed, the noise floor of FID2FP and token "
+     "agreement"),
+    (("peer-minmax", "peer-entropy", "peer-linears"),
+     "ROWS: ONNX Runtime's quantize_static (int8 only; MinMax / Entropy on every MatMul)"),
+    (("peer-linears",), "peer-linears: quantize_static MinMax on the linears only, attention "
+     "in float"),
+    (("plain", "resample", "shift-sum", "both", "gps-stwq"),
+     "ROWS: sasq static Q/DQ, minmax observer, int8 KV cache (ort target)"),
+    (("fp32-cache",), "fp32-cache: the earlier graph (float cache re-quantized every step)"),
+    (("kv6", "kv4", "kv4-shift-sum"), "ROWS: the KV cache at 6 / 4 bits (simulated)"),
+    (("v-only", "v-only-shift-sum"),
+     "ROWS: only V of the AV product quantized at the cell's activation bits "
+     "(per head, the paper's quantizer), all else FP; AV SQNR is the AV output's error "
+     "against the same probabilities times the FP V"),
+)  # fmt: skip
+
+
+def _notes(ec: EvalConfig) -> list[str]:
+    """The notes of the rows this evaluation ran (naming only those), and how differences
+    are marked where a row and its baseline both ran."""
+    notes = []
+    for rows, text in _NOTES:
+        ran = [r for r in (rows or ()) if r in ec.rows]
+        if rows is None or ran:
+            notes.append(text.replace("ROWS", ", ".join(ran)))
+    pairs = [(r, BASELINE.get(r, "plain")) for r in ec.rows if r != "plain"]
+    pairs = [(r, b) for r, b in pairs if b in ec.rows and not r.startswith("peer")]
+    peers = [r for r in ec.rows if r.startswith("peer")] if "plain" in ec.rows else []
+    said = [f"{r} vs {b}" for r, b in pairs] + [f"{r} vs plain" for r in peers]
+    if said:
+        notes.append(
+            f"† differs from the row's baseline ({'; '.join(said)}) on the same bootstrap "
+            "draws (paired: same seeds and labels), the 95% interval of the difference "
+            "excluding 0"
+        )
+    return notes
 
 
 def _differences(reps: dict[tuple[str, str], dict], ec: EvalConfig) -> dict:
@@ -391,5 +417,9 @@ def to_markdown(r: dict) -> str:
     return "\n".join([*lines, "", "Notes:", "", *[f"- {n}" for n in r["notes"]], ""])
 
 
-def write_report(r: dict, out_dir: Path) -> tuple[Path, Path]:
-    return atomic.write_report(r, out_dir, "eval", to_markdown)
+def write_report(r: dict, out_dir: Path) -> tuple[Path, Path, Path]:
+    """``eval.json``, ``eval.md`` and ``eval.png`` (token agreement against bits)."""
+    from sasq.tools.report_plots import eval_plot
+
+    js, md = atomic.write_report(r, out_dir, "eval", to_markdown)
+    return js, md, eval_plot(r, Path(out_dir) / "eval.png")

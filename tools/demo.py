@@ -77,7 +77,8 @@ def run_demo(
     calib = st.run("calibrate", _calibrate, fp_dir)
     save_cache(calib.cache, out / "calib.json")
 
-    fp, _ = _grid(model, None, labels, seed, out / "fp_torch.png", "FP32 (torch)")
+    fp = st.run("generate torch fp32", _grid, model, None, labels, seed, out / "fp_torch.png",
+                "FP32 (torch)")  # fmt: skip
     gens = {
         "ort fp32": st.run(
             "generate ort fp32",

@@ -53,6 +53,20 @@ def _speedups(bench: dict) -> tuple[str, list[str], list[str]]:
     return base, lines, list(bench.get("warnings", []))
 
 
+def _short(warnings: list[str]) -> list[str]:
+    """The bench's warnings, its per-row spread warnings folded into one line when many."""
+    spread = [w for w in warnings if ": spread " in w]
+    if len(spread) <= 2:
+        return [f"- {w}" for w in warnings]
+    worst = max(int(w.split(": spread ")[1].split("%")[0]) for w in spread)
+    rest = [f"- {w}" for w in warnings if w not in spread]
+    return [
+        *rest,
+        f"- {len(spread)} rows' repeats spread more than 10% of their median (up to "
+        f"{worst}%): each listed in `bench.md`",
+    ]
+
+
 def _eval_lines(ev: dict) -> list[str]:
     from sasq.tools.evaluate import fmt
 
@@ -118,7 +132,7 @@ def demo_report(stages: dict, ev: dict | None, bench: dict, model: str) -> str:
         *speed,
     ]
     if warnings:
-        lines += ["", "Warnings (these ratios are doubtful):", "", *(f"- {w}" for w in warnings)]
+        lines += ["", "Warnings (these ratios are doubtful):", "", *_short(warnings)]
     lines += [
         "",
         "## Stages",

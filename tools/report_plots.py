@@ -48,6 +48,8 @@ def bench_plot(result: dict, path: Path) -> Path:
     """Left panels: step latency per scale per backend, one panel per batch size (log
     scale: the last scale dominates); right: speed-up over the first backend."""
     plt = _pyplot()
+    from matplotlib.ticker import FormatStrFormatter
+
     runs = result["runs"]
     fig, axes = plt.subplots(1, len(runs) + 1, figsize=(4.2 * (len(runs) + 1), 3.4))
     for ax, run in zip(axes, runs, strict=False):
@@ -57,6 +59,8 @@ def bench_plot(result: dict, path: Path) -> Path:
             err = _bars(med, r["step_ms_min"], r["step_ms_max"])
             ax.errorbar(x, med, yerr=err, marker="o", capsize=3, label=name)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 2, 5, 10; not 2x10^0
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
         ax.set_xlabel("scale (token map)")
         ax.set_ylabel("step latency, ms (median, min-max)")
         ax.set_title(f"batch {run['batch']}")

@@ -35,7 +35,7 @@ import json
 import logging
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -99,8 +99,11 @@ def export_model(
         graphs = {}
         with progress.bar(None, "export", len(plan) + 1, cfg.progress) as bar:
             for g in plan:  # the step graph takes most of the time: name what runs
-                bar.set_postfix_str(f"{g.name}.onnx")
-                graphs[g.name] = _export_graph(g, tmp / f"{g.name}.onnx", cfg)
+
+                def phase(what: str, name: str = g.name) -> None:
+                    bar.set_postfix_str(f"{name}.onnx: {what}")
+
+                graphs[g.name] = _export_graph(g, tmp / f"{g.name}.onnx", cfg, phase)
                 bar.update()
             bar.set_postfix_str("manifest (hashes, shapes)")
             manifest = _manifest(model, cfg, graphs, tmp)
@@ -196,8 +199,13 @@ def _recorded(cfg: ExportConfig) -> dict:
     return {k: v for k, v in asdict(cfg).items() if k != "progress"}
 
 
-def _export_graph(g: _Graph, path: Path, cfg: ExportConfig) -> GraphSpec:
-    """Export, optimize, save (inline or external data), infer shapes, check; return the spec."""
+def _export_graph(
+    g: _Graph, path: Path, cfg: ExportConfig, phase: Callable[[str], None] = lambda _: None
+) -> GraphSpec:
+    """Export, optimize, save (inline or external data), infer shapes, check; return the spec.
+    ``phase`` hears each step's name (the progress bar shows it: tracing the step graph
+    alone takes most of an export)."""
+    phase("trace")
     with torch.no_grad(), _quiet():
         program = torch.onnx.export(
             g.module.eval(),
@@ -212,6 +220,7 @@ def _export_graph(g: _Graph, path: Path, cfg: ExportConfig) -> GraphSpec:
         )
     model = program.model
     if cfg.optimize:
+        phase("optimize")
         shapes = {name: v.shape for name, v in model.graph.initializers.items()}
         onnxscript.optimizer.optimize(model)
         # F.normalize exports as x / Expand(norm): an Expand the Div's broadcasting makes
@@ -226,6 +235,7 @@ def _export_graph(g: _Graph, path: Path, cfg: ExportConfig) -> GraphSpec:
         v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None
     )
     external = f"{path.name}.data" if nbytes > cfg.external_data_threshold else None
+    phase("save and check")
     if external is None:
         ir.save(model, path)
     else:

@@ -47,3 +47,17 @@ def test_quiet_ort_logging_restores_the_root_logger():
         logging.warning("Axis 1 is out-of-range for weight")  # would install a handler
         assert root.level == logging.ERROR
     assert root.handlers == handlers and root.level == level
+
+
+def test_python_warnings_print_as_one_line_and_main_restores_the_hook(capsys):
+    import warnings
+
+    from sasq.tools.cli import _one_line_warning
+
+    _one_line_warning("calibrate")("8 samples cover\\nonly 8", UserWarning, "/x/f.py", 12)
+    assert capsys.readouterr().err == "sasq calibrate: warning: 8 samples cover\\nonly 8\n"
+    _one_line_warning("calibrate")("8 samples cover\nonly 8", UserWarning, "/x/f.py", 12)
+    assert capsys.readouterr().err == "sasq calibrate: warning: 8 samples cover only 8\n"
+    before = warnings.showwarning
+    assert main(["lint", "nope.onnx"]) == 2
+    assert warnings.showwarning is before

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Callable
 
 from sasq import progress
@@ -148,6 +149,16 @@ def _one_line_warnings() -> None:
         log.addHandler(handler)
 
 
+def _one_line_warning(command: str):
+    """Python warnings (``warnings.warn``: "8 samples cover only 8 of 10 classes") as one
+    line naming the command, not the file, line and source of the call."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"sasq {command}: warning: {_one_line(str(message))}", file=file or sys.stderr)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -160,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     _one_line_warnings()
     progress.set_quiet(args.quiet)
     try:
-        return args.run(args)
+        with warnings.catch_warnings():  # restores showwarning on the way out
+            warnings.showwarning = _one_line_warning(args.command)
+            return args.run(args)
     except (UserError, CheckpointError) as e:
         print(f"sasq {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
         return EXIT_USER_ERROR

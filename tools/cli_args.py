@@ -70,7 +70,9 @@ def args_generate(p: argparse.ArgumentParser) -> None:
         "the published FIDs use none); default: the model's",
     )
     p.add_argument("--nrow", type=T.count, default=8, help="images per grid row")
-    p.add_argument("--out", default=None, help="PNG grid to write (this or --out-dir, or both)")
+    p.add_argument(
+        "--out", default=None, help="PNG grid to write (this or --out-dir, or both); default: none"
+    )
     p.add_argument(
         "--out-dir",
         default=None,

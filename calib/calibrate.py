@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from tqdm import tqdm
 
+from sasq import progress
 from sasq.calib.cache import CalibCache, CalibSettings, TensorRange, file_sha256
 from sasq.calib.observers import ObserverConfig, ObserverMethod, make_observer
 from sasq.calib.recorder import OpKind, QuantTarget, quantizable_inputs
@@ -150,7 +150,7 @@ def _rollouts(
     )
     hook = ResampleHook(sampling, cfg.resample, seed=cfg.seed)
     chunks = torch.tensor(labels).split(cfg.batch)
-    for i, chunk in enumerate(tqdm(chunks, desc=desc, disable=not cfg.progress)):
+    for i, chunk in enumerate(progress.bar(chunks, desc, enabled=cfg.progress)):
         generate(
             backend,
             chunk,
@@ -244,7 +244,10 @@ def _build_cache(
     for t in targets:  # probabilities keep their fixed range, so every input has one
         if t.kind == OpKind.ATTN_AV:
             ranges[t.activations[0]] = TensorRange(SOFTMAX_AMAX, (SOFTMAX_AMAX,) * SN)
-    for name, obs in stats.all.items():
+    observed = progress.bar(
+        stats.all.items(), f"ranges ({cfg.observer})", len(stats.all), cfg.progress
+    )
+    for name, obs in observed:
         steps = tuple(float(o.range()) if o.count else 0.0 for o in stats.steps[name])
         ranges[name] = TensorRange(amax=float(obs.range()), steps=steps)
         if obs.warning:

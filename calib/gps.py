@@ -36,8 +36,8 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
-from tqdm import tqdm
 
+from sasq import progress
 from sasq.calib.resample import ResampleHook, ResampleMode
 from sasq.models import LoadedModel
 from sasq.tools.errors import UserError
@@ -171,7 +171,7 @@ def collect_stats(model: LoadedModel, cfg: GPSConfig) -> dict[str, ChannelStats]
         hook = ResampleHook(mc.sampling, cfg.resample, seed=cfg.seed)
         backend = TorchBackend(model)
         chunks = labels.split(cfg.batch)
-        for i, chunk in enumerate(tqdm(chunks, desc="gps", disable=not cfg.progress)):
+        for i, chunk in enumerate(progress.bar(chunks, "gps", enabled=cfg.progress)):
             generate(
                 backend, chunk, tuple(mc.vqvae.patch_nums), mc.sampling, cfg.seed + i, K, hook=hook
             )

@@ -26,6 +26,8 @@ class ExportConfig:
     more_smooth: also write ``next_soft_{si}.onnx``, the per-scale transition from codebook
         weights, which ``more_smooth`` sampling needs (small graphs: codebook, phi conv,
         resampling matrices and word_embed, no transformer weight).
+    progress: a bar over the graphs on a terminal (``sasq.progress``); False inside a
+        caller that shows its own.
     """
 
     opset: int = 20
@@ -35,6 +37,7 @@ class ExportConfig:
     optimize: bool = True
     check: bool = True
     more_smooth: bool = True
+    progress: bool = True
 
     def __post_init__(self) -> None:
         if self.opset < 18:

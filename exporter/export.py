@@ -35,7 +35,7 @@ import json
 import logging
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -51,6 +51,7 @@ from onnxscript.rewriter.rules.common import expand_before_binary_op_rules
 from torch import nn
 
 import sasq
+from sasq import progress
 from sasq.exporter import provenance
 from sasq.exporter.config import ExportConfig
 from sasq.exporter.manifest import (
@@ -94,10 +95,21 @@ def export_model(
     with staged_export(Path(out_dir)) as tmp:
         model.var.eval()
         model.vqvae.eval()
-        graphs = {g.name: _export_graph(g, tmp / f"{g.name}.onnx", cfg) for g in _plan(model, cfg)}
-        manifest = _manifest(model, cfg, graphs, tmp)
-        manifest.extra.update(notes)
-        write_manifest(manifest, tmp)
+        plan = list(_plan(model, cfg))
+        graphs = {}
+        with progress.bar(None, "export", len(plan) + 1, cfg.progress) as bar:
+            for g in plan:  # the step graph takes most of the time: name what runs
+
+                def phase(what: str, name: str = g.name) -> None:
+                    bar.set_postfix_str(f"{name}.onnx: {what}")
+
+                graphs[g.name] = _export_graph(g, tmp / f"{g.name}.onnx", cfg, phase)
+                bar.update()
+            bar.set_postfix_str("manifest (hashes, shapes)")
+            manifest = _manifest(model, cfg, graphs, tmp)
+            manifest.extra.update(notes)
+            write_manifest(manifest, tmp)
+            bar.update()
     return manifest
 
 
@@ -182,8 +194,18 @@ def _quiet():
         logger.setLevel(level)
 
 
-def _export_graph(g: _Graph, path: Path, cfg: ExportConfig) -> GraphSpec:
-    """Export, optimize, save (inline or external data), infer shapes, check; return the spec."""
+def _recorded(cfg: ExportConfig) -> dict:
+    """The settings that shape the graphs (not how the export showed its progress)."""
+    return {k: v for k, v in asdict(cfg).items() if k != "progress"}
+
+
+def _export_graph(
+    g: _Graph, path: Path, cfg: ExportConfig, phase: Callable[[str], None] = lambda _: None
+) -> GraphSpec:
+    """Export, optimize, save (inline or external data), infer shapes, check; return the spec.
+    ``phase`` hears each step's name (the progress bar shows it: tracing the step graph
+    alone takes most of an export)."""
+    phase("trace")
     with torch.no_grad(), _quiet():
         program = torch.onnx.export(
             g.module.eval(),
@@ -198,6 +220,7 @@ def _export_graph(g: _Graph, path: Path, cfg: ExportConfig) -> GraphSpec:
         )
     model = program.model
     if cfg.optimize:
+        phase("optimize")
         shapes = {name: v.shape for name, v in model.graph.initializers.items()}
         onnxscript.optimizer.optimize(model)
         # F.normalize exports as x / Expand(norm): an Expand the Div's broadcasting makes
@@ -212,6 +235,7 @@ def _export_graph(g: _Graph, path: Path, cfg: ExportConfig) -> GraphSpec:
         v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None
     )
     external = f"{path.name}.data" if nbytes > cfg.external_data_threshold else None
+    phase("save and check")
     if external is None:
         ir.save(model, path)
     else:
@@ -288,7 +312,7 @@ def _manifest(model: LoadedModel, cfg: ExportConfig, graphs: dict[str, GraphSpec
         files=file_entries(folder),
         versions=_versions(),
         model_config=json.loads(model.cfg.to_json()),
-        extra={"export_config": json.loads(json.dumps(asdict(cfg)))},
+        extra={"export_config": json.loads(json.dumps(_recorded(cfg)))},
         cache=fp32_cache(dims, tuple(s.past_len for s in scales)),
     )
 

@@ -24,6 +24,7 @@ import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.calibrate import create_calibrator
 
+from sasq import progress
 from sasq.calib.data_reader import FeedsReader
 from sasq.exporter.attention import attention_chains
 from sasq.exporter.derive import derive_export
@@ -85,7 +86,9 @@ def peer_quantize(
         "WeightSymmetric": True,
     }
     exclude = _attention_matmuls(step) if scope == PeerScope.LINEARS else []
-    with tempfile.TemporaryDirectory() as tmp:
+    # ORT logs "Axis 1 is out-of-range ..." and its pre-processing advice through the root
+    # logger: silenced here only.
+    with tempfile.TemporaryDirectory() as tmp, progress.quiet_ort_logging():
         if method == PeerMethod.ENTROPY:
             options["TensorQuantOverrides"] = _entropy_overrides(step, reader, Path(tmp))
         q = Path(tmp) / "step_peer.onnx"

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     res["agreement"] = agreement
     res["peak_rss_gb"] = _rss_gb()
-    _, md = write_report(res, out)
+    _, md, _ = write_report(res, out)
     print(md.read_text())
     print(f"peak RSS {_rss_gb():.1f} GB")
     ok = all(agreement["tokens_equal_per_scale"]) and agreement["image_max_abs"] <= 1e-3

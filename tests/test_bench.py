@@ -47,14 +47,19 @@ def test_bench_reports_medians_and_ratios_side_by_side(tmp_path_factory, tmp_pat
         assert r["e2e"] == o["e2e_ms_median"] / t["e2e_ms_median"]
         assert r["images_per_s"] == o["images_per_s"] / t["images_per_s"]
 
-    js, md = write_report(res, tmp_path / "report")
+    js, md, png = write_report(res, tmp_path / "report")
+    _valid_png(png)
     assert json.loads(js.read_text())["runs"][0]["ratios"] == res["runs"][0]["ratios"]
     text = md.read_text()
     assert "| backend | end-to-end ms, median | min | max | spread | speed-up vs torch |" in text
     assert "| torch |" in text and text.count("| 1.00x |") == 2  # the baseline, per batch
     assert "| scale | pn | l | past | torch ms | ort ms | ort/torch |" in text
     assert text.count("| images/s |") == 2
-    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["bench.json", "bench.md"]
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [
+        "bench.json",
+        "bench.md",
+        "bench.png",
+    ]
 
 
 def test_bench_config_is_validated():
@@ -87,3 +92,13 @@ def test_noisy_rows_and_a_loaded_machine_are_flagged():
     assert len(quiet) == 1 and "int8" in quiet[0] and "spread 33%" in quiet[0]
     loaded = _warnings(runs, load_before=3.0)
     assert len(loaded) == 2 and "load average was 3.00" in loaded[0]
+
+
+def _valid_png(path):
+    """A PNG that PIL decodes fully, of nonzero size."""
+    from PIL import Image
+
+    assert path.suffix == ".png" and path.stat().st_size > 1000
+    with Image.open(path) as im:
+        im.load()
+        assert im.format == "PNG" and im.width > 100 and im.height > 100

@@ -30,7 +30,7 @@ def test_sweep_small(tmp_path, capsys):
             str(tmp_path),
         ]
     )
-    assert rc == 0 and "sweep.png" in capsys.readouterr().out
+    assert rc == 0 and "sweep.png" in capsys.readouterr().err  # the closing "wrote" line
     r = json.loads((tmp_path / "sweep.json").read_text())
     (c0, c5) = r["groups"]["W8A8 cache=4"]
     assert c0["budget"] == 0.0 and c5["budget"] == 0.05

@@ -117,7 +117,9 @@ def test_calibrate_cli_writes_cache_and_reports_tv(default_export, tmp_path, cap
         ]
     )
     assert rc == 0
-    report = json.loads(capsys.readouterr().out)
+    printed = capsys.readouterr()
+    report = json.loads(printed.out)  # stdout stays JSON; the closing line is on stderr
+    assert printed.err.strip().splitlines()[-1] == f"sasq calibrate: wrote {out}"
     # 8 per block (inputs of qkv, proj, fc1, fc2, QK's q and k, AV's probs and v) + head
     assert report["tensors"] == 8 * 4 + 1 and set(report["tv_by_scale"]) == {"0", "1", "2", "3"}
     assert json.loads(out.read_text())["settings"]["observer"] == "percentile"

@@ -168,6 +168,7 @@ def files(tmp_path_factory, digits):
         "mask": _png(d / "mask.png", half),
         "grey_mask": _png(d / "grey.png", grey),
         "small_mask": _png(d / "small_mask.png", half[:8, :8]),
+        "small_half": _png(d / "small_half.png", half[::2, ::2]),
         "empty_mask": _png(d / "empty.png", np.zeros((16, 16), np.uint8)),
         "junk": str(d / "junk.png"),
         "missing": str(d / "missing.png"),
@@ -195,19 +196,18 @@ def test_cli_edit_writes_the_sheet(files, tmp_path, capsys, task, image, extra):
 @pytest.mark.parametrize(
     "args,needle",
     [
-        (["inpaint", "img", "--mask", "small_mask"], "mask is 8x8, the model's images are 16x16"),
+        (["inpaint", "img", "--mask", "small_mask"], "mask is 8x8; give it the image's size"),
+        (["inpaint", "big", "--mask", "small_mask"], "or the model's (16x16)"),
         (["inpaint", "img", "--mask", "grey_mask"], "mask must be binary"),
         (["inpaint", "img", "--mask", "empty_mask"], "mask is empty"),
         (["inpaint", "img", "--mask", "missing"], "no such image file"),
         (["inpaint", "img"], "inpaint needs --mask"),
-        (["inpaint", "small", "--mask", "mask"], "image is 8x8, this model edits 16x16"),
         (["inpaint", "i16", "--mask", "mask"], "image mode I;16 is not supported"),
         (["inpaint", "junk", "--mask", "mask"], "cannot be read as an image"),
         (["inpaint", "missing", "--mask", "mask"], "no such image file"),
         (["class-edit", "img", "--class", "10"], "unknown class 10"),
         (["class-edit", "img"], "class-edit needs --class"),
         (["outpaint", "img", "--mask", "mask"], "outpaint makes its own mask"),
-        (["outpaint", "big"], "larger than the 16x16 canvas"),
         (["inpaint", "img", "--mask", "mask", "--n", "0"], "argument --n: must be at least 1"),
         (["inpaint", "img", "--mask", "mask", "--backend", "ort"], "needs --onnx DIR"),
     ],
@@ -219,3 +219,57 @@ def test_cli_edit_bad_input_is_one_line(files, tmp_path, capsys, args, needle):
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1, err
     assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize(
+    "image,mask,said",
+    [
+        ("small", "small_half", ["resized 8x8 -> 16x16", "mask resized 8x8 -> 16x16 (nearest)"]),
+        ("small", "mask", ["resized 8x8 -> 16x16"]),  # a mask at the model's size is kept
+        ("img", "mask", []),
+    ],
+)
+def test_cli_edit_resizes_any_image_and_says_so(files, tmp_path, capsys, image, mask, said):
+    out = tmp_path / "e.png"
+    argv = ["edit", "--task", "inpaint", "--image", files[image], "--mask", files[mask]]
+    assert main([*argv, "--n", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["sampled_tokens"][0] == 1
+    notes = [line for line in printed.err.splitlines() if "resized" in line]
+    assert len(notes) == len(said) and all(s in n for s, n in zip(said, notes, strict=True))
+    assert printed.err.strip().splitlines()[-1] == f"sasq edit: wrote {out}"
+
+
+def test_generate_out_dir_feeds_edit(tmp_path, capsys):
+    """generate --out-dir writes one PNG per image at 16x16 (and x4 copies); edit takes the
+    enlarged copy, shrinks it back exactly and says so."""
+    d = tmp_path / "imgs"
+    argv = ["generate", "--n", "3", "--class", "7", "--out-dir", str(d), "--scale", "4"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    names = sorted(p.name for p in d.iterdir())
+    assert names == [f"000{i}_class7{s}.png" for i in range(3) for s in ("", "_x4")]
+    small, big = Image.open(d / "0001_class7.png"), Image.open(d / "0001_class7_x4.png")
+    assert small.size == (16, 16) and small.mode == "L" and big.size == (64, 64)
+    from sasq.models import load_model
+    from sasq.tools.edit_files import load_image, load_inputs
+
+    cfg = load_model().cfg
+    image, _, notes = load_inputs(d / "0001_class7_x4.png", None, cfg, "class-edit")
+    assert notes == ["resized 64x64 -> 16x16 (the model's size)"]
+    assert torch.equal(image, load_image(d / "0001_class7.png", 1))  # exactly the original
+    out = tmp_path / "e.png"
+    argv = [
+        "edit",
+        "--task",
+        "class-edit",
+        "--class",
+        "3",
+        "--image",
+        str(d / "0001_class7_x4.png"),
+    ]
+    assert main([*argv, "--n", "1", "--out", str(out)]) == 0
+    assert "sasq edit: resized 64x64 -> 16x16" in capsys.readouterr().err
+    assert main(["generate", "--n", "1", "--scale", "2", "--out", str(tmp_path / "g.png")]) == 2
+    assert main(["generate", "--n", "1"]) == 2
+    assert "nothing to write" in capsys.readouterr().err

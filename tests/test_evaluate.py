@@ -27,6 +27,12 @@ def test_eval_table_small(tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert rc == 0 and "| plain |" in out and "## W6A6" in out
+    assert out.count("\n# ") + out.startswith("# ") == 1  # one top heading
+    assert "kv6" not in out and "gps-stwq" not in out  # notes only for rows that ran
+    assert "v-only, v-only-shift-sum: only V" in out and "peer-linears" not in out
+    from test_bench import _valid_png
+
+    _valid_png(tmp_path / "eval.png")
     r = json.loads((tmp_path / "eval.json").read_text())
     t = r["table"]
     assert r["samples"] == 30

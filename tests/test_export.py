@@ -227,7 +227,7 @@ def test_missing_file_or_manifest_is_refused(copy_dir):
 def test_failed_export_leaves_nothing_and_foreign_folders_are_refused(tmp_path, monkeypatch):
     calls = []
 
-    def fail_second(g, path, cfg):
+    def fail_second(g, path, cfg, phase=None):
         calls.append(g.name)
         if len(calls) == 2:
             raise RuntimeError("boom")

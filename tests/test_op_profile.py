@@ -10,7 +10,14 @@ from sasq.tools.op_profile import ProfileConfig, attention_nodes, profile_export
 
 
 def test_profile_attributes_kernel_time_to_scales_and_roles(default_export):
-    r = profile_export(default_export, ProfileConfig(batch=2, threads=1))
+    r = profile_export(default_export, ProfileConfig(batch=2, threads=1, repeats=3))
+    assert r["config"]["repeats"] == 3 and isinstance(r["warnings"], list)
+    g = r["generation_ms"]  # the bench's rules: median of repeats with their spread
+    assert g["min"] <= g["median"] <= g["max"] and g["spread"] >= 0
+    lo, hi = r["step_wall_ms_min"], r["step_wall_ms_max"]
+    assert all(a <= m <= b for a, m, b in zip(lo, r["step_wall_ms"], hi, strict=True))
+    load = r["loadavg_1min"]["before"]
+    assert load is None or load == round(load, 2)
     manifest = load_manifest(default_export)
     av, qk = attention_nodes(default_export, manifest)
     assert len(av) == len(qk) == manifest.dims["depth"]
@@ -31,7 +38,9 @@ def test_profile_cli_writes_json_and_refuses_a_non_export(default_export, tmp_pa
     assert (
         main(["profile", "--onnx", str(default_export), "--threads", "1", "--out", str(out)]) == 0
     )
-    assert "| attn-value |" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "| attn-value |" in printed.out and "Median of 5 profiled generations" in printed.out
+    assert printed.err.strip().endswith(f"{out / 'profile.md'}")  # the closing "wrote" line
     assert json.loads((out / "profile.json").read_text())["config"]["batch"] == 1
     assert main(["profile", "--onnx", str(tmp_path), "--out", str(out)]) == 2
     err = capsys.readouterr().err

@@ -55,3 +55,18 @@ def test_linears_only_peer_leaves_attention_float(default_export, reader, tmp_pa
         )
     ]
     assert len(dq_matmuls) == 4 * verify(out).dims["depth"] + 1  # qkv, proj, fc1, fc2; head
+
+
+def test_ort_log_noise_does_not_reach_the_user(default_export, reader, tmp_path, capsys, caplog):
+    """quantize_static logs "Axis 1 is out-of-range ..." and "Please consider to run
+    pre-processing ..." through the root logger: silenced during the call, and only then."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    with caplog.at_level(logging.DEBUG):  # whatever the root's level, nothing is emitted
+        peer_quantize(default_export, reader, "minmax", tmp_path / "quiet")
+    heard = caplog.text + capsys.readouterr().err
+    assert "out-of-range" not in heard and "pre-processing" not in heard, heard
+    assert root.handlers == handlers  # no handler left behind or installed
+    assert root.level == logging.DEBUG or root.level == level

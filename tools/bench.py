@@ -14,10 +14,13 @@ from pathlib import Path
 
 import torch
 
+from sasq import progress
 from sasq.models import LoadedModel
 from sasq.tools import atomic
 from sasq.tools.decode import StepBackend, generate
 from sasq.tools.errors import UserError
+from sasq.tools.steadiness import load_warning, spread_warning
+from sasq.tools.steadiness import loadavg as _loadavg
 
 KNOWN_BACKENDS = ("torch", "ort")
 
@@ -39,12 +42,6 @@ def default_threads() -> int:
     every logical core measured unsteady on a shared machine (oversubscribed OpenMP
     threads spin; torch steps swung 100x with all cores against one)."""
     return max(1, (os.cpu_count() or 2) // 2)
-
-
-# A row whose (max - min) / median exceeds this, or a machine whose load average before
-# the run exceeds LOAD_WARN, is flagged in the report: its ratios are not to be trusted.
-SPREAD_WARN = 0.10
-LOAD_WARN = 0.5
 
 
 @dataclass(frozen=True)
@@ -168,16 +165,11 @@ def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig)
 
 def _warnings(runs: list[dict], load_before: float | None) -> list[str]:
     """What makes this run's ratios doubtful: other load on the machine, noisy rows."""
-    out = []
-    if load_before is not None and load_before > LOAD_WARN:
-        out.append(f"1-min load average was {load_before:.2f} before the run: other processes "
-                   "were using the CPU; rerun on a quiet machine")  # fmt: skip
+    out = load_warning(load_before)
     for run in runs:
         for name, r in run["backends"].items():
-            if r["e2e_spread"] > SPREAD_WARN:
-                out.append(f"batch {run['batch']}, {name}: end-to-end spread "
-                           f"{100 * r['e2e_spread']:.0f}% of the median (min "
-                           f"{r['e2e_ms_min']:.1f}, max {r['e2e_ms_max']:.1f} ms)")  # fmt: skip
+            e2e = {"spread": r["e2e_spread"], "min": r["e2e_ms_min"], "max": r["e2e_ms_max"]}
+            out += spread_warning(f"batch {run['batch']}, {name}: end-to-end", e2e)
     return out
 
 
@@ -191,6 +183,8 @@ def _run_batch(backends: dict[str, StepBackend], B: int, model: LoadedModel, cfg
         return time.perf_counter() - t0
 
     timed = {name: _Timed(be) for name, be in backends.items()}
+    progress.stage(f"bench: batch {B}, {cfg.warmup} warm-up + {cfg.repeats} timed runs of "
+                   f"{', '.join(timed)}")  # fmt: skip
     for t in timed.values():
         for _ in range(cfg.warmup):
             once(t)
@@ -296,16 +290,13 @@ def _machine() -> dict:
     }
 
 
-def _loadavg() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:  # not available on this platform
-        return None
+def write_report(result: dict, out_dir: str | Path) -> tuple[Path, Path, Path]:
+    """``bench.json`` (everything), ``bench.md`` (tables) and ``bench.png`` (latency per
+    scale, speed-up bars), each written atomically."""
+    from sasq.tools.report_plots import bench_plot
 
-
-def write_report(result: dict, out_dir: str | Path) -> tuple[Path, Path]:
-    """``bench.json`` (everything) and ``bench.md`` (tables), each written atomically."""
-    return atomic.write_report(result, Path(out_dir), "bench", to_markdown)
+    js, md = atomic.write_report(result, Path(out_dir), "bench", to_markdown)
+    return js, md, bench_plot(result, Path(out_dir) / "bench.png")
 
 
 def to_markdown(result: dict) -> str:

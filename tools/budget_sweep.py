@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from sasq import progress
 from sasq.exporter.qdq_config import BIT_WIDTHS
 from sasq.models import LoadedModel
 from sasq.tools import atomic
@@ -76,7 +76,7 @@ def sweep_budget(model: LoadedModel, clf: DigitsClassifier, sc_cfg: SweepConfig)
         calib_samples=sc_cfg.calib_samples,
         seed=sc_cfg.seed,
         bootstrap=sc_cfg.bootstrap,
-        progress=False,
+        progress=sc_cfg.progress,  # the FP reference and the export; the sweep has its bar
     )
     scorer = Scorer(model, clf, ec)
     cells: dict[str, list[dict]] = {}
@@ -86,7 +86,7 @@ def sweep_budget(model: LoadedModel, clf: DigitsClassifier, sc_cfg: SweepConfig)
         timed: list[str] = []
         todo = [(b, kv, x) for b in sc_cfg.bits for kv in sc_cfg.kv_bits for x in sc_cfg.budgets]
         base: dict[tuple[str, str], dict] = {}
-        for bits, kv, budget in tqdm(todo, desc="sweep", disable=not sc_cfg.progress):
+        for bits, kv, budget in progress.bar(todo, "sweep", enabled=sc_cfg.progress):
             w, a = BIT_WIDTHS[bits]
             ss = ShiftSumConfig(enabled=budget > 0, budget=budget, cache_budget=budget)
             qc = QuantConfig(w_bits=w, a_bits=a, shift_sum=ss, kv_bits=kv)

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
+from sasq.progress import bar as progress_bar
 from sasq.tools.digits import NUM_CLASSES, DigitsSplit
 
 FEATURE_DIM = 64
@@ -115,7 +115,7 @@ def _train(
         opt, max_lr=lr, total_steps=epochs * steps_per_epoch
     )
     t0 = time.perf_counter()
-    bar = tqdm(range(epochs), desc="classifier", disable=not progress)
+    bar = progress_bar(range(epochs), "classifier", enabled=progress)
     loss_val = float("nan")
     for _ in bar:
         model.train()

@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Callable
 
+from sasq import progress
 from sasq.models.checkpoint import CheckpointError
 from sasq.tools import cli_args as A
 from sasq.tools import cli_commands as C
@@ -109,6 +111,12 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+_QUIET_HELP = (
+    "no progress bars or stage lines (shown on a terminal only) and no closing 'wrote' line "
+    "on stderr; results and errors still print; default: off"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="sasq",
@@ -118,10 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     from sasq import __version__
 
     parser.add_argument("--version", action="version", version=f"sasq {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (help_, add_args, run) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         add_args(p)
+        # also after the command (sasq export -q ...); SUPPRESS keeps a leading -q
+        p.add_argument(
+            "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=_QUIET_HELP
+        )
         p.set_defaults(run=run)
     return parser
 
@@ -136,6 +149,16 @@ def _one_line_warnings() -> None:
         log.addHandler(handler)
 
 
+def _one_line_warning(command: str):
+    """Python warnings (``warnings.warn``: "8 samples cover only 8 of 10 classes") as one
+    line naming the command, not the file, line and source of the call."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"sasq {command}: warning: {_one_line(str(message))}", file=file or sys.stderr)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -146,8 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     _one_line_warnings()
+    progress.set_quiet(args.quiet)
     try:
-        return args.run(args)
+        with warnings.catch_warnings():  # restores showwarning on the way out
+            warnings.showwarning = _one_line_warning(args.command)
+            return args.run(args)
     except (UserError, CheckpointError) as e:
         print(f"sasq {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -70,7 +70,23 @@ def args_generate(p: argparse.ArgumentParser) -> None:
         "the published FIDs use none); default: the model's",
     )
     p.add_argument("--nrow", type=T.count, default=8, help="images per grid row")
-    p.add_argument("--out", required=True, help="PNG grid to write")
+    p.add_argument(
+        "--out", default=None, help="PNG grid to write (this or --out-dir, or both); default: none"
+    )
+    p.add_argument(
+        "--out-dir",
+        default=None,
+        metavar="DIR",
+        help="also (or instead) write each image as its own PNG at the model's resolution, "
+        "NNNN_classC.png, ready for 'sasq edit --image'; default: none",
+    )
+    p.add_argument(
+        "--scale",
+        type=T.int_in(1, 64),
+        default=1,
+        help="with --out-dir, also an enlarged copy NNNN_classC_xK.png of each image "
+        "(nearest; edit shrinks it back exactly); default: 1, no copy",
+    )
     p.add_argument("--save-tokens", default=None, help="also write per-scale token ids (.npz)")
     p.add_argument("--engine", default=None, help="TensorRT plan for --backend trt")
 
@@ -255,6 +271,18 @@ def args_profile(p: argparse.ArgumentParser) -> None:
     _add_onnx(p, required=True)
     p.add_argument("--batch", type=T.count, default=1, help="images (2x rows with CFG)")
     p.add_argument("--seed", type=T.seed, default=0)
+    p.add_argument(
+        "--repeats",
+        type=T.count,
+        default=5,
+        help="profiled generations; every time is their median, with min/max/spread (default: 5)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=T.int_in(0, 100),
+        default=1,
+        help="generations run before them, not counted (default: 1)",
+    )
     p.add_argument("--out", default="out/profile", help="folder for profile.json and .md")
 
 

@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from sasq import progress
 from sasq.tools import cli_checks as checks
 from sasq.tools.errors import UserError
 
@@ -28,9 +29,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         make_backend,
         save_tokens,
     )
-    from sasq.tools.image_grid import check_grid_fits, save_grid
+    from sasq.tools.image_grid import check_grid_fits, save_grid, save_images
 
-    out = checks.out_file(args.out)
+    if args.out is None and args.out_dir is None:
+        raise UserError("nothing to write: give --out GRID.png, --out-dir DIR, or both")
+    if args.scale > 1 and args.out_dir is None:
+        raise UserError("--scale enlarges the --out-dir copies: give --out-dir DIR")
+    out = checks.out_file(args.out) if args.out else None
+    out_dir = checks.out_folder(args.out_dir) if args.out_dir else None
     if args.backend == "torch" or args.onnx is None or {args.model, args.vae, args.var} != {None}:
         model = _load(args)
         cfg = model.cfg
@@ -44,25 +50,30 @@ def cmd_generate(args: argparse.Namespace) -> int:
     asked = dict(cfg=args.cfg, top_k=args.top_k, top_p=args.top_p, more_smooth=args.more_smooth)
     given = {k: v for k, v in asked.items() if v is not None}
     sampling = dataclasses.replace(cfg.sampling, **given)
-    check_grid_fits(cfg, args.n, args.nrow)  # before even the labels are made
+    if out is not None:
+        check_grid_fits(cfg, args.n, args.nrow)  # before even the labels are made
     labels = labels_for(cfg, args.cls, args.n)
     backend = make_backend(args.backend, model, args.onnx, args.threads, args.engine)
-    gen = generate_many(cfg, backend, GenerateConfig(labels, args.seed, args.batch, sampling))
-    save_grid(
-        gen.img,
-        out,
-        labels=[str(c) for c in labels],
-        nrow=args.nrow,
-        title=f"{args.backend} seed={args.seed} cfg={sampling.cfg}",
-    )
+    gc = GenerateConfig(labels, args.seed, args.batch, sampling, progress=True)
+    gen = generate_many(cfg, backend, gc)
+    written: list = []
+    if out is not None:
+        title = f"{args.backend} seed={args.seed} cfg={sampling.cfg}"
+        names = [str(c) for c in labels]
+        written.append(save_grid(gen.img, out, labels=names, nrow=args.nrow, title=title))
+    if out_dir is not None:
+        files = save_images(gen.img, out_dir, [str(c) for c in labels], args.scale)
+        written.append(f"{out_dir}/ ({len(files)} PNGs)")
     if args.save_tokens:
         tokens = checks.out_file(args.save_tokens)
         tokens.parent.mkdir(parents=True, exist_ok=True)
         save_tokens(gen, labels, tokens)
+        written.append(tokens)
     print(
         json.dumps(
             {
-                "out": str(out),
+                "out": str(out) if out else None,
+                "out_dir": str(out_dir) if out_dir else None,
                 "n": len(labels),
                 "backend": args.backend,
                 "seed": args.seed,
@@ -70,6 +81,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             }
         )
     )
+    progress.wrote("generate", *written)
     return 0
 
 
@@ -99,6 +111,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     sizes = {k: v.bytes for k, v in manifest.files.items()}
     result = {"out": str(out), "opset": manifest.opset, "files": sizes, **report}
     print(json.dumps(result, indent=2))
+    progress.wrote("export", out)
     return 0
 
 
@@ -137,6 +150,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             indent=2,
         )
     )
+    progress.wrote("calibrate", out)
     return 0
 
 
@@ -193,6 +207,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             indent=2,
         )
     )
+    progress.wrote("quantize", out)
     return 0
 
 
@@ -209,8 +224,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     out = checks.out_folder(args.out)
     result = run_bench(_load(args), args.onnx, cfg)
-    write_report(result, out)
+    paths = write_report(result, out)
     print(to_markdown(result))
+    progress.wrote("bench", *paths)
     return 0
 
 
@@ -225,6 +241,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     )
     plan = build_engine(args.onnx, out, cfg, rebuild=args.rebuild)
     print(json.dumps({"engine": str(plan), "bytes": plan.stat().st_size}))
+    progress.wrote("build", plan)
     return 0
 
 
@@ -257,8 +274,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         from sasq.tools.compare import layer_sqnr
 
         report["layer_sqnr_db"] = layer_sqnr(cfg, Path(folders[0]), Path(folders[1]), cc)
-    write_report(report, checks.out_folder(args.out))
+    paths = write_report(report, checks.out_folder(args.out))
     print(to_markdown(report))
+    progress.wrote("compare", *paths)
     return 0 if report["passed"] else 1
 
 
@@ -268,9 +286,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.batch < 1 or args.threads < 0:
         raise UserError("--batch must be at least 1 and --threads at least 0 (0: all cores)")
     checks.require_generation_fits(args.onnx, args.batch, "--batch")
-    report = profile_export(args.onnx, ProfileConfig(args.batch, args.threads, args.seed))
-    write_report(report, checks.out_folder(args.out))
+    pc = ProfileConfig(args.batch, args.threads, args.seed, args.repeats, args.warmup)
+    report = profile_export(args.onnx, pc)
+    paths = write_report(report, checks.out_folder(args.out))
     print(to_markdown(report))
+    progress.wrote("profile", *paths)
     return 0
 
 
@@ -279,7 +299,9 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 
     if not args.gpu:
         raise UserError("nothing to test: pass --gpu")
-    return gpu_selftest(Path(args.out))
+    rc = gpu_selftest(Path(args.out))
+    progress.wrote("selftest", args.out)
+    return rc
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -304,8 +326,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if unknown := [r for r in ec.rows if r not in ROWS]:  # an unknown row ran as 'plain'
         raise UserError(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
     result = evaluate(model, default_classifier(), ec)
-    write_report(result, checks.out_folder(args.out))
+    paths = write_report(result, checks.out_folder(args.out))
     print(to_markdown(result))
+    progress.wrote("eval", *paths)
     return 0
 
 
@@ -322,6 +345,7 @@ def cmd_train_default(args: argparse.Namespace) -> int:
     )
     metrics = train_default(checks.out_folder(args.out), tc, PRESETS[args.preset](), args.preset)
     print(json.dumps(metrics, indent=2))
+    progress.wrote("train-default", args.out)
     return 0
 
 
@@ -352,7 +376,9 @@ def cmd_lint(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from sasq.tools.demo import run_demo
 
-    print(run_demo(Path(args.out), model_dir=args.model))
+    report, summary = run_demo(Path(args.out), model_dir=args.model)
+    print(summary)  # the report holds the tables
+    progress.wrote("demo", args.out)
     return 0
 
 
@@ -376,7 +402,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     from sasq.models.memory import generation_estimate, require_fits
 
     require_fits(generation_estimate(model.cfg, args.n), f"editing {args.n} samples", "lower --n")
-    image, mask = load_inputs(args.image, args.mask, model.cfg, task)
+    image, mask, resized = load_inputs(args.image, args.mask, model.cfg, task)
     if args.backend != "torch" and args.onnx is not None:
         checks.made_from(model, args.onnx)  # the host-side encoder is --model's
     backend = make_backend(args.backend, model, args.onnx, args.threads, args.engine)
@@ -396,6 +422,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
                 "backend": args.backend,
                 "seed": args.seed,
                 "n": args.n,
+                "resized": resized,
                 "sampled_tokens": [int(t[0].sum()) for t in res.inside],
                 "psnr_outside_db": round(masked_psnr(res.img, recon, keep), 2)
                 if bool(keep.any())
@@ -403,6 +430,9 @@ def cmd_edit(args: argparse.Namespace) -> int:
             }
         )
     )
+    for note in resized:  # after the work: a refusal stays one line
+        progress.note("edit", note)
+    progress.wrote("edit", out)
     return 0
 
 
@@ -445,7 +475,7 @@ def cmd_sweep_budget(args: argparse.Namespace) -> int:
     )
     out = checks.out_folder(args.out)
     paths = write_report(sweep_budget(model, default_classifier(), sc), out)
-    print("wrote " + ", ".join(str(p) for p in paths))
+    progress.wrote("sweep-budget", *paths)
     return 0
 
 
@@ -475,5 +505,5 @@ def cmd_attention(args: argparse.Namespace) -> int:
         r["model"] = f"random VAR-d{args.random}"
     paths = write_report(r, checks.out_folder(args.out))
     print(to_markdown(r))
-    print("wrote " + ", ".join(str(p) for p in paths))
+    progress.wrote("attention", *paths)
     return 0

@@ -8,15 +8,14 @@ export -> calibrate -> quantize (int8, int8 + shift-and-sum) -> generate with ea
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
+from sasq import progress
 from sasq.models import LoadedModel, load_model
 from sasq.tools import atomic
+from sasq.tools.demo_report import demo_report, demo_summary
 from sasq.tools.generate import GenerateConfig, generate_many, make_backend
 from sasq.tools.image_grid import save_grid, side_by_side
 from sasq.tools.metrics import token_agreement
@@ -30,7 +29,7 @@ class _Stages:
 
     def run(self, name: str, fn: Callable, *args):
         """``fn(*args)`` returns (value, summary dict); the summary gets the stage's time."""
-        print(f"[demo] {name} ...", flush=True)
+        progress.stage(f"demo: {name}")
         t0 = time.perf_counter()
         value, summary = fn(*args)
         self.results[name] = summary | {"seconds": round(time.perf_counter() - t0, 2)}
@@ -47,7 +46,7 @@ def _grid(model: LoadedModel, onnx_dir, labels, seed, out: Path, title: str):
 def _calibrate(fp_dir: Path):
     from sasq.calib.calibrate import CalibConfig, calibrate
 
-    r = calibrate(fp_dir, CalibConfig(progress=False))
+    r = calibrate(fp_dir, CalibConfig())
     tv = {si: [round(a, 4), round(b, 4)] for si, (a, b) in r.tv_by_scale.items()}
     return r, {"tensors": len(r.cache.ranges), "tv_by_scale_sampled_vs_resampled": tv}
 
@@ -58,13 +57,14 @@ def _quantize(fp_dir: Path, cache, qc, out: Path):
     return quantize(fp_dir, cache, qc, out), {"settings": qc.to_dict()}
 
 
-def run_demo(out: Path, model_dir: str | None = None, per_class: int = 8, seed: int = 0) -> str:
-    """Run every stage; return the markdown report (also written to ``out/report.md``)."""
+def run_demo(
+    out: Path, model_dir: str | None = None, per_class: int = 8, seed: int = 0
+) -> tuple[Path, str]:
+    """Run every stage; write ``out/report.md``; return its path and a short summary."""
     from sasq.calib.cache import save_cache
     from sasq.exporter import export_model
     from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
     from sasq.tools.bench import BenchConfig, run_bench
-    from sasq.tools.bench import to_markdown as bench_md
     from sasq.tools.bench import write_report as write_bench
 
     out.mkdir(parents=True, exist_ok=True)
@@ -77,7 +77,8 @@ def run_demo(out: Path, model_dir: str | None = None, per_class: int = 8, seed: 
     calib = st.run("calibrate", _calibrate, fp_dir)
     save_cache(calib.cache, out / "calib.json")
 
-    fp, _ = _grid(model, None, labels, seed, out / "fp_torch.png", "FP32 (torch)")
+    fp = st.run("generate torch fp32", _grid, model, None, labels, seed, out / "fp_torch.png",
+                "FP32 (torch)")  # fmt: skip
     gens = {
         "ort fp32": st.run(
             "generate ort fp32",
@@ -114,22 +115,19 @@ def run_demo(out: Path, model_dir: str | None = None, per_class: int = 8, seed: 
         titles=("FP32 (torch)", "int8 + shift-and-sum (ONNX Runtime)"),
     )
 
-    eval_md = ""
+    result = None
     if model_dir is None:  # the digits classifier scores the embedded model only
         from sasq.tools.evaluate import EvalConfig, evaluate
-        from sasq.tools.evaluate import to_markdown as eval_of
         from sasq.tools.evaluate import write_report as write_eval
         from sasq.tools.quality import default_classifier
 
         ec = EvalConfig(
             per_class=30,
             bits=("W8A8",),
-            progress=False,
             rows=("peer-minmax", "plain", "resample", "shift-sum", "both"),
         )
         result = st.run("eval", lambda: (evaluate(model, default_classifier(), ec), {}))
         write_eval(result, out)
-        eval_md = eval_of(result)
 
     specs = ("ort", "torch", *(f"{n}={out / f'onnx_{n}'}" for n in int8))
     bench_cfg = BenchConfig(backends=specs, batch_sizes=(1, 8, 32), repeats=5, threads=1)
@@ -137,33 +135,6 @@ def run_demo(out: Path, model_dir: str | None = None, per_class: int = 8, seed: 
     write_bench(bench, out)
 
     atomic.write_json(out / "summary.json", st.results)
-    report = "\n".join(
-        [
-            "# sasq demo",
-            "",
-            f"Model: `{model.path}`; torch {torch.__version__}. Stage timings and token agreement"
-            " in `summary.json`; full tables in `eval.md` and `bench.md`.",
-            "",
-            "## FP vs int8 (same seeds)",
-            "",
-            "![FP vs int8](fp_vs_int8.png)",
-            "",
-            "Also: `fp_ort.png` (FP32 under ONNX Runtime), `int8_ort.png` (plain int8).",
-            "",
-            "## Quality against FP (short eval)",
-            "",
-            eval_md,
-            "## Speed (ONNX Runtime FP32 is the baseline)",
-            "",
-            bench_md(bench),
-            "",
-            "## Stages",
-            "",
-            "```json",
-            json.dumps(st.results, indent=2, default=str),
-            "```",
-            "",
-        ]
-    )
-    atomic.write_text(out / "report.md", report)
-    return report
+    report = demo_report(st.results, result, bench, str(model.path))
+    path = atomic.write_text(out / "report.md", report)
+    return path, demo_summary(st.results, result, bench, path)

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from sasq import progress
 from sasq.exporter.qdq_config import BIT_WIDTHS
 from sasq.models import LoadedModel
 from sasq.tools import atomic
@@ -119,17 +119,17 @@ class Scorer:
         K = model.var.num_classes
         self.labels = tuple(c for c in range(K) for _ in range(ec.per_class))
         self._labels_np = np.asarray(self.labels)
-        self.fp = self.run(make_backend("torch", model))
+        progress.stage(f"eval: FP reference, {len(self.labels)} samples", ec.progress)
+        self.fp = self.run(make_backend("torch", model), show=ec.progress)
         fp_scores = _samples(clf, self.fp, self._labels_np, self.fp.idx)
         _, real = predict(clf, load_split(model.cfg.vqvae.image_size).test_x)
         self.fns = metric_fns(fp_scores.feats, real)
         self.idx = draws(len(self.labels), ec.bootstrap, ec.seed)
 
-    def run(self, backend: StepBackend, seed: int | None = None):
+    def run(self, backend: StepBackend, seed: int | None = None, show: bool = False):
         seed = self.ec.seed if seed is None else seed
-        return generate_many(
-            self.model.cfg, backend, GenerateConfig(self.labels, seed, self.ec.batch)
-        )
+        gc = GenerateConfig(self.labels, seed, self.ec.batch, progress=show)
+        return generate_many(self.model.cfg, backend, gc)
 
     def replicates(self, gen, backend=None) -> tuple[dict, dict]:
         """metric -> (value, replicates), and extra per-layer numbers (V-only rows)."""
@@ -146,11 +146,12 @@ class Workspace:
     """Exports, calibration caches and quantized folders, each made once per evaluation."""
 
     def __init__(self, model: LoadedModel, root: Path, ec: EvalConfig):
-        from sasq.exporter import export_model
+        from sasq.exporter import ExportConfig, export_model
 
         self.model, self.root, self.ec = model, root, ec
         self.fp = root / "fp"
-        export_model(model, self.fp)
+        progress.stage("eval: exporting the FP graphs", ec.progress)
+        export_model(model, self.fp, ExportConfig(progress=ec.progress))
         self._caches: dict[tuple[Path, str, bool], object] = {}
         self._reader = None
 
@@ -174,7 +175,7 @@ class Workspace:
     def gps_export(self, w: int, a: int) -> Path:
         """The FP export with GPS balanced for (w, a) bits."""
         from sasq.calib.gps import GPSConfig, apply_gps
-        from sasq.exporter import export_model
+        from sasq.exporter import ExportConfig, export_model
 
         out = self.root / f"fp-gps-W{w}A{a}"
         if not out.exists():
@@ -187,7 +188,7 @@ class Workspace:
                 progress=False,
             )
             model, notes = apply_gps(self.model, gc)
-            export_model(model, out, notes={"gps": notes})
+            export_model(model, out, ExportConfig(progress=False), notes={"gps": notes})
         return out
 
     def peer(self, method: str) -> Path:
@@ -258,16 +259,19 @@ def evaluate(model: LoadedModel, clf: DigitsClassifier, ec: EvalConfig) -> dict:
         return {m: iv.as_dict() for m, iv in intervals(r).items()} | extra
 
     b0 = ec.bits[0]
+    progress.stage("eval: FP with seed+1 (the noise floor)", ec.progress)
     table: dict[str, dict[str, dict | None]] = {
         "FP": {b0: score("FP", b0, sc.fp)},
         "FP (seed+1)": {
-            b0: score("FP (seed+1)", b0, sc.run(make_backend("torch", model), ec.seed + 1))
+            b0: score(
+                "FP (seed+1)", b0, sc.run(make_backend("torch", model), ec.seed + 1, ec.progress)
+            )
         },
     }
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace(model, Path(tmp), ec)
         cells = [(r, b) for r in ec.rows for b in ec.bits]
-        for row, bits in tqdm(cells, desc="eval", disable=not ec.progress):
+        for row, bits in progress.bar(cells, "eval", enabled=ec.progress):
             backend = _backend_for(ws, row, bits)
             table.setdefault(row, {})[bits] = (
                 None if backend is None else score(row, bits, sc.run(backend), backend)
@@ -278,25 +282,51 @@ def evaluate(model: LoadedModel, clf: DigitsClassifier, ec: EvalConfig) -> dict:
         "table": table,
         "differences": _differences(reps, ec),
         "seconds": round(time.perf_counter() - t0, 1),
-        "notes": [
-            "every number: value with its 95% bootstrap interval (lo, hi) over the samples, "
-            f"{ec.bootstrap} replicates; FID's real test digits held fixed",
-            "differences: each row minus its baseline (plain; kv4 for kv4-shift-sum; v-only "
-            "for v-only-shift-sum) on the same bootstrap draws (paired: same seeds and "
-            "labels); significant when the interval excludes 0",
-            "peer rows are int8 only (ORT quantize_static); None = not applicable",
-            "plain/resample/dgc/shift-sum/both/gps-stwq: sasq static Q/DQ, minmax observer, "
-            "int8 KV cache (ort target); dgc: calibration images chosen by "
-            "distribution-guided selection (PTQ4ARVG)",
-            "fp32-cache: the earlier graph (float cache re-quantized every step); kv6/kv4: "
-            "the cache at 6 / 4 bits (simulated)",
-            "peer-linears: quantize_static MinMax on the linears only, attention in float",
-            "v-only (+shift-sum): only V of the AV product quantized at the cell's activation "
-            "bits (per head, the paper's quantizer), all else FP; AV_SQNR_dB is the AV "
-            "output's error against the same probabilities times the FP V",
-            "FP (seed+1): noise floor of FID2FP and token agreement",
-        ],
+        "notes": _notes(ec),
     }
+
+
+# (the rows a note is about, or None for every table; the note)
+_NOTES: tuple[tuple[tuple[str, ...] | None, str], ...] = (
+    (None, "every number: value ± half-width of its 95% bootstrap interval over the samples "
+     "(the interval itself in eval.json); FID's real test digits held fixed"),
+    (None, "FP (seed+1): FP against FP with another seed, the noise floor of FID2FP and token "
+     "agreement"),
+    (("peer-minmax", "peer-entropy", "peer-linears"),
+     "ROWS: ONNX Runtime's quantize_static (int8 only; MinMax / Entropy on every MatMul)"),
+    (("peer-linears",), "peer-linears: quantize_static MinMax on the linears only, attention "
+     "in float"),
+    (("plain", "resample", "dgc", "shift-sum", "both", "gps-stwq"),
+     "ROWS: sasq static Q/DQ, minmax observer, int8 KV cache (ort target)"),
+    (("dgc",), "dgc: calibration images chosen by distribution-guided selection (PTQ4ARVG)"),
+    (("fp32-cache",), "fp32-cache: the earlier graph (float cache re-quantized every step)"),
+    (("kv6", "kv4", "kv4-shift-sum"), "ROWS: the KV cache at 6 / 4 bits (simulated)"),
+    (("v-only", "v-only-shift-sum"),
+     "ROWS: only V of the AV product quantized at the cell's activation bits "
+     "(per head, the paper's quantizer), all else FP; AV SQNR is the AV output's error "
+     "against the same probabilities times the FP V"),
+)  # fmt: skip
+
+
+def _notes(ec: EvalConfig) -> list[str]:
+    """The notes of the rows this evaluation ran (naming only those), and how differences
+    are marked where a row and its baseline both ran."""
+    notes = []
+    for rows, text in _NOTES:
+        ran = [r for r in (rows or ()) if r in ec.rows]
+        if rows is None or ran:
+            notes.append(text.replace("ROWS", ", ".join(ran)))
+    pairs = [(r, BASELINE.get(r, "plain")) for r in ec.rows if r != "plain"]
+    pairs = [(r, b) for r, b in pairs if b in ec.rows and not r.startswith("peer")]
+    peers = [r for r in ec.rows if r.startswith("peer")] if "plain" in ec.rows else []
+    said = [f"{r} vs {b}" for r, b in pairs] + [f"{r} vs plain" for r in peers]
+    if said:
+        notes.append(
+            f"† differs from the row's baseline ({'; '.join(said)}) on the same bootstrap "
+            "draws (paired: same seeds and labels), the 95% interval of the difference "
+            "excluding 0"
+        )
+    return notes
 
 
 def _differences(reps: dict[tuple[str, str], dict], ec: EvalConfig) -> dict:
@@ -392,5 +422,9 @@ def to_markdown(r: dict) -> str:
     return "\n".join([*lines, "", "Notes:", "", *[f"- {n}" for n in r["notes"]], ""])
 
 
-def write_report(r: dict, out_dir: Path) -> tuple[Path, Path]:
-    return atomic.write_report(r, out_dir, "eval", to_markdown)
+def write_report(r: dict, out_dir: Path) -> tuple[Path, Path, Path]:
+    """``eval.json``, ``eval.md`` and ``eval.png`` (token agreement against bits)."""
+    from sasq.tools.report_plots import eval_plot
+
+    js, md = atomic.write_report(r, out_dir, "eval", to_markdown)
+    return js, md, eval_plot(r, Path(out_dir) / "eval.png")

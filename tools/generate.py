@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sasq import progress
 from sasq.models import LoadedModel, ModelConfig, SamplingConfig
 from sasq.models.memory import generation_estimate, require_fits
 from sasq.tools.decode import Generation, StepBackend, generate
@@ -23,6 +24,7 @@ class GenerateConfig:
     seed: int = 0
     batch: int = 64  # chunk i of the labels is sampled with seed + i
     sampling: SamplingConfig | None = None  # None: the model's own defaults
+    progress: bool = False  # a bar over the batches (on a terminal, ``sasq.progress``)
 
 
 def make_backend(
@@ -104,9 +106,10 @@ def generate_many(cfg: ModelConfig, backend: StepBackend, gc: GenerateConfig) ->
     require_fits(need, f"generating {n} images in batches of {batch}", "lower --batch or --n")
     labels = torch.tensor(gc.classes, dtype=torch.long)
     pns, K = tuple(cfg.var.patch_nums), cfg.var.num_classes
+    chunks = labels.split(gc.batch)
     parts = [
         generate(backend, chunk, pns, sampling, gc.seed + i, K)
-        for i, chunk in enumerate(labels.split(gc.batch))
+        for i, chunk in enumerate(progress.bar(chunks, "generate", enabled=gc.progress))
     ]
     idx = [torch.cat([p.idx[si] for p in parts]) for si in range(len(parts[0].idx))]
     return Generation(idx, torch.cat([p.img for p in parts]))

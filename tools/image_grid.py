@@ -160,3 +160,25 @@ def side_by_side(
     _draw_centered(draw, titles[0], (0, 0, im_l.width, TITLE_H))
     _draw_centered(draw, titles[1], (im_l.width + gap, 0, width, TITLE_H))
     return _atomic_save(sheet, Path(out))
+
+
+def save_images(
+    img_BCHW: torch.Tensor, folder: str | Path, labels: Sequence[str], scale: int = 1
+) -> list[Path]:
+    """Each image as its own PNG at the model's resolution, ``{i:04d}_class{label}.png``
+    (grey images as 8-bit grey, so ``sasq edit`` reads back exactly what was generated), and
+    with ``scale`` > 1 also an enlarged copy ``..._x{scale}.png`` (nearest: the same pixels,
+    bigger, which ``edit`` shrinks back exactly)."""
+    if scale < 1:
+        raise ValueError(f"save_images: scale must be >= 1, got {scale}")
+    rgb_BHW3 = _to_rgb_uint8(img_BCHW)
+    grey = img_BCHW.shape[1] == 1
+    paths = []
+    for i, (arr, label) in enumerate(zip(rgb_BHW3, labels, strict=True)):
+        im = Image.fromarray(arr[..., 0] if grey else arr)
+        stem = f"{i:04d}_class{label}"
+        paths.append(_atomic_save(im, Path(folder) / f"{stem}.png"))
+        if scale > 1:
+            big = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+            paths.append(_atomic_save(big, Path(folder) / f"{stem}_x{scale}.png"))
+    return paths

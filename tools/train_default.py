@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from sasq.models import LoadedModel, ModelConfig, build, tiny_default
 from sasq.models.checkpoint import save_safetensors
+from sasq.progress import bar as progress_bar
 from sasq.tools import atomic
 from sasq.tools.model_card import write_model_card
 
@@ -56,7 +56,7 @@ def train_vqvae(m: LoadedModel, train_x: torch.Tensor, tc: TrainConfig, progress
     opt = torch.optim.AdamW(vae.parameters(), lr=tc.vae_lr, weight_decay=0.0, betas=(0.9, 0.95))
     V = vae.V
     hits = torch.zeros(V)
-    bar = tqdm(range(tc.vae_steps), desc="vqvae", disable=not progress)
+    bar = progress_bar(range(tc.vae_steps), "vqvae", enabled=progress)
     for step in bar:
         _cosine_lr(opt, tc.vae_lr, step, tc.vae_steps, 100)
         x = train_x[torch.randint(len(train_x), (tc.vae_batch,), generator=gen)]
@@ -121,7 +121,7 @@ def train_var(
         lr=tc.var_lr,
         betas=(0.9, 0.95),
     )
-    bar = tqdm(range(tc.var_steps), desc="var", disable=not progress)
+    bar = progress_bar(range(tc.var_steps), "var", enabled=progress)
     for step in bar:
         _cosine_lr(opt, tc.var_lr, step, tc.var_steps, 200)
         b = torch.randint(len(ys), (tc.var_batch,), generator=gen)

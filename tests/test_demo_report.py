@@ -1,0 +1,78 @@
+"""The demo's report.md and summary: one document, short tables, rounded, no raw JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sasq.tools.demo_report import demo_report, demo_summary
+
+
+def _iv(v, lo, hi):
+    return {"value": v, "lo": lo, "hi": hi}
+
+
+def _cell(ta):
+    return {
+        "token_agreement": _iv(ta, ta - 0.0123, ta + 0.0117),
+        "FID2FP": _iv(1.2345678, 0.9, 1.61),
+        "FID": _iv(30.0, 28.0, 32.0),
+        "IS": _iv(8.0, 7.9, 8.1),
+        "class_acc": _iv(0.9666666, 0.93, 0.99),
+    }
+
+
+def _inputs():
+    stages = {
+        "export": {"folder": "onnx_fp", "seconds": 33.71},
+        "calibrate": {"tensors": 33, "seconds": 13.52},
+        "generate ort fp32": {"grid": "fp_ort.png", "seconds": 1.234,
+                              "token_agreement_vs_torch_fp": [1.0, 1.0, 1.0, 1.0]},
+        "generate int8-ss": {"grid": "x.png", "seconds": 0.8361111111111111,
+                             "token_agreement_vs_torch_fp": [1.0, 0.96875, 0.83611111111, 0.7]},
+        "eval": {"seconds": 150.2},
+        "bench": {"seconds": 41.0},
+    }  # fmt: skip
+    ev = {
+        "config": {"bits": ["W8A8"]},
+        "samples": 300,
+        "table": {"FP": {"W8A8": _cell(1.0)}, "FP (seed+1)": {"W8A8": _cell(0.5)},
+                  "plain": {"W8A8": _cell(0.8361111111111111)}, "both": {"W8A8": _cell(0.85)}},
+    }  # fmt: skip
+
+    def backend(ms, spread):
+        return {"e2e_ms_median": ms, "e2e_spread": spread, "images_per_s": 1e3 / ms}
+
+    bench = {
+        "settings": {"repeats": 5},
+        "machine": {"cpu_count": 2, "versions": {"torch": "2.9"},
+                    "loadavg_1min": {"before": 7.0556640625, "after": 7.2}},
+        "runs": [{"batch": b, "backends": {"ort": backend(100.0 * b, 0.03),
+                                           "int8-ss": backend(61.0 * b, 0.21)}}
+                 for b in (1, 8)],
+        "warnings": ["1-min load average was 7.06 before the run: rerun on a quiet machine"],
+    }  # fmt: skip
+    return stages, ev, bench
+
+
+def test_report_is_one_document_without_json():
+    stages, ev, bench = _inputs()
+    md = demo_report(stages, ev, bench, "/m/default")
+    lines = md.splitlines()
+    assert sum(line.startswith("# ") for line in lines) == 1 and lines[0] == "# sasq demo"
+    assert "{" not in md and "```" not in md
+    assert "0.8361111111111111" not in md and "7.0556640625" not in md
+    assert "| int8-ss | 100 / 97 / 84 / 70 |" in md  # whole percent per scale
+    assert "| plain | 0.836 ± 0.012 |" in md  # to the digits of the interval
+    assert "| int8-ss | 1.64x (±10%) | 1.64x (±10%) |" in md
+    assert "load average 7.06" in md and "Warnings" in md
+    assert "| eval | 150 |" in md and "| generate ort fp32 | 1.2 |" in md
+    assert max(len(line.split("|")) for line in lines) <= 6  # short tables
+
+
+def test_report_without_eval_and_the_short_summary(tmp_path):
+    stages, _, bench = _inputs()
+    md = demo_report(stages, None, bench, "/m/other")
+    assert "Quality against FP" not in md and "{" not in md
+    s = demo_summary(stages, _inputs()[1], bench, Path("out/demo/report.md"))
+    assert len(s.splitlines()) <= 6 and s.splitlines()[-1] == "report: out/demo/report.md"
+    assert "both 0.850 ± 0.012" in s and "int8-ss 1.64x" in s

@@ -352,7 +352,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from sasq.tools.demo import run_demo
 
-    print(run_demo(Path(args.out), model_dir=args.model))
+    print(run_demo(Path(args.out), model_dir=args.model, threads=args.threads))
     return 0
 
 

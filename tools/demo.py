@@ -58,12 +58,19 @@ def _quantize(fp_dir: Path, cache, qc, out: Path):
     return quantize(fp_dir, cache, qc, out), {"settings": qc.to_dict()}
 
 
-def run_demo(out: Path, model_dir: str | None = None, per_class: int = 8, seed: int = 0) -> str:
-    """Run every stage; return the markdown report (also written to ``out/report.md``)."""
+def run_demo(
+    out: Path,
+    model_dir: str | None = None,
+    per_class: int = 8,
+    seed: int = 0,
+    threads: int | None = None,
+) -> str:
+    """Run every stage; return the markdown report (also written to ``out/report.md``).
+    ``threads``: the bench's (None: ``bench.default_threads()``, half the logical cores)."""
     from sasq.calib.cache import save_cache
     from sasq.exporter import export_model
     from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
-    from sasq.tools.bench import BenchConfig, run_bench
+    from sasq.tools.bench import BenchConfig, default_threads, run_bench
     from sasq.tools.bench import to_markdown as bench_md
     from sasq.tools.bench import write_report as write_bench
 
@@ -132,7 +139,12 @@ def run_demo(out: Path, model_dir: str | None = None, per_class: int = 8, seed: 
         eval_md = eval_of(result)
 
     specs = ("ort", "torch", *(f"{n}={out / f'onnx_{n}'}" for n in int8))
-    bench_cfg = BenchConfig(backends=specs, batch_sizes=(1, 8, 32), repeats=5, threads=1)
+    bench_cfg = BenchConfig(
+        backends=specs,
+        batch_sizes=(1, 8, 32),
+        repeats=5,
+        threads=default_threads() if threads is None else threads,
+    )
     bench = st.run("bench", lambda: (run_bench(model, fp_dir, bench_cfg), {}))
     write_bench(bench, out)
 

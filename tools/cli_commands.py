@@ -244,19 +244,37 @@ def _backend_from_spec(spec: str, model_args: argparse.Namespace):
 def cmd_compare(args: argparse.Namespace) -> int:
     from sasq.exporter import verify
     from sasq.models import ModelConfig
-    from sasq.tools.compare import CompareConfig, compare_backends, to_markdown, write_report
+    from sasq.tools.compare import (
+        CompareConfig,
+        compare_backends,
+        describe_side,
+        judge_quantized,
+        layer_sqnr,
+        to_markdown,
+        write_report,
+    )
 
     checks.check_compare_sources(args)
+    sides = [describe_side(s) for s in (args.a, args.b)]
     a, b = _backend_from_spec(args.a, args), _backend_from_spec(args.b, args)
-    onnx = next((s.partition("=")[2].partition(",")[0] for s in (args.a, args.b) if "=" in s), None)
+    onnx = next((s["folder"] for s in sides if s["folder"]), None)
     cfg = ModelConfig.from_dict(verify(onnx).model_config) if onnx else _load(args).cfg
     cc = CompareConfig(n=args.n, seed=args.seed, atol=args.atol, rtol=args.rtol)
     report = compare_backends(cfg, a, b, cc)
-    folders = [sp.partition("=")[2] for sp in (args.a, args.b) if sp.startswith("ort=")]
-    if len(folders) == 2:  # two exports: also the SQNR of every quantized op's input
-        from sasq.tools.compare import layer_sqnr
-
-        report["layer_sqnr_db"] = layer_sqnr(cfg, Path(folders[0]), Path(folders[1]), cc)
+    report["a"], report["b"] = sides
+    quantized = [s for s in sides if s["quant"]]
+    if quantized:  # judged by what quantization keeps, not by an FP tolerance
+        q = min(quantized, key=lambda s: s["quant"]["narrowest_bits"])
+        ref = next((s for s in sides if s is not q), None)
+        layers, why = None, ""
+        if not (ref and ref["backend"] == "ort" and q["backend"] == "ort"):
+            why = "per-layer SQNR needs both sides as ort=DIR exports"
+        elif ref["step_sha256"] != q["quant"]["source_step_sha256"]:
+            why = f"per-layer SQNR needs the FP export {q['folder']} was quantized from"
+        else:
+            layers, inputs = layer_sqnr(cfg, Path(ref["folder"]), Path(q["folder"]), cc)
+            report["layer_sqnr_db"], report["input_sqnr_db"] = layers, inputs
+        judge_quantized(report, q["quant"]["narrowest_bits"], q["quant"]["bits"], layers, why)
     write_report(report, checks.out_folder(args.out))
     print(to_markdown(report))
     return 0 if report["passed"] else 1

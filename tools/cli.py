@@ -101,7 +101,8 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         C.cmd_compare,
     ),
     "selftest": (
-        "GPU self-check: TensorRT engines vs ONNX Runtime CPU",
+        "self-check on the default model: the CPU chain (export, ORT = torch, calibrate, "
+        "int8, lint, compare); --gpu: TensorRT engines vs ONNX Runtime CPU",
         A.args_selftest,
         C.cmd_selftest,
     ),

@@ -311,7 +311,8 @@ def args_selftest(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--gpu",
         action="store_true",
-        help="also the GPU checks: TensorRT fp16/int8 engines against ONNX Runtime on the CPU",
+        help="run the GPU checks (TensorRT fp16/int8 engines against ONNX Runtime on the CPU) "
+        "instead of the CPU ones; needs sasq[gpu] and a GPU",
     )
     p.add_argument("--out", default="out/selftest", help="folder for the checks' files")
 

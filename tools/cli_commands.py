@@ -28,7 +28,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         make_backend,
         save_tokens,
     )
-    from sasq.tools.image_grid import check_grid_fits, save_grid
+    from sasq.tools.image_grid import check_grid_fits, grid_title, save_grid
 
     out = checks.out_file(args.out)
     if args.backend == "torch" or args.onnx is None or {args.model, args.vae, args.var} != {None}:
@@ -53,7 +53,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         out,
         labels=[str(c) for c in labels],
         nrow=args.nrow,
-        title=f"{args.backend} seed={args.seed} cfg={sampling.cfg}",
+        title=grid_title(args.backend, f"seed {args.seed}", f"cfg {sampling.cfg:g}"),
     )
     if args.save_tokens:
         tokens = checks.out_file(args.save_tokens)
@@ -248,8 +248,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         CompareConfig,
         compare_backends,
         describe_side,
-        judge_quantized,
-        layer_sqnr,
+        judge,
         to_markdown,
         write_report,
     )
@@ -261,20 +260,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = ModelConfig.from_dict(verify(onnx).model_config) if onnx else _load(args).cfg
     cc = CompareConfig(n=args.n, seed=args.seed, atol=args.atol, rtol=args.rtol)
     report = compare_backends(cfg, a, b, cc)
-    report["a"], report["b"] = sides
-    quantized = [s for s in sides if s["quant"]]
-    if quantized:  # judged by what quantization keeps, not by an FP tolerance
-        q = min(quantized, key=lambda s: s["quant"]["narrowest_bits"])
-        ref = next((s for s in sides if s is not q), None)
-        layers, why = None, ""
-        if not (ref and ref["backend"] == "ort" and q["backend"] == "ort"):
-            why = "per-layer SQNR needs both sides as ort=DIR exports"
-        elif ref["step_sha256"] != q["quant"]["source_step_sha256"]:
-            why = f"per-layer SQNR needs the FP export {q['folder']} was quantized from"
-        else:
-            layers, inputs = layer_sqnr(cfg, Path(ref["folder"]), Path(q["folder"]), cc)
-            report["layer_sqnr_db"], report["input_sqnr_db"] = layers, inputs
-        judge_quantized(report, q["quant"]["narrowest_bits"], q["quant"]["bits"], layers, why)
+    judge(report, sides, cfg, cc)
     write_report(report, checks.out_folder(args.out))
     print(to_markdown(report))
     return 0 if report["passed"] else 1
@@ -293,10 +279,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
-    from sasq.tools.selftest import gpu_selftest
+    from sasq.tools.selftest import cpu_selftest, gpu_selftest
 
     if not args.gpu:
-        raise UserError("nothing to test: pass --gpu")
+        return cpu_selftest(Path(args.out))
     return gpu_selftest(Path(args.out))
 
 
@@ -386,6 +372,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     )
     from sasq.tools.edit_files import load_inputs
     from sasq.tools.generate import make_backend
+    from sasq.tools.image_grid import grid_title
 
     out = checks.out_file(args.out)
     model = _load(args)  # the VQVAE encoder runs host-side in torch for every backend
@@ -403,7 +390,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
     )
     res = edit(model.cfg, model.vqvae, backend, image, mask, ec)
     cond = "uncond" if args.cls is None else f"class {args.cls}"
-    save_edit_sheet(res, out, args.n, title=f"{task.value} {cond} {args.backend} seed={args.seed}")
+    title = grid_title(task.value, cond, args.backend, f"seed {args.seed}")
+    save_edit_sheet(res, out, args.n, title=title)
     keep = res.mask.repeat_interleave(args.n, 0) == 0
     recon = res.recon.repeat_interleave(args.n, 0)
     print(

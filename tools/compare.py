@@ -162,6 +162,27 @@ def judge_quantized(
     return report
 
 
+def judge(report: dict, sides: list[dict], cfg: ModelConfig, cc: CompareConfig) -> dict:
+    """Record both sides (``describe_side``) in ``report``; where one is quantized, measure
+    the layers when the other is its FP source and judge by ``judge_quantized``; otherwise
+    the exact tolerance's verdict stands."""
+    report["a"], report["b"] = sides
+    quantized = [s for s in sides if s["quant"]]
+    if not quantized:
+        return report
+    q = min(quantized, key=lambda s: s["quant"]["narrowest_bits"])
+    ref = next((s for s in sides if s is not q), None)
+    layers, why = None, ""
+    if not (ref and ref["backend"] == "ort" and q["backend"] == "ort"):
+        why = "per-layer SQNR needs both sides as ort=DIR exports"
+    elif ref["step_sha256"] != q["quant"]["source_step_sha256"]:
+        why = f"per-layer SQNR needs the FP export {q['folder']} was quantized from"
+    else:
+        layers, inputs = layer_sqnr(cfg, Path(ref["folder"]), Path(q["folder"]), cc)
+        report["layer_sqnr_db"], report["input_sqnr_db"] = layers, inputs
+    return judge_quantized(report, q["quant"]["narrowest_bits"], q["quant"]["bits"], layers, why)
+
+
 def _side(s) -> str:
     if isinstance(s, dict):
         return s["spec"]
@@ -252,6 +273,8 @@ def describe_side(spec: str) -> dict:
     m = verify(folder)
     step = m.graphs["step"].file
     q = m.extra.get("quant")
+    if q is None and "peer" in m.extra:  # ONNX Runtime's quantize_static: int8 W8A8
+        q = {"w_bits": 8, "a_bits": 8, "target": "ort", **m.extra["peer"]}
     quant = None
     if q:
         w, a = int(q["w_bits"]), int(q["a_bits"])

@@ -130,6 +130,7 @@ def test_missing_model_folder_is_one_line(tmp_path, capsys):
     assert "not a sasq model folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 5.5s on a busy 2-core machine
 def test_pickled_checkpoint_refused_through_the_cli(tiny_model_dir, tmp_path):
     import shutil
 

@@ -43,6 +43,7 @@ def test_vq_round_trip_psnr_on_held_out_digits(model):
     assert psnr(rec, x) >= 27.0
 
 
+@pytest.mark.slow  # 8s on a busy 2-core machine
 def test_generated_digits_are_the_requested_class(model):
     q = generation_quality(
         model, make_backend("torch", model), default_classifier(), GenQualityConfig(per_class=20)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from sasq.models import load_model
@@ -60,6 +61,7 @@ def _logit_sqnr(m, qc: PaperQuantConfig) -> list[float]:
     return [sqnr_db(a, b) for a, b in zip(fp.logits, q.logits, strict=True)]
 
 
+@pytest.mark.slow  # 19s on a busy 2-core machine
 def test_w8a8_reference_logit_sqnr_and_the_cost_of_log2_softmax():
     # Measured on the embedded default: 48.6 / 30.7 / 26.2 / 23.4 dB per scale with log2
     # softmax, 48.6 / 45.1 / 43.1 / 37.3 dB with uniform 1/127 probabilities.
@@ -71,6 +73,7 @@ def test_w8a8_reference_logit_sqnr_and_the_cost_of_log2_softmax():
     assert uniform[-1] >= log2[-1] + 8.0
 
 
+@pytest.mark.slow  # 19s on a busy 2-core machine
 def test_reference_buys_shifted_copies_under_the_budget():
     m = load_model()
     ref = PaperQuantBackend(m, PaperQuantConfig())

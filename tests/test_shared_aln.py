@@ -30,6 +30,10 @@ from sasq.tools.edit import EditConfig, EditTask, edit
 LABELS = torch.tensor([0, 3, 7, 9])
 
 
+# Its module fixtures export and quantize a shared-AdaLN model: 61 s on a busy 2-core machine.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     prev = torch.get_num_threads()

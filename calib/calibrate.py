@@ -33,13 +33,13 @@ from sasq.calib.observers import ObserverConfig, ObserverMethod, make_observer
 from sasq.calib.recorder import OpKind, QuantTarget, quantizable_inputs
 from sasq.calib.resample import ResampleHook, ResampleMode
 from sasq.calib.selection import SelectionMethod, select
+from sasq.engines.decode import generate
 from sasq.engines.ort_backend import OrtBackend
 from sasq.engines.ort_session import SessionConfig
+from sasq.errors import UserError
 from sasq.exporter.manifest import verify
 from sasq.models.config import ModelConfig
 from sasq.models.memory import calibration_estimate, require_fits
-from sasq.tools.decode import generate
-from sasq.tools.errors import UserError
 
 
 @dataclass(frozen=True)

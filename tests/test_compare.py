@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+from sasq.engines.generate import make_backend
 from sasq.models import load_model
 from sasq.tools.cli import main
 from sasq.tools.compare import CompareConfig, compare_backends
-from sasq.tools.generate import make_backend
 
 
 def test_torch_and_ort_fp32_agree_per_scale(default_export):

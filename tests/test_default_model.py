@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sasq.engines.generate import make_backend
+from sasq.metrics import psnr
 from sasq.models import DEFAULT_DIR, load_model
 from sasq.tools.digits import load_split
-from sasq.tools.generate import make_backend
-from sasq.tools.metrics import psnr
 from sasq.tools.quality import GenQualityConfig, default_classifier, generation_quality
 
 

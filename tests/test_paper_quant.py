@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sasq.models import load_model
-from sasq.tools.compare import CompareConfig, compare_backends
-from sasq.tools.generate import make_backend
-from sasq.tools.paper_quant import (
+from sasq.engines.generate import make_backend
+from sasq.engines.paper_quant import (
     PaperQuantBackend,
     PaperQuantConfig,
     log2_quant,
     per_token,
     shift_sum_v,
 )
+from sasq.models import load_model
+from sasq.tools.compare import CompareConfig, compare_backends
 
 
 def test_log2_softmax_levels():
@@ -43,8 +43,8 @@ def test_shift_sum_v_error_halves_with_two_copies():
 
 
 def _logit_sqnr(m, qc: PaperQuantConfig) -> list[float]:
-    from sasq.tools.decode import generate
-    from sasq.tools.metrics import sqnr_db
+    from sasq.engines.decode import generate
+    from sasq.metrics import sqnr_db
 
     labels, pns, samp = torch.arange(16) % 10, m.cfg.var.patch_nums, m.cfg.sampling
     fp = generate(make_backend("torch", m), labels, pns, samp, 0, 10, keep_logits=True)

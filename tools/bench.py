@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
+from sasq.engines.decode import StepBackend, generate
 from sasq.models import LoadedModel
 from sasq.tools import atomic
-from sasq.tools.decode import StepBackend, generate
 from sasq.tools.errors import UserError
 
 KNOWN_BACKENDS = ("torch", "ort")

@@ -55,7 +55,7 @@ def _timing_threads(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def args_generate(p: argparse.ArgumentParser) -> None:
-    from sasq.tools.generate import BACKENDS
+    from sasq.engines.generate import BACKENDS
 
     _add_model(p)
     _add_onnx(p)
@@ -405,8 +405,8 @@ def args_demo(p: argparse.ArgumentParser) -> None:
 
 
 def args_edit(p: argparse.ArgumentParser) -> None:
+    from sasq.engines.generate import BACKENDS
     from sasq.tools.edit import EditTask, TokenRule
-    from sasq.tools.generate import BACKENDS
 
     _add_model(p)
     _add_onnx(p)

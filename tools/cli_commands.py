@@ -21,7 +21,7 @@ def _load(args: argparse.Namespace):
 def cmd_generate(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from sasq.tools.generate import (
+    from sasq.engines.generate import (
         GenerateConfig,
         generate_many,
         labels_for,
@@ -230,7 +230,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def _backend_from_spec(spec: str, model_args: argparse.Namespace):
     """``torch`` | ``ort=DIR`` | ``ort-cuda=DIR`` | ``trt=DIR,PLAN``."""
-    from sasq.tools.generate import make_backend
+    from sasq.engines.generate import make_backend
 
     name, _, rest = spec.partition("=")
     if name == "torch":
@@ -361,6 +361,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
+    from sasq.engines.generate import make_backend
     from sasq.tools.edit import (
         EditConfig,
         EditTask,
@@ -371,7 +372,6 @@ def cmd_edit(args: argparse.Namespace) -> int:
         save_edit_sheet,
     )
     from sasq.tools.edit_files import load_inputs
-    from sasq.tools.generate import make_backend
     from sasq.tools.image_grid import grid_title
 
     out = checks.out_file(args.out)

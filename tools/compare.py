@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sasq.engines.decode import StepBackend, generate
+from sasq.metrics import sqnr_db, token_agreement
 from sasq.models import ModelConfig
 from sasq.models.memory import Estimate, generation_estimate, require_fits
 from sasq.tools import atomic
-from sasq.tools.decode import StepBackend, generate
-from sasq.tools.metrics import sqnr_db, token_agreement
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
+from sasq.engines.generate import GenerateConfig, generate_many, make_backend
+from sasq.metrics import token_agreement
 from sasq.models import LoadedModel, load_model
 from sasq.tools import atomic
-from sasq.tools.generate import GenerateConfig, generate_many, make_backend
 from sasq.tools.image_grid import save_grid, side_by_side
-from sasq.tools.metrics import token_agreement
 
 
 class _Stages:

@@ -14,10 +14,10 @@ import json
 import time
 from pathlib import Path
 
+from sasq.engines.generate import GenerateConfig, generate_many, make_backend
 from sasq.engines.trt_engine import EngineConfig, build_engine, require_tensorrt
 from sasq.models import load_model
 from sasq.tools.compare import CompareConfig, compare_backends, to_markdown
-from sasq.tools.generate import GenerateConfig, generate_many, make_backend
 
 
 def _time_generation(cfg, backend, n: int = 8, repeats: int = 5) -> float:

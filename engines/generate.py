@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sasq.engines.decode import Generation, StepBackend, generate
+from sasq.errors import UserError
 from sasq.models import LoadedModel, ModelConfig, SamplingConfig
 from sasq.models.memory import generation_estimate, require_fits
-from sasq.tools.decode import Generation, StepBackend, generate
-from sasq.tools.errors import UserError
 
 BACKENDS = ("torch", "torch-int8-cache", "ort", "ort-cuda", "ort-trt", "trt")
 _ORT_PROVIDERS = {"ort": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}

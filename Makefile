@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sasq-installed
 TORCH_VERSION := 2.13.0
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test test-quick lint clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# Everything but the tests marked slow (those that export or calibrate the default model,
+# eval, sweeps, benches): about 2 minutes on a busy 2-core machine. `make test` runs all.
+test-quick: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

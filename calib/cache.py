@@ -37,8 +37,8 @@ from sasq.calib.observers import ObserverMethod
 from sasq.calib.resample import ResampleMode
 from sasq.calib.selection import SelectionMethod
 from sasq.calib.validate import validate_cache
+from sasq.errors import UserError
 from sasq.exporter.plain_names import check_plain_name
-from sasq.tools.errors import UserError
 
 FORMAT_VERSION = 1
 

@@ -33,13 +33,13 @@ from sasq.calib.observers import ObserverConfig, ObserverMethod, make_observer
 from sasq.calib.recorder import OpKind, QuantTarget, quantizable_inputs
 from sasq.calib.resample import ResampleHook, ResampleMode
 from sasq.calib.selection import SelectionMethod, select
+from sasq.engines.decode import generate
 from sasq.engines.ort_backend import OrtBackend
 from sasq.engines.ort_session import SessionConfig
+from sasq.errors import UserError
 from sasq.exporter.manifest import verify
 from sasq.models.config import ModelConfig
 from sasq.models.memory import calibration_estimate, require_fits
-from sasq.tools.decode import generate
-from sasq.tools.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -182,6 +182,18 @@ def _dgc_rows(onnx_dir: Path, labels, cfg, head_input: str, model_cfg) -> list[n
     return rows_per_batch
 
 
+def refuse_quantized(onnx_dir: Path, extra: dict) -> None:
+    """Calibration measures the FP model; a quantized export's ranges would be those of its
+    own rounding, and a cache keyed by its step graph fits no FP export: one line instead."""
+    for key, what in (("quant", "sasq quantize"), ("peer", "the ONNX Runtime peer")):
+        if key in extra:
+            src = str(extra[key].get("source_step_sha256", ""))[:12]
+            raise UserError(
+                f"{onnx_dir} is a quantized export (made by {what} from the FP step graph "
+                f"sha256 {src}...); calibrate the FP export it was made from ('sasq export')"
+            )
+
+
 def calibrate(onnx_dir: str | Path, cfg: CalibConfig) -> CalibResult:
     """Calibrate the FP export in ``onnx_dir``; the cache is keyed by its step.onnx hash."""
     if cfg.num_samples < 1:
@@ -189,6 +201,7 @@ def calibrate(onnx_dir: str | Path, cfg: CalibConfig) -> CalibResult:
     t0 = time.perf_counter()
     onnx_dir = Path(onnx_dir)
     manifest = verify(onnx_dir)
+    refuse_quantized(onnx_dir, manifest.extra)
     model_cfg = ModelConfig.from_dict(manifest.model_config)
     batch = min(cfg.batch, cfg.num_samples)
     require_fits(

@@ -20,7 +20,7 @@ from onnxruntime.quantization import CalibrationDataReader
 from sasq.calib.cache import TensorRange
 from sasq.calib.observers import ObserverConfig, ObserverMethod, make_observer
 from sasq.calib.recorder import ActivationRecorder, quantizable_inputs
-from sasq.tools.errors import UserError
+from sasq.errors import UserError
 
 
 class FeedsReader(CalibrationDataReader):

@@ -39,9 +39,9 @@ import torch
 
 from sasq import progress
 from sasq.calib.resample import ResampleHook, ResampleMode
+from sasq.engines.paper_quant import fake_quant, per_channel_weight
+from sasq.errors import UserError
 from sasq.models import LoadedModel
-from sasq.tools.errors import UserError
-from sasq.tools.paper_quant import fake_quant, per_channel_weight
 
 RATIO_CLAMP = 1e8  # a_i / b_i within [1/RATIO_CLAMP, RATIO_CLAMP]: s within s0 * [0.01, 100]
 
@@ -152,8 +152,8 @@ def shared_groups(model: LoadedModel) -> dict[int, list[str]]:
 def collect_stats(model: LoadedModel, cfg: GPSConfig) -> dict[str, ChannelStats]:
     """Roll out the FP model over ``cfg.num_samples`` images (classes cycled, resampled like
     calibration) and gather the input statistics of every GPS target."""
+    from sasq.engines.decode import generate
     from sasq.engines.torch_backend import TorchBackend
-    from sasq.tools.decode import generate
 
     if cfg.num_samples < 1:
         raise UserError(f"--gps-n must be at least 1, got {cfg.num_samples}")

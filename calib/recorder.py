@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from sasq.tools.errors import UserError
+from sasq.errors import UserError
 
 _GEMMS = ("MatMul", "Gemm")
 # Ops that may sit between an attention matmul and its Softmax without changing the role.

@@ -123,7 +123,7 @@ class ScaleTV:
 
 
 class ResampleHook:
-    """A ``TokenHook`` for ``sasq.tools.decode.generate``: resamples each scale's tokens of
+    """A ``TokenHook`` for ``sasq.engines.decode.generate``: resamples each scale's tokens of
     the whole batch jointly (N = B * pn^2) and returns them for teacher forcing.
 
     ``records`` keeps one ``ScaleTV`` per call (also in mode "none", where the tokens are

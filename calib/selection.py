@@ -122,7 +122,7 @@ def random_subset(n: int, k: int, seed: int) -> np.ndarray:
 
 def frechet_to_pool(features_NF: np.ndarray, indices: np.ndarray) -> float:
     """Frechet distance between the selected rows' features and all rows' features."""
-    from sasq.tools.metrics import fid
+    from sasq.metrics import fid
 
     features_NF = np.asarray(features_NF, np.float64)
     return fid(features_NF[indices], features_NF)

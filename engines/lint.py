@@ -22,8 +22,8 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from sasq.engines.trt_ops import TRT10_OPS, ops_set
+from sasq.errors import UserError
 from sasq.exporter.plain_names import check_external_data
-from sasq.tools.errors import UserError
 
 
 class Rule(str, Enum):

@@ -21,8 +21,8 @@ import onnxruntime as ort
 import torch
 
 from sasq.engines.ort_session import Provider, SessionConfig, make_session
+from sasq.errors import UserError
 from sasq.exporter.manifest import CacheTensor, Manifest, verify
-from sasq.tools.errors import UserError
 
 Value = ort.OrtValue | np.ndarray
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from sasq.tools.errors import UserError
+from sasq.errors import UserError
 
 
 class Provider(str, Enum):

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
+from sasq.errors import UserError
 from sasq.models import LoadedModel
 from sasq.models.var_blocks import KV
-from sasq.tools.errors import UserError
 
 
 @dataclass(frozen=True)

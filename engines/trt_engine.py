@@ -20,8 +20,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sasq.errors import UserError
 from sasq.exporter.manifest import Manifest, sha256_file, verify
-from sasq.tools.errors import UserError
 
 TRT_MISSING = "TensorRT is not installed: pip install 'sasq[gpu]'"
 GPU_MISSING = "no CUDA GPU is visible to this process (TensorRT needs one)"

@@ -15,6 +15,7 @@ from typing import Any
 
 import onnx
 
+from sasq.errors import UserError
 from sasq.exporter.export import graph_spec
 from sasq.exporter.manifest import (
     CacheTensor,
@@ -25,7 +26,6 @@ from sasq.exporter.manifest import (
     write_manifest,
 )
 from sasq.exporter.out_swap import staged_export
-from sasq.tools.errors import UserError
 
 
 def save_like(model: onnx.ModelProto, path: Path, spec: GraphSpec) -> None:

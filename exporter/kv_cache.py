@@ -32,13 +32,13 @@ from dataclasses import dataclass
 import onnx
 from onnx import TensorProto
 
+from sasq.errors import UserError
 from sasq.exporter.manifest import CacheTensor
 from sasq.exporter.qdq_edit import GraphEdit
 from sasq.exporter.qdq_per_step import StepKey, step_index
 from sasq.exporter.qdq_writer import add_qdq, add_quantize, qmax, qparams
 from sasq.exporter.shift_sum import SUM_SUFFIX
 from sasq.exporter.shift_sum_cache import CachePlan, CopyBranch
-from sasq.tools.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sasq.errors import UserError
 from sasq.exporter.manifest_schema import validate_manifest
 from sasq.exporter.plain_names import check_external_data, inside
-from sasq.tools.errors import UserError
 
 MANIFEST = "manifest.json"
 FORMAT = "sasq-onnx-export"

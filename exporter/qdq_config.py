@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from sasq.tools.errors import UserError
+from sasq.errors import UserError
 
 # The bit widths of the quality studies: name -> (weight bits, activation bits).
 BIT_WIDTHS = {"W8A8": (8, 8), "W6A6": (6, 6), "W4A8": (4, 8), "W4A6": (4, 6)}

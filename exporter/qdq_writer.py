@@ -32,12 +32,12 @@ from onnx import numpy_helper
 from sasq.calib.cache import CalibCache
 from sasq.calib.observers import activation_scale, weight_scales_per_channel
 from sasq.calib.recorder import OpKind, QuantTarget, quantizable_inputs
+from sasq.errors import UserError
 from sasq.exporter.qdq_config import KvCache, QuantConfig
 from sasq.exporter.qdq_edit import GraphEdit
 from sasq.exporter.qdq_per_step import PerStepScaling, StepKey
 from sasq.exporter.shift_sum import LayerPlan, expand_av, extra_keys_per_layer, plan_layer
 from sasq.exporter.shift_sum_cache import CachePlan, plan_cache_layer
-from sasq.tools.errors import UserError
 
 
 @dataclass

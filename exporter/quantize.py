@@ -21,6 +21,7 @@ import onnx
 
 from sasq.calib.cache import CalibCache
 from sasq.calib.observers import activation_scale
+from sasq.errors import UserError
 from sasq.exporter.derive import derive_export
 from sasq.exporter.finite_weights import check_initializers_finite
 from sasq.exporter.fuse_shift_sum import fuse_shift_sum
@@ -30,7 +31,6 @@ from sasq.exporter.qdq_config import KvCache, QuantConfig
 from sasq.exporter.qdq_per_step import StepKey
 from sasq.exporter.qdq_writer import QdqReport, has_kv_cache, write_qdq
 from sasq.exporter.shift_sum_cache import CachePlan
-from sasq.tools.errors import UserError
 
 
 @dataclass

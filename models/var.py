@@ -4,7 +4,7 @@ Parameter names and shapes follow the official ``var_d{16..36}.pth`` checkpoints
 shared AdaLN: one ``shared_ada_lin`` plus a per-block ``ada_gss``). Training
 (``forward``) runs all scales at once under the block-causal mask; inference runs one scale
 at a time through ``decode_step`` with an explicit KV cache, driven by the host loop in
-``sasq.tools.decode`` (sampling and CFG stay on the host, as for every backend).
+``sasq.engines.decode`` (sampling and CFG stay on the host, as for every backend).
 """
 
 from __future__ import annotations

@@ -27,13 +27,13 @@ from pathlib import Path
 import torch
 
 import sasq.models as M
+from sasq.engines.decode import generate
 from sasq.engines.ort_backend import OrtBackend
 from sasq.engines.ort_session import SessionConfig
 from sasq.engines.torch_backend import TorchBackend
 from sasq.exporter import ExportConfig, export_model
 from sasq.models.config import official
 from sasq.tools.bench import BenchConfig, run_bench, write_report
-from sasq.tools.decode import generate
 
 
 def build(vqvae: str) -> M.LoadedModel:

@@ -12,6 +12,17 @@ import torch
 import sasq.models as M
 from sasq.models.checkpoint import save_safetensors
 
+# Fixtures that export or calibrate the embedded default model: ~15 s on an idle machine,
+# over a minute on a busy 2-core one. A test that needs one (directly or through another
+# fixture) is marked ``slow``, so ``make test-quick`` (``-m "not slow"``) runs without them.
+SLOW_FIXTURES = frozenset({"default_export", "default_calib"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 def random_tiny(seed: int = 0) -> M.LoadedModel:
     """The default's architecture, randomly initialised, with residual gates widened so that

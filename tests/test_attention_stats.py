@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from sasq.models import load_model
 from sasq.tools.attention_stats import AttentionConfig, attention_concentration
 
 
+@pytest.mark.slow  # 5-9s on a busy 2-core machine
 def test_concentration_on_the_default_model():
     model = load_model()
     r = attention_concentration(model, AttentionConfig(images=8, batch=8))

@@ -14,6 +14,7 @@ from sasq.tools.bench import BenchConfig, run_bench, write_report
 from sasq.tools.errors import UserError
 
 
+@pytest.mark.slow  # 52 s on a busy 2-core machine
 def test_bench_reports_medians_and_ratios_side_by_side(tmp_path_factory, tmp_path):
     onnx_dir = exported(tmp_path_factory, "inline")
     cfg = BenchConfig(batch_sizes=(1, 2), repeats=3, warmup=1, threads=1)
@@ -69,6 +70,7 @@ def test_bench_config_is_validated():
         BenchConfig(repeats=0)
 
 
+@pytest.mark.slow  # 35s on a busy 2-core machine
 def test_bench_refuses_an_export_of_another_model(tmp_path_factory):
     import dataclasses
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sasq.tools.cli import main
 
 
+@pytest.mark.slow  # 78 s on a busy 2-core machine
 def test_sweep_small(tmp_path, capsys):
     rc = main(
         [

@@ -74,6 +74,7 @@ def test_scaled_channels_never_outgrow_the_anchor():
     assert float(after.max()) == pytest.approx(float(after[amax.argmax()]), rel=1e-6)
 
 
+@pytest.mark.slow  # 12s on a busy 2-core machine
 def test_default_model_gps_w8a8_gains_on_every_layer():
     model = M.load_model()
     folded, summary = apply_gps(model, GPSConfig(num_samples=16, progress=False))
@@ -93,10 +94,11 @@ def test_gps_falls_back_where_it_would_hurt():
         assert v["applied"] == (v["sqnr_db_gps"] > v["sqnr_db_before"]), name
 
 
+@pytest.mark.slow  # 59 s on a busy 2-core machine
 def test_cli_export_gps_records_the_scales_and_keeps_tokens(tmp_path, capsys):
+    from sasq.engines.generate import GenerateConfig, generate_many
     from sasq.engines.ort_backend import OrtBackend
     from sasq.engines.torch_backend import TorchBackend
-    from sasq.tools.generate import GenerateConfig, generate_many
 
     out = tmp_path / "fp_gps"
     assert main(["export", "--out", str(out), "--gps", "--gps-n", "8"]) == 0

@@ -15,10 +15,10 @@ from sasq.calib.resample import (
     target_counts,
     tv_distance,
 )
+from sasq.engines.decode import generate
 from sasq.engines.torch_backend import TorchBackend
 from sasq.models.config import SamplingConfig
 from sasq.models.sampling import filter_logits
-from sasq.tools.decode import generate
 
 
 def _peaked(seed: int, N: int = 512, V: int = 64, top_k: int = 0):

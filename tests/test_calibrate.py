@@ -132,3 +132,18 @@ def test_nan_activations_warn_not_crash():
     o = make_observer("entropy")
     o.update(np.array([1.0, np.nan, -2.0, np.inf], np.float32))
     assert o.range() == pytest.approx(2.0, rel=0.01) and "non-finite" in (o.warning or "")
+
+
+def test_a_quantized_export_is_refused_in_one_line(default_export, default_calib, tmp_path, capsys):
+    """Calibrating the int8 copy would measure its own rounding and key the cache to a graph
+    no FP export has: refused, naming the folder and the fix."""
+    from sasq.exporter.qdq_config import QuantConfig
+    from sasq.exporter.quantize import quantize
+
+    q = quantize(default_export, default_calib, QuantConfig(), tmp_path / "int8")
+    with pytest.raises(UserError, match="quantized export.*calibrate the FP export"):
+        calibrate(q, CalibConfig(num_samples=2, progress=False))
+    rc = main(["calibrate", "--onnx", str(q), "--n", "2", "--out", str(tmp_path / "c.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "quantized export" in err
+    assert not (tmp_path / "c.json").exists()

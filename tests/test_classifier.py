@@ -35,6 +35,7 @@ def test_shapes_and_parameter_budget():
     assert sum(p.numel() for p in model.parameters()) < 100_000
 
 
+@pytest.mark.slow  # 6s on a busy 2-core machine
 def test_training_reaches_95_percent(trained):
     model, metrics = trained
     assert not model.training

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import subprocess
 import sys
 
@@ -19,6 +21,62 @@ def test_every_subcommand_has_help(capsys):
             build_parser().parse_args([name, "--help"])
         assert e.value.code == 0
         assert name in capsys.readouterr().out
+
+
+def _subparsers() -> dict:
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return {"": parser, **sub.choices}
+
+
+def _shows_default(action: argparse.Action) -> bool:
+    d = action.default
+    return not (
+        action.required
+        or d is None
+        or d is False
+        or d is argparse.SUPPRESS
+        or (isinstance(d, (list, tuple)) and not d)
+    )
+
+
+def test_every_option_has_help_and_shows_its_default():
+    """Each parser's --help renders (a stray % would crash it), every option except -h says
+    what it does, and every option with a real default shows it exactly once."""
+    for name, p in _subparsers().items():
+        text = p.format_help()
+        assert text
+        for a in p._actions:
+            if isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            where = f"sasq {name} {'/'.join(a.option_strings) or a.dest}"
+            assert a.help and a.help.strip(), f"{where} has no help"
+            if a.option_strings and _shows_default(a):
+                rendered = p._get_formatter()._expand_help(a)
+                n = re.findall(r"\bdefault\b", rendered, re.I)
+                assert n, f"{where}: default {a.default!r} not shown: {rendered}"
+                assert rendered.count("(default: ") <= 1, f"{where}: {rendered}"
+
+
+def test_help_defaults_match_the_code():
+    """Defaults the help spells out are the ones the code uses."""
+    from sasq.tools.bench import default_threads
+    from sasq.tools.evaluate import EvalConfig
+
+    subs = _subparsers()
+    ev = subs["eval"].parse_args([])
+    assert ev.per_class == EvalConfig().per_class
+    assert f"default {EvalConfig().per_class}:" in " ".join(subs["eval"].format_help().split())
+    assert ev.bits == ",".join(EvalConfig().bits)
+    for cmd in ("bench", "demo"):
+        assert subs[cmd].parse_args([]).threads == default_threads() >= 1
+    assert subs["profile"].parse_args(["--onnx", "x"]).threads == default_threads()
+    assert subs["generate"].parse_args(["--out", "x.png"]).threads == 0  # all cores
+
+
+def test_top_level_help_renders(capsys):
+    assert main(["--help"]) == 0
+    assert "compare" in capsys.readouterr().out
 
 
 def test_no_command_prints_help_and_fails(capsys):
@@ -72,6 +130,7 @@ def test_missing_model_folder_is_one_line(tmp_path, capsys):
     assert "not a sasq model folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 5.5s on a busy 2-core machine
 def test_pickled_checkpoint_refused_through_the_cli(tiny_model_dir, tmp_path):
     import shutil
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+from sasq.engines.generate import make_backend
 from sasq.models import load_model
 from sasq.tools.cli import main
 from sasq.tools.compare import CompareConfig, compare_backends
-from sasq.tools.generate import make_backend
 
 
 def test_torch_and_ort_fp32_agree_per_scale(default_export):
@@ -49,31 +49,75 @@ def test_bad_backend_spec_is_one_line(capsys):
     assert "expected torch, ort=DIR" in capsys.readouterr().err
 
 
-def test_layer_sqnr_of_an_int8_export(default_export, tmp_path, capsys):
-    import math
+def _compare(a, b, out, *extra) -> tuple[int, dict]:
+    rc = main(["compare", f"ort={a}", f"ort={b}", "--n", "8", "--out", str(out), *extra])
+    return rc, json.loads((out / "compare.json").read_text())
 
-    from sasq.calib.calibrate import CalibConfig, calibrate
+
+def test_healthy_int8_export_passes_by_tokens_and_layer_sqnr(
+    default_export, default_calib, tmp_path, capsys
+):
+    """The default 1e-4 tolerance would fail every scale of an int8 export; the quantized
+    verdict passes it, with every layer named and above the W8A8 floor."""
+    from sasq.exporter.qdq_config import QuantConfig
+    from sasq.exporter.quantize import quantize
+    from sasq.tools.compare import floors_for
+
+    q = quantize(default_export, default_calib, QuantConfig(), tmp_path / "int8")
+    rc, r = _compare(default_export, q, tmp_path / "cmp")
+    out = capsys.readouterr().out
+    assert rc == 0 and r["passed"] and "**PASSED**" in out, out
+    assert not r["within_tolerance"]  # logits moved, as quantization does
+    v = r["verdict"]
+    assert v["mode"] == "quantized" and v["bits"] == "W8A8" and not v["failures"]
+    layers = r["layer_sqnr_db"]
+    assert len(layers) == 6 * 4 + 1 and "blocks.3.attn.mat_qkv" in layers and "head" in layers
+    assert min(layers.values()) >= floors_for(8).sqnr_db
+    assert len(r["input_sqnr_db"]) == 8 * 4 + 1  # every quantizable input of the 4 blocks
+    assert r["token_agreement_forced"] >= floors_for(8).token_agreement
+    # both sides recorded with their folder and step graph hash, not just "ort"
+    assert r["a"]["folder"] == str(default_export.resolve()) and r["a"]["quant"] is None
+    assert r["b"]["quant"]["bits"] == "W8A8"
+    assert r["b"]["quant"]["source_step_sha256"] == r["a"]["step_sha256"]
+    assert len(r["b"]["step_sha256"]) == 64 and r["b"]["step_sha256"] != r["a"]["step_sha256"]
+
+
+def test_broken_int8_export_fails_and_names_the_layer(
+    default_export, default_calib, tmp_path, capsys
+):
+    """One activation range x100 in the calibration cache (blocks.1.ffn.fc2's input): the
+    verdict fails and names that layer first and worst."""
+    import dataclasses
+
+    import onnx
+
+    from sasq.calib.layer_names import layer_names
+    from sasq.calib.recorder import quantizable_inputs
     from sasq.exporter.qdq_config import QuantConfig
     from sasq.exporter.quantize import quantize
 
-    cache = calibrate(default_export, CalibConfig(num_samples=8, progress=False)).cache
-    q = quantize(default_export, cache, QuantConfig(), tmp_path / "int8")
-    rc = main(
-        [
-            "compare",
-            f"ort={default_export}",
-            f"ort={q}",
-            "--n",
-            "8",
-            "--atol",
-            "10",
-            "--out",
-            str(tmp_path / "cmp"),
-        ]
+    step = onnx.load(str(default_export / "step.onnx"), load_external_data=False)
+    names = layer_names(step)
+    (target,) = [t for t in quantizable_inputs(step) if names[t.node] == "blocks.1.ffn.fc2"]
+    (x,) = target.activations
+    ranges = dict(default_calib.ranges)
+    r0 = ranges[x]
+    ranges[x] = dataclasses.replace(
+        r0, amax=r0.amax * 100, steps=tuple(s * 100 for s in r0.steps) if r0.steps else r0.steps
     )
-    assert rc == 0
-    sqnr = json.loads((tmp_path / "cmp" / "compare.json").read_text())["layer_sqnr_db"]
-    assert len(sqnr) == 8 * 4 + 1  # every quantizable input of the 4-block default
-    finite = [v for v in sqnr.values() if math.isfinite(v)]
-    assert min(finite) >= 15.0 and max(finite) <= 60.0, sqnr
-    assert "SQNR of each quantized op" in capsys.readouterr().out
+    cache = dataclasses.replace(default_calib, ranges=ranges)
+    q = quantize(default_export, cache, QuantConfig(), tmp_path / "broken")
+    rc, r = _compare(default_export, q, tmp_path / "cmp")
+    out = capsys.readouterr().out
+    assert rc == 1 and not r["passed"] and "**FAILED**" in out
+    assert r["verdict"]["worst_layers"][0][0] == "blocks.1.ffn.fc2"
+    assert "first blocks.1.ffn.fc2" in out
+    assert "node_" not in out.split("**FAILED**")[1].splitlines()[0]  # model names only
+
+
+def test_floors_by_bit_width():
+    from sasq.tools.compare import FLOORS, floors_for
+
+    assert floors_for(8) == FLOORS[8] and floors_for(7) == FLOORS[6]
+    assert floors_for(4) == floors_for(2) == FLOORS[4]
+    assert FLOORS[8].sqnr_db > FLOORS[6].sqnr_db > FLOORS[4].sqnr_db

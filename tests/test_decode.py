@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import random_tiny
 
+from sasq.engines.decode import generate
 from sasq.engines.torch_backend import TorchBackend
 from sasq.models.sampling import cfg_mix, cfg_ramp, filter_logits, sample_filtered, smooth_weights
-from sasq.tools.decode import generate
 
 
 @pytest.fixture(scope="module")

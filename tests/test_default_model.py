@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sasq.engines.generate import make_backend
+from sasq.metrics import psnr
 from sasq.models import DEFAULT_DIR, load_model
 from sasq.tools.digits import load_split
-from sasq.tools.generate import make_backend
-from sasq.tools.metrics import psnr
 from sasq.tools.quality import GenQualityConfig, default_classifier, generation_quality
 
 
@@ -43,6 +43,7 @@ def test_vq_round_trip_psnr_on_held_out_digits(model):
     assert psnr(rec, x) >= 27.0
 
 
+@pytest.mark.slow  # 8s on a busy 2-core machine
 def test_generated_digits_are_the_requested_class(model):
     q = generation_quality(
         model, make_backend("torch", model), default_classifier(), GenQualityConfig(per_class=20)

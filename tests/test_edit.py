@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 
 import sasq.models as M
+from sasq.engines.decode import generate
+from sasq.engines.generate import make_backend
 from sasq.engines.torch_backend import TorchBackend
 from sasq.tools.cli import main
-from sasq.tools.decode import generate
 from sasq.tools.digits import load_split, to_uint8
 from sasq.tools.edit import (
     EditConfig,
@@ -27,7 +28,6 @@ from sasq.tools.edit import (
     outpaint_canvas,
     token_masks,
 )
-from sasq.tools.generate import make_backend
 from sasq.tools.quality import default_classifier
 
 PNS = (1, 2, 3, 4)

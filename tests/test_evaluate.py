@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sasq.tools.cli import main
 
 
+@pytest.mark.slow  # 112 s on a busy 2-core machine
 def test_eval_table_small(tmp_path, capsys):
     rc = main(
         [

@@ -173,6 +173,7 @@ def test_start_and_transition_graphs_match_torch(onnx_dir):
         assert np.abs(img - m.vqvae.fhat_to_img(f_hat).numpy()).max() < 1e-5
 
 
+@pytest.mark.slow  # 58s on a busy 2-core machine
 def test_external_data_export_puts_every_weight_beside_its_graph(tmp_path_factory):
     d = exported(tmp_path_factory, "external")
     man = verify(d)

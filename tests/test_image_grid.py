@@ -7,7 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from sasq.tools.image_grid import LABEL_H, PAD, TITLE_H, grid_layout, save_grid, side_by_side
+from sasq.tools.image_grid import (
+    LABEL_H,
+    PAD,
+    TITLE_H,
+    grid_layout,
+    grid_title,
+    save_grid,
+    side_by_side,
+)
 
 
 def _ramp_images(n: int) -> torch.Tensor:
@@ -79,3 +87,9 @@ def test_side_by_side(tmp_path):
     assert (arr[TITLE_H + PAD, PAD] == 0).all()  # first black tile of the left grid
     assert (arr[:TITLE_H] < 128).any()  # titles drawn
     assert not list(tmp_path.glob("out/*.tmp.png"))
+
+
+def test_grid_title_separates_its_parts():
+    """The 10 px font draws a space ~1 px wide: "ort seed=0" read as "ortseed=0"."""
+    assert grid_title("ort", "seed 0", "cfg 2") == "ort | seed 0 | cfg 2"
+    assert grid_title("inpaint", None, "", "torch") == "inpaint | torch"

@@ -13,6 +13,8 @@ import onnx
 import pytest
 import torch
 
+from sasq.engines.decode import generate
+from sasq.engines.generate import make_backend
 from sasq.engines.lint import LintConfig, lint
 from sasq.engines.torch_backend import CacheQuant, TorchBackend
 from sasq.exporter.kv_cache import find_cache_layers
@@ -20,10 +22,8 @@ from sasq.exporter.manifest import load_manifest, verify
 from sasq.exporter.qdq_config import KvCache, QuantConfig, ShiftSumConfig
 from sasq.exporter.qdq_per_step import StepKey
 from sasq.exporter.quantize import quantize, quantize_step
+from sasq.metrics import sqnr_db, token_agreement
 from sasq.models import load_model
-from sasq.tools.decode import generate
-from sasq.tools.generate import make_backend
-from sasq.tools.metrics import sqnr_db, token_agreement
 
 FLOAT_LINEARS = ("*.weight*",)  # every linear kept float: the cache's error alone
 

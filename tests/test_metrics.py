@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sasq.tools.metrics import fid, inception_score, psnr, sqnr_db, token_agreement
+from sasq.metrics import fid, inception_score, psnr, sqnr_db, token_agreement
 
 
 def test_fid_of_a_set_with_itself_is_zero():

@@ -142,6 +142,7 @@ def test_f_hat_is_contiguous_and_decodes_bit_for_bit_like_the_official_loop():
     assert torch.equal(vae.fhat_to_img(f_hat), vae.fhat_to_img(ref))
 
 
+@pytest.mark.slow  # 14s on a busy 2-core machine
 def test_usage_statistics_of_another_number_of_scales_load_with_one_warning(tmp_path, caplog):
     vae = VQVAE(VQVAEConfig(vocab_size=64, ch=32, patch_nums=(1, 2, 3, 4)))
     sd = {k: v.clone() for k, v in vae.state_dict().items()}

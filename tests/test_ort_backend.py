@@ -9,10 +9,10 @@ import pytest
 import torch
 from test_export import exported, tiny_model
 
+from sasq.engines.decode import Generation, generate
 from sasq.engines.ort_backend import OrtBackend
 from sasq.engines.ort_session import SessionConfig, make_session
 from sasq.engines.torch_backend import TorchBackend
-from sasq.tools.decode import Generation, generate
 from sasq.tools.errors import UserError
 
 LABELS = (0, 1, 2, 3, 4, 5, 6, 7)

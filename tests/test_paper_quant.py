@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from sasq.models import load_model
-from sasq.tools.compare import CompareConfig, compare_backends
-from sasq.tools.generate import make_backend
-from sasq.tools.paper_quant import (
+from sasq.engines.generate import make_backend
+from sasq.engines.paper_quant import (
     PaperQuantBackend,
     PaperQuantConfig,
     log2_quant,
     per_token,
     shift_sum_v,
 )
+from sasq.models import load_model
+from sasq.tools.compare import CompareConfig, compare_backends
 
 
 def test_log2_softmax_levels():
@@ -42,8 +43,8 @@ def test_shift_sum_v_error_halves_with_two_copies():
 
 
 def _logit_sqnr(m, qc: PaperQuantConfig) -> list[float]:
-    from sasq.tools.decode import generate
-    from sasq.tools.metrics import sqnr_db
+    from sasq.engines.decode import generate
+    from sasq.metrics import sqnr_db
 
     labels, pns, samp = torch.arange(16) % 10, m.cfg.var.patch_nums, m.cfg.sampling
     fp = generate(make_backend("torch", m), labels, pns, samp, 0, 10, keep_logits=True)
@@ -60,6 +61,7 @@ def _logit_sqnr(m, qc: PaperQuantConfig) -> list[float]:
     return [sqnr_db(a, b) for a, b in zip(fp.logits, q.logits, strict=True)]
 
 
+@pytest.mark.slow  # 19s on a busy 2-core machine
 def test_w8a8_reference_logit_sqnr_and_the_cost_of_log2_softmax():
     # Measured on the embedded default: 48.6 / 30.7 / 26.2 / 23.4 dB per scale with log2
     # softmax, 48.6 / 45.1 / 43.1 / 37.3 dB with uniform 1/127 probabilities.
@@ -71,6 +73,7 @@ def test_w8a8_reference_logit_sqnr_and_the_cost_of_log2_softmax():
     assert uniform[-1] >= log2[-1] + 8.0
 
 
+@pytest.mark.slow  # 19s on a busy 2-core machine
 def test_reference_buys_shifted_copies_under_the_budget():
     m = load_model()
     ref = PaperQuantBackend(m, PaperQuantConfig())

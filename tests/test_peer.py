@@ -7,11 +7,11 @@ import pytest
 
 from sasq.calib.calibrate import CalibConfig
 from sasq.calib.data_reader import record_step_feeds
+from sasq.engines.generate import GenerateConfig, generate_many, make_backend
 from sasq.exporter import attention_chains, verify
 from sasq.exporter.peer import peer_quantize
+from sasq.metrics import token_agreement
 from sasq.models import load_model
-from sasq.tools.generate import GenerateConfig, generate_many, make_backend
-from sasq.tools.metrics import token_agreement
 
 
 @pytest.fixture(scope="module")

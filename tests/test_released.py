@@ -89,6 +89,7 @@ def test_every_released_structure_infers_its_preset(depth):
     assert infer_config(vae, var, name) == official(depth)
 
 
+@pytest.mark.slow  # 10s on a busy 2-core machine
 def test_cli_generate_with_vae_and_var_files_and_no_config(tmp_path, capsys):
     m = _official_small(True)
     d = _save_released(m, tmp_path / "elsewhere", var_name="my_var.pth")
@@ -113,6 +114,7 @@ def test_cli_generate_with_vae_and_var_files_and_no_config(tmp_path, capsys):
         ("vae_only_flag", "--vae and --var go together"),
     ],
 )
+@pytest.mark.slow  # 12s on a busy 2-core machine (one case)
 def test_incomplete_or_ambiguous_folders_fail_in_one_line(tmp_path, capsys, setup, needle):
     d = _save_released(_official_small(False), tmp_path / "ckpt")
     args = ["generate", "--model", str(d)]

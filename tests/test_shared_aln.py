@@ -17,6 +17,7 @@ from conftest import random_tiny_shared
 import sasq.models as M
 from sasq.calib.calibrate import CalibConfig, calibrate
 from sasq.calib.gps import GPSConfig, apply_gps, fold_scales, gps_targets
+from sasq.engines.decode import generate
 from sasq.engines.ort_backend import OrtBackend
 from sasq.engines.ort_session import SessionConfig
 from sasq.engines.torch_backend import TorchBackend
@@ -24,10 +25,13 @@ from sasq.exporter import export_model
 from sasq.exporter.qdq_config import QuantConfig
 from sasq.exporter.quantize import quantize
 from sasq.tools.bench import BenchConfig, run_bench
-from sasq.tools.decode import generate
 from sasq.tools.edit import EditConfig, EditTask, edit
 
 LABELS = torch.tensor([0, 3, 7, 9])
+
+
+# Its module fixtures export and quantize a shared-AdaLN model: 61 s on a busy 2-core machine.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", autouse=True)

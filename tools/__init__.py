@@ -1,1 +1,2 @@
-"""sasq.tools: the CLI, the decoding loop, evaluation and training of the default."""
+"""sasq.tools: the CLI, evaluation and training of the default model (the decoding loop
+and its backends are sasq.engines)."""

@@ -78,7 +78,7 @@ class _Tagged:
 
 
 def attention_concentration(model: LoadedModel, ac: AttentionConfig) -> dict:
-    from sasq.tools.generate import GenerateConfig, generate_many, make_backend
+    from sasq.engines.generate import GenerateConfig, generate_many, make_backend
 
     var, pns = model.var, model.cfg.var.patch_nums
     acc = _Accumulator(var.depth, len(pns))

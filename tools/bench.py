@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from sasq import progress
+from sasq.engines.decode import StepBackend, generate
 from sasq.models import LoadedModel
 from sasq.tools import atomic
-from sasq.tools.decode import StepBackend, generate
 from sasq.tools.errors import UserError
 from sasq.tools.steadiness import load_warning, spread_warning
 from sasq.tools.steadiness import loadavg as _loadavg

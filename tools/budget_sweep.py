@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from sasq import progress
+from sasq.engines.generate import make_backend
 from sasq.exporter.qdq_config import BIT_WIDTHS
 from sasq.models import LoadedModel
 from sasq.tools import atomic
 from sasq.tools.classifier import DigitsClassifier
 from sasq.tools.errors import UserError
 from sasq.tools.evaluate import METRICS, EvalConfig, Scorer, Workspace, fmt
-from sasq.tools.generate import make_backend
 from sasq.tools.intervals import difference, intervals
 
 PLOTTED = ("token_agreement", "FID2FP")

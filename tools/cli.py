@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -23,8 +24,42 @@ from sasq.tools.errors import UserError
 EXIT_USER_ERROR = 2
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default at the end of its help, once: not where the help already
+    says "default" (it explains it there), and not for defaults that mean "not given"
+    (None, False, an empty list, SUPPRESS), required options or positionals. Tuples show
+    as the comma lists the parser reads (``1,8``)."""
+
+    _SAYS_DEFAULT = re.compile(r"\bdefault\b|%\(default\)", re.IGNORECASE)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_ = action.help or ""
+        d = action.default
+        if (
+            not action.option_strings
+            or action.required
+            or d is None
+            or d is False
+            or d is argparse.SUPPRESS
+            or (isinstance(d, (list, tuple)) and not d)
+            or self._SAYS_DEFAULT.search(help_)
+        ):
+            return help_
+        shown = (
+            ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in d)
+            if isinstance(d, (list, tuple))
+            else str(d)
+        )
+        return f"{help_} (default: {shown.replace('%', '%%')})"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: no usage dump, the hint to use --help instead."""
+    """argparse with one-line errors: no usage dump, the hint to use --help instead; every
+    parser (the top level and each subcommand) shows its options' defaults."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -68,7 +103,8 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         C.cmd_compare,
     ),
     "selftest": (
-        "GPU self-check: TensorRT engines vs ONNX Runtime CPU",
+        "self-check on the default model: the CPU chain (export, ORT = torch, calibrate, "
+        "int8, lint, compare); --gpu: TensorRT engines vs ONNX Runtime CPU",
         A.args_selftest,
         C.cmd_selftest,
     ),

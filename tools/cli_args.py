@@ -32,12 +32,30 @@ def _add_onnx(p: argparse.ArgumentParser, required: bool = False) -> None:
         help="export folder written by 'sasq export'",
     )
     p.add_argument(
-        "--threads", type=T.threads, default=0, help="ONNX Runtime intra-op threads (0: all cores)"
+        "--threads",
+        type=T.threads,
+        default=0,
+        help="ONNX Runtime intra-op threads; 0: all logical cores",
+    )
+
+
+def _timing_threads(p: argparse.ArgumentParser, what: str) -> None:
+    """``--threads`` of a command that times things: half the logical cores by default, since
+    every logical core measured unsteady on a shared machine (``bench.default_threads``)."""
+    from sasq.tools.bench import default_threads
+
+    n = default_threads()
+    p.add_argument(
+        "--threads",
+        type=T.threads,
+        default=n,
+        help=f"{what} threads; 0: all logical cores (default: half the logical cores, at least "
+        f"1, so timings hold steady on a shared machine: {n} here)",
     )
 
 
 def args_generate(p: argparse.ArgumentParser) -> None:
-    from sasq.tools.generate import BACKENDS
+    from sasq.engines.generate import BACKENDS
 
     _add_model(p)
     _add_onnx(p)
@@ -57,11 +75,27 @@ def args_generate(p: argparse.ArgumentParser) -> None:
         help="class id; default: cycle through all classes",
     )
     p.add_argument("--n", type=T.count, default=16, help="number of images")
-    p.add_argument("--seed", type=T.seed, default=0)
+    p.add_argument("--seed", type=T.seed, default=0, help="sampling seed of the first batch")
     p.add_argument("--batch", type=T.count, default=64, help="images per batch (batch i: seed+i)")
-    p.add_argument("--cfg", type=T.cfg_scale, default=None, help="guidance at the last scale")
-    p.add_argument("--top-k", type=T.top_k, default=None, help="0: off")
-    p.add_argument("--top-p", type=T.top_p, default=None, help="0: off")
+    p.add_argument(
+        "--cfg",
+        type=T.cfg_scale,
+        default=None,
+        help="classifier-free guidance at the last scale; default: the model's",
+    )
+    p.add_argument(
+        "--top-k",
+        type=T.top_k,
+        default=None,
+        help="sample from the k most likely tokens, 0: off; default: the model's",
+    )
+    p.add_argument(
+        "--top-p",
+        type=T.top_p,
+        default=None,
+        help="nucleus sampling: the smallest set of tokens holding this probability mass, "
+        "0: off; default: the model's",
+    )
     p.add_argument(
         "--more-smooth",
         action=argparse.BooleanOptionalAction,
@@ -98,8 +132,8 @@ def args_export(p: argparse.ArgumentParser) -> None:
         "--opset",
         type=T.int_in(18, 23),
         default=ExportConfig.opset,
-        help=f"ONNX opset, 18..23 (default: {ExportConfig.opset}, whose Gelu op runs 8x "
-        "faster on ONNX Runtime than opset 18's Tanh/Pow/Mul chain)",
+        help=f"ONNX opset of the graphs, 18..23 (default: {ExportConfig.opset}, whose Gelu op "
+        "runs 8x faster on ONNX Runtime than opset 18's Tanh/Pow/Mul chain)",
     )
     p.add_argument(
         "--static-batch",
@@ -136,15 +170,25 @@ def args_calibrate(p: argparse.ArgumentParser) -> None:
         choices=[m.value for m in ResampleMode],
         help="codebook resampling of the sampled tokens (shift-and-sum paper)",
     )
-    p.add_argument("--observer", default="entropy", choices=[m.value for m in ObserverMethod])
-    p.add_argument("--percentile", type=T.percentile, default=99.99, help="in (0, 100]")
+    p.add_argument(
+        "--observer",
+        default="entropy",
+        choices=[m.value for m in ObserverMethod],
+        help="how a tensor's range is chosen from what it saw",
+    )
+    p.add_argument(
+        "--percentile",
+        type=T.percentile,
+        default=99.99,
+        help="the percentile observer's cut, in (0, 100]",
+    )
     p.add_argument(
         "--selection",
         default="all",
         choices=[m.value for m in SelectionMethod],
-        help="dgc: distribution-guided selection of CFG rows (PTQ4ARVG)",
+        help="dgc: distribution-guided selection of CFG rows (PTQ4ARVG); all: every row",
     )
-    p.add_argument("--seed", type=T.seed, default=0)
+    p.add_argument("--seed", type=T.seed, default=0, help="sampling seed of the rollouts")
     p.add_argument(
         "--batch",
         type=T.count,
@@ -235,16 +279,14 @@ def args_quantize(p: argparse.ArgumentParser) -> None:
 
 def args_bench(p: argparse.ArgumentParser) -> None:
     _add_model(p)
-    _add_onnx(p)
+    p.add_argument("--onnx", default=None, metavar="DIR", help="FP export folder ('sasq export')")
+    _timing_threads(p, "torch and ONNX Runtime intra-op")
     p.add_argument("--backends", default="torch,ort", help="comma list; first is the baseline")
     p.add_argument("--batch-sizes", type=T.int_list(), default=(1, 8), help="e.g. 1,8,32")
-    p.add_argument("--repeats", type=T.count, default=5)
-    p.add_argument("--warmup", type=T.non_negative, default=1)
-    p.add_argument("--seed", type=T.seed, default=0)
+    p.add_argument("--repeats", type=T.count, default=5, help="timed runs; the median is kept")
+    p.add_argument("--warmup", type=T.non_negative, default=1, help="untimed runs per backend")
+    p.add_argument("--seed", type=T.seed, default=0, help="sampling seed")
     p.add_argument("--out", default="out/bench", help="folder for bench.json and bench.md")
-    from sasq.tools.bench import default_threads
-
-    p.set_defaults(threads=default_threads())  # every logical core measured unsteady
 
 
 def args_build(p: argparse.ArgumentParser) -> None:
@@ -261,16 +303,23 @@ def args_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("a", help="reference: torch | ort=DIR | ort-cuda=DIR | trt=DIR,PLAN")
     p.add_argument("b", help="the backend checked against it (same forms)")
     p.add_argument("--n", type=T.count, default=8, help="samples")
-    p.add_argument("--seed", type=T.seed, default=0)
-    p.add_argument("--atol", type=T.tolerance, default=1e-4)
-    p.add_argument("--rtol", type=T.tolerance, default=1e-4)
+    p.add_argument("--seed", type=T.seed, default=0, help="sampling seed")
+    p.add_argument(
+        "--atol",
+        type=T.tolerance,
+        default=1e-4,
+        help="absolute logit tolerance, FP against FP (a quantized side is judged by tokens "
+        "and SQNR instead)",
+    )
+    p.add_argument("--rtol", type=T.tolerance, default=1e-4, help="relative logit tolerance")
     p.add_argument("--out", default="out/compare", help="folder for compare.json and .md")
 
 
 def args_profile(p: argparse.ArgumentParser) -> None:
-    _add_onnx(p, required=True)
+    p.add_argument("--onnx", required=True, metavar="DIR", help="export folder to profile")
+    _timing_threads(p, "ONNX Runtime intra-op")
     p.add_argument("--batch", type=T.count, default=1, help="images (2x rows with CFG)")
-    p.add_argument("--seed", type=T.seed, default=0)
+    p.add_argument("--seed", type=T.seed, default=0, help="sampling seed")
     p.add_argument(
         "--repeats",
         type=T.count,
@@ -287,34 +336,41 @@ def args_profile(p: argparse.ArgumentParser) -> None:
 
 
 def args_selftest(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gpu", action="store_true", help="TensorRT fp16/int8 engines on the GPU")
-    p.add_argument("--out", default="out/selftest")
+    p.add_argument(
+        "--gpu",
+        action="store_true",
+        help="run the GPU checks (TensorRT fp16/int8 engines against ONNX Runtime on the CPU) "
+        "instead of the CPU ones; needs sasq[gpu] and a GPU",
+    )
+    p.add_argument("--out", default="out/selftest", help="folder for the checks' files")
 
 
 def args_eval(p: argparse.ArgumentParser) -> None:
-    from sasq.tools.evaluate import ROWS
+    from sasq.tools.evaluate import ROWS, EvalConfig
 
+    d = EvalConfig()
     _add_model(p)
     p.add_argument(
         "--per-class",
         type=T.samples,
-        default=100,
-        help="samples per class (default 100: 1,000 on the 10-class default)",
+        default=d.per_class,
+        help=f"samples per class (default {d.per_class}: {10 * d.per_class:,} images on a "
+        "10-class model such as the embedded ones)",
     )
     p.add_argument(
         "--bits",
-        default="W8A8,W6A6,W4A8",
-        help="comma-separated bit widths, any of W8A8, W6A6, W4A8, W4A6 (default W8A8,W6A6,W4A8)",
+        default=",".join(d.bits),
+        help=f"comma-separated bit widths, any of {', '.join(BIT_WIDTHS)}",
     )
-    p.add_argument("--rows", default=",".join(ROWS), help=f"any of {', '.join(ROWS)}")
+    p.add_argument("--rows", default=",".join(d.rows), help=f"any of {', '.join(ROWS)}")
     p.add_argument(
         "--bootstrap",
         type=T.int_in(100, 100_000),
-        default=1000,
-        help="bootstrap replicates of every 95%% interval (default 1000)",
+        default=d.bootstrap,
+        help="bootstrap replicates of every 95%% interval",
     )
-    p.add_argument("--calib-n", type=T.samples, default=32, help="calibration images")
-    p.add_argument("--seed", type=T.seed, default=0)
+    p.add_argument("--calib-n", type=T.samples, default=d.calib_samples, help="calibration images")
+    p.add_argument("--seed", type=T.seed, default=d.seed, help="sampling seed")
     p.add_argument("--out", default="out/eval", help="folder for eval.json and eval.md")
 
 
@@ -330,9 +386,13 @@ def args_train_default(p: argparse.ArgumentParser) -> None:
         help="default: 16 px, scales 1-4 (30 tokens); digits32: 32 px, scales 1,2,3,4,5,6,8 "
         "(155 tokens) (default: default)",
     )
-    p.add_argument("--seed", type=T.seed, default=d.seed)
-    p.add_argument("--vae-steps", type=T.non_negative, default=d.vae_steps)
-    p.add_argument("--var-steps", type=T.non_negative, default=d.var_steps)
+    p.add_argument("--seed", type=T.seed, default=d.seed, help="seed of data order and init")
+    p.add_argument(
+        "--vae-steps", type=T.non_negative, default=d.vae_steps, help="VQVAE training steps"
+    )
+    p.add_argument(
+        "--var-steps", type=T.non_negative, default=d.var_steps, help="VAR training steps"
+    )
     p.add_argument(
         "--var-batch",
         type=T.int_in(1, 4096),
@@ -351,7 +411,7 @@ def args_lint(p: argparse.ArgumentParser) -> None:
         help="whose rules (default: the target recorded by 'sasq quantize' beside the model, "
         "else tensorrt)",
     )
-    p.add_argument("--min-opset", type=T.int_in(1, 99), default=13)
+    p.add_argument("--min-opset", type=T.int_in(1, 99), default=13, help="lowest opset accepted")
     p.add_argument(
         "--touched-only",
         action="store_true",
@@ -368,16 +428,23 @@ def args_lint(p: argparse.ArgumentParser) -> None:
 
 def args_demo(p: argparse.ArgumentParser) -> None:
     _add_model(p, files=False)
+    _timing_threads(p, "the bench's torch and ONNX Runtime intra-op")
     p.add_argument("--out", default="out/demo", help="folder for images and report")
 
 
 def args_edit(p: argparse.ArgumentParser) -> None:
+    from sasq.engines.generate import BACKENDS
     from sasq.tools.edit import EditTask, TokenRule
-    from sasq.tools.generate import BACKENDS
 
     _add_model(p)
     _add_onnx(p)
-    p.add_argument("--task", required=True, choices=[t.value for t in EditTask])
+    p.add_argument(
+        "--task",
+        required=True,
+        choices=[t.value for t in EditTask],
+        help="inpaint / outpaint: regenerate the masked / unmasked tokens; class-edit: "
+        "regenerate the masked tokens under another class",
+    )
     p.add_argument("--image", required=True, help="input PNG (colour is converted to grey)")
     p.add_argument(
         "--mask", default=None, help="binary PNG, white = regenerate (class-edit default: all)"
@@ -389,10 +456,12 @@ def args_edit(p: argparse.ArgumentParser) -> None:
         default=None,
         help="condition (required by class-edit); default: unconditional",
     )
-    p.add_argument("--backend", default="torch", choices=BACKENDS)
+    p.add_argument(
+        "--backend", default="torch", choices=BACKENDS, help="as in 'sasq generate --help'"
+    )
     p.add_argument("--engine", default=None, help="TensorRT plan for --backend trt")
     p.add_argument("--n", type=T.count, default=4, help="samples per input")
-    p.add_argument("--seed", type=T.seed, default=0)
+    p.add_argument("--seed", type=T.seed, default=0, help="sampling seed")
     p.add_argument(
         "--rule",
         default=TokenRule.ANY.value,

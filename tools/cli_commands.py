@@ -22,14 +22,14 @@ def _load(args: argparse.Namespace):
 def cmd_generate(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from sasq.tools.generate import (
+    from sasq.engines.generate import (
         GenerateConfig,
         generate_many,
         labels_for,
         make_backend,
         save_tokens,
     )
-    from sasq.tools.image_grid import check_grid_fits, save_grid, save_images
+    from sasq.tools.image_grid import check_grid_fits, grid_title, save_grid, save_images
 
     if args.out is None and args.out_dir is None:
         raise UserError("nothing to write: give --out GRID.png, --out-dir DIR, or both")
@@ -58,7 +58,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     gen = generate_many(cfg, backend, gc)
     written: list = []
     if out is not None:
-        title = f"{args.backend} seed={args.seed} cfg={sampling.cfg}"
+        title = grid_title(args.backend, f"seed {args.seed}", f"cfg {sampling.cfg:g}")
         names = [str(c) for c in labels]
         written.append(save_grid(gen.img, out, labels=names, nrow=args.nrow, title=title))
     if out_dir is not None:
@@ -247,7 +247,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def _backend_from_spec(spec: str, model_args: argparse.Namespace):
     """``torch`` | ``ort=DIR`` | ``ort-cuda=DIR`` | ``trt=DIR,PLAN``."""
-    from sasq.tools.generate import make_backend
+    from sasq.engines.generate import make_backend
 
     name, _, rest = spec.partition("=")
     if name == "torch":
@@ -261,19 +261,23 @@ def _backend_from_spec(spec: str, model_args: argparse.Namespace):
 def cmd_compare(args: argparse.Namespace) -> int:
     from sasq.exporter import verify
     from sasq.models import ModelConfig
-    from sasq.tools.compare import CompareConfig, compare_backends, to_markdown, write_report
+    from sasq.tools.compare import (
+        CompareConfig,
+        compare_backends,
+        describe_side,
+        judge,
+        to_markdown,
+        write_report,
+    )
 
     checks.check_compare_sources(args)
+    sides = [describe_side(s) for s in (args.a, args.b)]
     a, b = _backend_from_spec(args.a, args), _backend_from_spec(args.b, args)
-    onnx = next((s.partition("=")[2].partition(",")[0] for s in (args.a, args.b) if "=" in s), None)
+    onnx = next((s["folder"] for s in sides if s["folder"]), None)
     cfg = ModelConfig.from_dict(verify(onnx).model_config) if onnx else _load(args).cfg
     cc = CompareConfig(n=args.n, seed=args.seed, atol=args.atol, rtol=args.rtol)
     report = compare_backends(cfg, a, b, cc)
-    folders = [sp.partition("=")[2] for sp in (args.a, args.b) if sp.startswith("ort=")]
-    if len(folders) == 2:  # two exports: also the SQNR of every quantized op's input
-        from sasq.tools.compare import layer_sqnr
-
-        report["layer_sqnr_db"] = layer_sqnr(cfg, Path(folders[0]), Path(folders[1]), cc)
+    judge(report, sides, cfg, cc)
     paths = write_report(report, checks.out_folder(args.out))
     print(to_markdown(report))
     progress.wrote("compare", *paths)
@@ -295,11 +299,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
-    from sasq.tools.selftest import gpu_selftest
+    from sasq.tools.selftest import cpu_selftest, gpu_selftest
 
-    if not args.gpu:
-        raise UserError("nothing to test: pass --gpu")
-    rc = gpu_selftest(Path(args.out))
+    rc = gpu_selftest(Path(args.out)) if args.gpu else cpu_selftest(Path(args.out))
     progress.wrote("selftest", args.out)
     return rc
 
@@ -376,13 +378,14 @@ def cmd_lint(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from sasq.tools.demo import run_demo
 
-    report, summary = run_demo(Path(args.out), model_dir=args.model)
+    report, summary = run_demo(Path(args.out), model_dir=args.model, threads=args.threads)
     print(summary)  # the report holds the tables
     progress.wrote("demo", args.out)
     return 0
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
+    from sasq.engines.generate import make_backend
     from sasq.tools.edit import (
         EditConfig,
         EditTask,
@@ -393,7 +396,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
         save_edit_sheet,
     )
     from sasq.tools.edit_files import load_inputs
-    from sasq.tools.generate import make_backend
+    from sasq.tools.image_grid import grid_title
 
     out = checks.out_file(args.out)
     model = _load(args)  # the VQVAE encoder runs host-side in torch for every backend
@@ -411,7 +414,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
     )
     res = edit(model.cfg, model.vqvae, backend, image, mask, ec)
     cond = "uncond" if args.cls is None else f"class {args.cls}"
-    save_edit_sheet(res, out, args.n, title=f"{task.value} {cond} {args.backend} seed={args.seed}")
+    title = grid_title(task.value, cond, args.backend, f"seed {args.seed}")
+    save_edit_sheet(res, out, args.n, title=title)
     keep = res.mask.repeat_interleave(args.n, 0) == 0
     recon = res.recon.repeat_interleave(args.n, 0)
     print(

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sasq import progress
+from sasq.engines.generate import GenerateConfig, generate_many, make_backend
+from sasq.metrics import token_agreement
 from sasq.models import LoadedModel, load_model
 from sasq.tools import atomic
 from sasq.tools.demo_report import demo_report, demo_summary
-from sasq.tools.generate import GenerateConfig, generate_many, make_backend
 from sasq.tools.image_grid import save_grid, side_by_side
-from sasq.tools.metrics import token_agreement
 
 
 class _Stages:
@@ -58,13 +58,18 @@ def _quantize(fp_dir: Path, cache, qc, out: Path):
 
 
 def run_demo(
-    out: Path, model_dir: str | None = None, per_class: int = 8, seed: int = 0
+    out: Path,
+    model_dir: str | None = None,
+    per_class: int = 8,
+    seed: int = 0,
+    threads: int | None = None,
 ) -> tuple[Path, str]:
-    """Run every stage; write ``out/report.md``; return its path and a short summary."""
+    """Run every stage; write ``out/report.md``; return its path and a short summary.
+    ``threads``: the bench's (None: ``bench.default_threads()``, half the logical cores)."""
     from sasq.calib.cache import save_cache
     from sasq.exporter import export_model
     from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
-    from sasq.tools.bench import BenchConfig, run_bench
+    from sasq.tools.bench import BenchConfig, default_threads, run_bench
     from sasq.tools.bench import write_report as write_bench
 
     out.mkdir(parents=True, exist_ok=True)
@@ -130,7 +135,12 @@ def run_demo(
         write_eval(result, out)
 
     specs = ("ort", "torch", *(f"{n}={out / f'onnx_{n}'}" for n in int8))
-    bench_cfg = BenchConfig(backends=specs, batch_sizes=(1, 8, 32), repeats=5, threads=1)
+    bench_cfg = BenchConfig(
+        backends=specs,
+        batch_sizes=(1, 8, 32),
+        repeats=5,
+        threads=default_threads() if threads is None else threads,
+    )
     bench = st.run("bench", lambda: (run_bench(model, fp_dir, bench_cfg), {}))
     write_bench(bench, out)
 

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from sasq.engines.decode import StepBackend, generate
 from sasq.models import VQVAE, LoadedModel, ModelConfig, SamplingConfig
 from sasq.models.quantizer import VectorQuantizer2
-from sasq.tools.decode import StepBackend, generate
 from sasq.tools.errors import UserError
 
 if TYPE_CHECKING:
@@ -232,7 +232,7 @@ def edit(
 
 def masked_psnr(a: torch.Tensor, b: torch.Tensor, keep_B1HW: torch.Tensor) -> float:
     """PSNR over the pixels where ``keep`` is True (images in [-1, 1])."""
-    from sasq.tools.metrics import psnr
+    from sasq.metrics import psnr
 
     sel = keep_B1HW.expand_as(a).bool()
     return psnr(a[sel], b[sel])
@@ -327,9 +327,9 @@ def edit_quality(
     of that border), and against the reference: token agreement per scale and FID2FP, the
     FID between its edited images and the reference's for the same seeds.
     """
+    from sasq.metrics import fid, token_agreement
     from sasq.tools.classifier import predict
     from sasq.tools.digits import load_split
-    from sasq.tools.metrics import fid, token_agreement
 
     qc = qc or EditQualityConfig()
     split = load_split(model.cfg.vqvae.image_size)

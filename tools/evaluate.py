@@ -28,13 +28,13 @@ import numpy as np
 import torch
 
 from sasq import progress
+from sasq.engines.decode import StepBackend
+from sasq.engines.generate import GenerateConfig, generate_many, make_backend
 from sasq.exporter.qdq_config import BIT_WIDTHS
 from sasq.models import LoadedModel
 from sasq.tools import atomic
 from sasq.tools.classifier import DigitsClassifier, predict
-from sasq.tools.decode import StepBackend
 from sasq.tools.digits import load_split
-from sasq.tools.generate import GenerateConfig, generate_many, make_backend
 from sasq.tools.intervals import (
     SampleScores,
     difference,
@@ -237,7 +237,7 @@ def _backend_for(ws: Workspace, row: str, bits: str) -> StepBackend | None:
     if row.startswith("peer-"):
         return make_backend("ort", None, ws.peer(row[5:])) if bits == "W8A8" else None
     if row == "paper-ref" or row.startswith("v-only"):
-        from sasq.tools.paper_quant import PaperQuantBackend, PaperQuantConfig
+        from sasq.engines.paper_quant import PaperQuantBackend, PaperQuantConfig
 
         v_only = row.startswith("v-only")
         pc = PaperQuantConfig(w_bits=w, a_bits=a, v_only=v_only, shift_sum=row != "v-only")

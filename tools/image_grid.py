@@ -54,6 +54,12 @@ def _atomic_save(img: Image.Image, path: Path) -> Path:
     return path
 
 
+def grid_title(*parts: object) -> str:
+    """A sheet title from its parts, ``ort | seed 0 | cfg 2``: the 10 px default font draws
+    a space about one pixel wide, so "ort seed=0" read as "ortseed=0"."""
+    return " | ".join(str(p) for p in parts if p is not None and str(p))
+
+
 def _draw_centered(draw: ImageDraw.ImageDraw, text: str, box: tuple[int, int, int, int]) -> None:
     x0, y0, x1, y1 = box
     left, top, right, bottom = draw.textbbox((0, 0), text, font=_font())

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sasq.tools.metrics import frechet_distance, inception_score
+from sasq.metrics import frechet_distance, inception_score
 
 LEVEL = 0.95
 

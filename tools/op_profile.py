@@ -139,10 +139,10 @@ def median(values) -> float:
 
 def profile_export(onnx_dir: str | Path, cfg: ProfileConfig) -> dict:
     """Profile one generation of ``onnx_dir``'s step graph after a warm-up generation."""
+    from sasq.engines.decode import generate
     from sasq.engines.ort_backend import OrtBackend
     from sasq.engines.ort_session import SessionConfig
     from sasq.models.config import ModelConfig
-    from sasq.tools.decode import generate
 
     onnx_dir = Path(onnx_dir)
     manifest = load_manifest(onnx_dir)  # OrtBackend verifies the files

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
+from sasq.engines.decode import StepBackend
+from sasq.engines.generate import GenerateConfig, generate_many
+from sasq.metrics import fid, inception_score
 from sasq.models import DEFAULT_DIR, LoadedModel
 from sasq.tools.classifier import DigitsClassifier, load_classifier, predict
-from sasq.tools.decode import StepBackend
 from sasq.tools.digits import load_split
-from sasq.tools.generate import GenerateConfig, generate_many
-from sasq.tools.metrics import fid, inception_score
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def generation_quality(
 @torch.no_grad()
 def real_data_floor(model: LoadedModel, clf: DigitsClassifier) -> dict:
     """Reference numbers: classifier test accuracy, VQ reconstruction FID and PSNR."""
-    from sasq.tools.metrics import psnr
+    from sasq.metrics import psnr
 
     split = load_split(model.cfg.vqvae.image_size)
     probs, real_feats = predict(clf, split.test_x)

@@ -195,8 +195,8 @@ def train_default(
 
 def evaluate_default(model_dir: Path) -> dict:
     """The numbers of the model card: classifier, VQ round trip and generation quality."""
+    from sasq.engines.generate import make_backend
     from sasq.models import load_model
-    from sasq.tools.generate import make_backend
     from sasq.tools.quality import (
         GenQualityConfig,
         default_classifier,

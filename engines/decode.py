@@ -16,6 +16,7 @@ from typing import Protocol
 
 import torch
 
+from sasq.errors import UserError
 from sasq.models.config import SamplingConfig
 from sasq.models.sampling import (
     cfg_mix,
@@ -24,7 +25,6 @@ from sasq.models.sampling import (
     sample_filtered,
     smooth_weights,
 )
-from sasq.tools.errors import UserError
 
 
 class StepBackend(Protocol):

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 
 from sasq import progress
+from sasq.engines.decode import Generation, StepBackend, generate
+from sasq.errors import UserError
 from sasq.models import LoadedModel, ModelConfig, SamplingConfig
 from sasq.models.memory import generation_estimate, require_fits
-from sasq.tools.decode import Generation, StepBackend, generate
-from sasq.tools.errors import UserError
 
 BACKENDS = ("torch", "torch-int8-cache", "ort", "ort-cuda", "ort-trt", "trt")
 _ORT_PROVIDERS = {"ort": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}
@@ -95,8 +95,16 @@ def check_sampling(cfg: ModelConfig, sampling: SamplingConfig) -> None:
         raise UserError(f"--top-k {sampling.top_k} exceeds the vocabulary ({cfg.vqvae.vocab_size})")
 
 
-def generate_many(cfg: ModelConfig, backend: StepBackend, gc: GenerateConfig) -> Generation:
-    """Generate in chunks of ``gc.batch``; per-scale tokens and images concatenated."""
+def generate_many(
+    model: ModelConfig | LoadedModel, backend: StepBackend, gc: GenerateConfig
+) -> Generation:
+    """Generate in chunks of ``gc.batch``; per-scale tokens and images concatenated.
+
+    ``model`` is the model's config, or the loaded model itself (its ``cfg`` is used), so
+    ``generate_many(load_model(), ...)`` works as one would first write it."""
+    cfg = model.cfg if isinstance(model, LoadedModel) else model
+    if not isinstance(cfg, ModelConfig):
+        raise TypeError(f"generate_many takes a ModelConfig or a LoadedModel, got {type(model)}")
     sampling = gc.sampling or cfg.sampling
     check_sampling(cfg, sampling)
     n, batch = len(gc.classes), min(gc.batch, len(gc.classes))

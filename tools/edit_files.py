@@ -78,8 +78,10 @@ def image_size(path: str | Path) -> tuple[int, int]:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            return im.size
+        with warnings.catch_warnings():  # a huge image: load_image refuses it in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return im.size
     except Exception:  # unreadable: load_image says so in one line
         return (0, 0)
 

@@ -9,7 +9,9 @@ and ``top_p`` (FP32 [1]) (defaults: the export's sampling). It returns ``image``
 Triton's dynamic batcher groups requests; an instance decodes the group as one batch with
 ``generate_rows``: every row has its own generator, CFG, top-k and top-p, so a row returns
 exactly what ``sasq generate --class C --n 1 --seed S`` returns for its label and seed
-(ONNX Runtime's CPU logits of a row do not depend on the rows beside it; tested).
+(ONNX Runtime's CPU logits of a row do not depend on the rows beside it; tested). With
+``--more-smooth`` an instance still takes the group at once but decodes it row by row: the
+soft latent's GEMM rounds differently at another batch size.
 
 Malformed requests: Triton itself rejects a wrong dtype, a wrong shape, a missing
 ``class_label`` and a batch above ``max_batch`` before batching. A bad value (an unknown
@@ -164,9 +166,7 @@ class RowHandler:
         if not rows:  # nothing valid to run: a Triton error for the whole (bad) batch
             raise ValueError("; ".join(p for p in parsed if isinstance(p, str)))
         with self._lock:
-            gen = generate_rows(self.backend, rows, self.pns, self.K, self.more_smooth)
-        images = to_uint8_hwc(gen.img)
-        tokens = [t.numpy() for t in gen.idx]
+            images, tokens = self._decode(rows)
         out, at = [], 0
         for p, request in zip(parsed, requests, strict=True):
             if isinstance(p, str):
@@ -179,6 +179,16 @@ class RowHandler:
             res.update({f"tokens_{si}": t[sl] for si, t in enumerate(tokens)})
             out.append(res)
         return out
+
+    def _decode(self, rows: list[Row]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """uint8 images and per-scale tokens of the rows, as one batch. With ``more_smooth``
+        row by row: the soft latent's GEMM rounds differently at another batch size (images
+        off by float round-off, measured on ORT CPU), and exactness comes first."""
+        groups = [[r] for r in rows] if self.more_smooth else [rows]
+        gens = [generate_rows(self.backend, g, self.pns, self.K, self.more_smooth) for g in groups]
+        images = to_uint8_hwc(torch.cat([g.img for g in gens]))
+        tokens = [torch.cat([g.idx[si] for g in gens]).numpy() for si in range(len(self.pns))]
+        return images, tokens
 
     def _error_rows(self, n: int, message: str) -> dict[str, np.ndarray]:
         H = W = self.cfg.vqvae.image_size
@@ -236,8 +246,13 @@ class Server:
     """The Triton server of one export; ``start()`` returns once the model is ready."""
 
     def __init__(self, sc: ServeConfig):
-        require_pytriton()
         check_config(sc)
+        if sc.backend != "ort" and not torch.cuda.is_available():
+            raise UserError(
+                f"--backend {sc.backend} needs an NVIDIA GPU (and TensorRT for the trt ones), "
+                "and no CUDA GPU is visible here; serve with --backend ort"
+            )
+        require_pytriton()
         self.sc = sc
         self.cfg = _model_config(sc.onnx_dir)
         if sc.port == 0:

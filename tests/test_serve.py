@@ -249,15 +249,17 @@ def test_loadtest_writes_json_markdown_and_plot(server, tmp_path, capsys):
 
     out = tmp_path / "lt"
     args = ["loadtest", server.url, "--concurrency", "1,4", "--duration", "3", "--requests", "12"]
-    assert main([*args, "--warmup", "1", "--out", str(out)]) == 0
+    assert main([*args, "--warmup", "1", "--malformed", "0.25", "--out", str(out)]) == 0
     assert "PASSED" in capsys.readouterr().out
     r = json.loads((out / "loadtest.json").read_text())
     assert [lv["concurrency"] for lv in r["levels"]] == [1, 4]
     for lv in r["levels"]:
         assert lv["failed"] == 0 and 0 < lv["ok"] <= 12 and lv["images_per_s"] > 0
         assert lv["p50_ms"] <= lv["p95_ms"] <= lv["p99_ms"]
+        assert lv["malformed"]["accepted"] == 0 and lv["malformed"]["rejected"] > 0
     assert r["server"]["instances"] == 1 and r["server"]["max_batch_size"] == 8
-    assert "| 4 |" in (out / "loadtest.md").read_text()
+    md = (out / "loadtest.md").read_text()
+    assert "| 4 |" in md and "0 answered as if valid" in md
     assert (out / "loadtest.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -537,6 +537,13 @@ def args_loadtest(p: argparse.ArgumentParser) -> None:
         help="seconds a single request may take before it counts as failed; default: 60",
     )
     p.add_argument(
+        "--malformed",
+        type=T.fraction,
+        default=0.0,
+        help="share of requests sent malformed (unknown class, wrong dtype), each of which "
+        "must fail while every valid one succeeds: a soak; default: 0",
+    )
+    p.add_argument(
         "--out",
         required=True,
         help="folder for loadtest.json, loadtest.md and loadtest.png (required)",

@@ -512,10 +512,16 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         seed=args.seed,
         timeout_s=args.timeout,
+        malformed=args.malformed,
     )
     r = run_loadtest(lc)
     paths = write_report(r, out)
     print(json.dumps({"out": [str(p) for p in paths], "levels": r["levels"]}))
     failed = sum(lv["failed"] for lv in r["levels"])
-    print(f"loadtest: {'PASSED' if failed == 0 else 'FAILED'} ({failed} failed requests)")
-    return 0 if failed == 0 else 1
+    accepted = sum(lv["malformed"]["accepted"] for lv in r["levels"])
+    ok = failed == 0 and accepted == 0
+    print(
+        f"loadtest: {'PASSED' if ok else 'FAILED'} ({failed} failed valid requests, "
+        f"{accepted} malformed requests answered as if valid)"
+    )
+    return 0 if ok else 1

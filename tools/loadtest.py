@@ -33,6 +33,7 @@ class LoadConfig:
     warmup: int = 4
     seed: int = 0
     timeout_s: float = 60.0
+    malformed: float = 0.0  # share of requests sent malformed (a soak: they must fail alone)
 
 
 def _client_module():
@@ -87,10 +88,26 @@ def infer_rows(client, labels, seeds, cfg=None, top_k=None, top_p=None, timeout_
     return result.as_numpy("image"), [result.as_numpy(n) for n in names]
 
 
+def _is_malformed(i: int, share: float) -> bool:
+    """Request i is sent malformed: evenly spread, ``share`` of them in all."""
+    return int((i + 1) * share) > int(i * share)
+
+
+def send_malformed(th, client, i: int) -> None:
+    """A bad request: an unknown class, or (every other one) class labels as FP32."""
+    if i % 2:
+        t = th.InferInput("class_label", [1, 1], "FP32")
+        t.set_data_from_numpy(np.zeros((1, 1), np.float32))
+        client.infer(MODEL_NAME, [t])
+    else:
+        infer_rows(client, [2**40], [i])
+
+
 def _level(th, hostport: str, lc: LoadConfig, concurrency: int, seed0: int) -> dict:
     """One concurrency level: latencies of the successful requests, failures, images/s."""
     lock = threading.Lock()
     sent = [0]
+    bad = {"sent": 0, "rejected": 0, "accepted": 0}
     latencies: list[float] = []
     failures: list[str] = []
     deadline = time.perf_counter() + lc.duration_s
@@ -106,6 +123,16 @@ def _level(th, hostport: str, lc: LoadConfig, concurrency: int, seed0: int) -> d
                         return
                     i = sent[0]
                     sent[0] += 1
+                if _is_malformed(i, lc.malformed):
+                    try:
+                        send_malformed(th, client, i)
+                        outcome = "accepted"  # should not happen
+                    except Exception:
+                        outcome = "rejected"
+                    with lock:
+                        bad["sent"] += 1
+                        bad[outcome] += 1
+                    continue
                 t0 = time.perf_counter()
                 try:
                     infer_rows(client, [0], [seed0 + i])
@@ -133,7 +160,7 @@ def _level(th, hostport: str, lc: LoadConfig, concurrency: int, seed0: int) -> d
     )
     return {
         "concurrency": concurrency,
-        "requests": sent[0],
+        "requests": sent[0] - bad["sent"],
         "ok": len(latencies),
         "failed": len(failures),
         "seconds": round(seconds, 3),
@@ -141,6 +168,7 @@ def _level(th, hostport: str, lc: LoadConfig, concurrency: int, seed0: int) -> d
         **pct,
         "mean_ms": round(float(ms.mean()), 2) if len(ms) else None,
         "first_failures": failures[:3],
+        "malformed": bad,
     }
 
 
@@ -196,6 +224,14 @@ def to_markdown(r: dict) -> str:
             f"| {lv['concurrency']} | {lv['requests']} | {lv['failed']} | {lv['images_per_s']} "
             f"| {lv['p50_ms']} | {lv['p95_ms']} | {lv['p99_ms']} |"
         )
+    bad = [lv["malformed"] for lv in r["levels"]]
+    if any(b["sent"] for b in bad):
+        lines += [
+            "",
+            f"Malformed requests (share {r['config']['malformed']}): "
+            f"{sum(b['sent'] for b in bad)} sent, {sum(b['rejected'] for b in bad)} rejected, "
+            f"{sum(b['accepted'] for b in bad)} answered as if valid.",
+        ]
     return "\n".join([*lines, ""])
 
 

@@ -493,7 +493,8 @@ def args_serve(p: argparse.ArgumentParser) -> None:
         "--threads",
         type=T.threads,
         default=0,
-        help="ONNX Runtime intra-op threads per instance (0: all cores); default: 0",
+        help="ONNX Runtime intra-op threads per instance (0: the cores divided among the "
+        "instances); default: 0",
     )
     p.add_argument(
         "--more-smooth",

@@ -29,7 +29,6 @@ environment before the server starts; the server is a child process and inherits
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import logging
 import os
@@ -100,6 +99,20 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def _require_free(host: str, ports: list[int]) -> None:
+    """A port already taken is a one-line error before Triton starts (it would fail later,
+    with its log as the only explanation)."""
+    for port in ports:
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError as e:
+                raise UserError(
+                    f"cannot listen on {host}:{port} ({e.strerror}); sasq serve uses --port, "
+                    "--port+1 (gRPC) and --port+2 (metrics): choose another --port, or 0"
+                ) from None
 
 
 def to_uint8_hwc(img_BCHW: torch.Tensor) -> np.ndarray:
@@ -259,6 +272,7 @@ class Server:
             self.ports = free_ports(3, sc.host)
         else:
             self.ports = [sc.port, sc.port + 1, sc.port + 2]
+            _require_free(sc.host, self.ports)
         self._triton = None
 
     @property
@@ -372,8 +386,3 @@ def serve_forever(sc: ServeConfig) -> dict:
         for s, h in previous.items():
             signal.signal(s, h)
     return {"url": url, "stopped": "signal"}
-
-
-def sampling_defaults(cfg: ModelConfig) -> dict:
-    """What a row without cfg / top_k / top_p gets (for the startup line and README)."""
-    return dataclasses.asdict(cfg.sampling)

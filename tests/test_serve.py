@@ -309,3 +309,77 @@ def test_sigterm_lets_the_request_in_flight_finish(default_export):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.serve
+@pytest.mark.skipif(not HAVE_SERVE, reason="needs the serve extra: pip install 'sasq[serve]'")
+def test_written_repository_on_a_stock_tritonserver(default_export, model_cfg, tmp_path, capsys):
+    """`sasq serve --write-repo` on a plain tritonserver (PyTriton's binary, no PyTriton in
+    between): the same rows as generate, and a bad request fails alone even when batched."""
+    import tritonclient.http as th
+
+    from sasq.tools.cli import main
+    from sasq.tools.generate import make_backend
+    from sasq.tools.loadtest import infer_rows
+    from sasq.tools.serve import free_ports, to_uint8_hwc
+    from sasq.tools.triton_repo import bundled_tritonserver
+
+    repo = tmp_path / "repo"
+    args = ["serve", "--onnx", str(default_export), "--max-batch", "8"]
+    assert main([*args, "--max-queue-delay-ms", "200", "--write-repo", str(repo)]) == 0
+    capsys.readouterr()
+    ports = free_ports(3)
+    argv, env = bundled_tritonserver(repo, tmp_path, ports)
+    log = open(tmp_path / "tritonserver.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    hostport = f"127.0.0.1:{ports[0]}"
+    try:
+        client = th.InferenceServerClient(hostport, network_timeout=60)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if client.is_server_ready() and client.is_model_ready("sasq"):
+                    break
+            except Exception:
+                pass
+            time.sleep(0.5)
+        client.close()
+        rows = _rows(model_cfg)[:4]
+        results: dict[int, object] = {}
+
+        def send(i: int) -> None:
+            c = th.InferenceServerClient(hostport, network_timeout=60)
+            try:
+                if i < len(rows):
+                    r = rows[i]
+                    s = r.sampling
+                    results[i] = infer_rows(c, [r.label], [r.seed], [s.cfg], [s.top_k], [s.top_p])
+                else:
+                    results[i] = infer_rows(c, [99], [i])
+            except Exception as e:
+                results[i] = e
+            finally:
+                c.close()
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(len(rows) + 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        backend = make_backend("ort", None, default_export, 1)
+        for i, row in enumerate(rows):
+            image, tokens = results[i]
+            ref = _alone(model_cfg, backend, row)
+            assert np.array_equal(image, to_uint8_hwc(ref.img)), i
+            for si, t in enumerate(tokens):
+                assert np.array_equal(t, ref.idx[si].numpy()), (i, si)
+        for i in (len(rows), len(rows) + 1):
+            assert isinstance(results[i], Exception) and "not a class" in str(results[i])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

@@ -502,6 +502,13 @@ def args_serve(p: argparse.ArgumentParser) -> None:
         default=None,
         help="Gumbel-softmax smoothing for every request; default: the export's setting",
     )
+    p.add_argument(
+        "--write-repo",
+        default=None,
+        metavar="OUT",
+        help="write a Triton model repository of the export (Python backend, for a stock "
+        "tritonserver with sasq installed) to the new folder OUT and exit; default: serve",
+    )
 
 
 def args_loadtest(p: argparse.ArgumentParser) -> None:

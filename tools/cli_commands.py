@@ -494,6 +494,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         engine=None if args.engine is None else Path(args.engine),
         more_smooth=args.more_smooth,
     )
+    if args.write_repo is not None:
+        from sasq.tools.triton_repo import write_repository
+
+        model = write_repository(sc, Path(args.write_repo))
+        print(json.dumps({"repository": str(Path(args.write_repo)), "model": str(model)}))
+        return 0
     print(json.dumps(serve_forever(sc)))
     return 0
 

@@ -168,7 +168,9 @@ class RowHandler:
             rows.append(Row(int(c), int(seed), sampling))
         return rows
 
-    def __call__(self, requests: list) -> list[dict[str, np.ndarray]]:
+    def run(self, requests: list) -> list[dict[str, np.ndarray] | str]:
+        """Per request (a mapping of input name to array): its outputs, or a one-line
+        message when a value is bad. The good requests' rows are decoded as one batch."""
         parsed: list[list[Row] | str] = []
         for request in requests:
             try:
@@ -176,15 +178,14 @@ class RowHandler:
             except (ValueError, KeyError, TypeError, OverflowError) as e:
                 parsed.append(" ".join(str(e).split()) or type(e).__name__)
         rows = [r for p in parsed if not isinstance(p, str) for r in p]
-        if not rows:  # nothing valid to run: a Triton error for the whole (bad) batch
-            raise ValueError("; ".join(p for p in parsed if isinstance(p, str)))
-        with self._lock:
-            images, tokens = self._decode(rows)
-        out, at = [], 0
-        for p, request in zip(parsed, requests, strict=True):
+        if rows:
+            with self._lock:
+                images, tokens = self._decode(rows)
+        out: list[dict[str, np.ndarray] | str] = []
+        at = 0
+        for p in parsed:
             if isinstance(p, str):
-                n = int(np.asarray(request["class_label"]).reshape(-1).shape[0])
-                out.append(self._error_rows(n, p))
+                out.append(p)
                 continue
             sl = slice(at, at + len(p))
             at += len(p)
@@ -192,6 +193,17 @@ class RowHandler:
             res.update({f"tokens_{si}": t[sl] for si, t in enumerate(tokens)})
             out.append(res)
         return out
+
+    def __call__(self, requests: list) -> list[dict[str, np.ndarray]]:
+        """PyTriton's entry: errors are per batch there, so a bad request batched beside
+        good ones gets zeros and its message in ``error``; a batch of only bad ones fails."""
+        results = self.run(requests)
+        if all(isinstance(r, str) for r in results):
+            raise ValueError("; ".join(results))
+        return [
+            self._error_rows(int(np.asarray(q["class_label"]).size), r) if isinstance(r, str) else r
+            for q, r in zip(requests, results, strict=True)
+        ]
 
     def _decode(self, rows: list[Row]) -> tuple[np.ndarray, list[np.ndarray]]:
         """uint8 images and per-scale tokens of the rows, as one batch. With ``more_smooth``

@@ -98,7 +98,9 @@ class TritonPythonModel:
 
     def initialize(self, args: dict) -> None:
         from sasq.tools.generate import make_backend
-        from sasq.tools.serve import _model_config
+        from sasq.tools.serve import _model_config, host_threads_one
+
+        host_threads_one()
 
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}

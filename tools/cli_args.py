@@ -492,9 +492,10 @@ def args_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads",
         type=T.threads,
-        default=0,
-        help="ONNX Runtime intra-op threads per instance (0: the cores divided among the "
-        "instances); default: 0",
+        default=1,
+        help="ONNX Runtime intra-op threads per instance (0: ONNX Runtime's default, every "
+        "core); scale with --instances rather than threads on a small or shared machine; "
+        "default: 1",
     )
     p.add_argument(
         "--more-smooth",

@@ -63,7 +63,7 @@ class ServeConfig:
     max_batch: int = 16
     max_queue_delay_ms: float = 5.0
     instances: int = 1
-    threads: int = 0  # ONNX Runtime threads per instance; 0: the cores shared among instances
+    threads: int = 1  # ONNX Runtime threads per instance; 0: ORT's default (every core)
     engine: Path | None = None
     more_smooth: bool | None = None  # None: the export's sampling setting
     exit_timeout_s: int = 30  # in-flight requests get this long to finish on shutdown
@@ -297,14 +297,6 @@ class Server:
         self._triton = None
 
     @property
-    def threads(self) -> int:
-        """Per instance: ``--threads``, or the cores divided among the instances (ONNX
-        Runtime's own default, every core for each instance, oversubscribes the machine)."""
-        if self.sc.threads:
-            return self.sc.threads
-        return max(1, (os.cpu_count() or 1) // self.sc.instances)
-
-    @property
     def url(self) -> str:
         return f"http://{self.sc.host}:{self.ports[0]}"
 
@@ -327,7 +319,7 @@ class Server:
         return [
             RowHandler(
                 self.cfg,
-                make_backend(sc.backend, None, sc.onnx_dir, self.threads, sc.engine),
+                make_backend(sc.backend, None, sc.onnx_dir, sc.threads, sc.engine),
                 smooth,
             )
             for _ in range(sc.instances)

@@ -86,7 +86,7 @@ def write_repository(sc: ServeConfig, out: Path) -> Path:
     model = out / MODEL_NAME
     (model / "1").mkdir(parents=True)
     shutil.copytree(sc.onnx_dir, model / "1" / "export")
-    threads = sc.threads or 1  # the machine that runs it is not known here
+    threads = sc.threads
     pbtxt = config_pbtxt(sc, cfg.vqvae.image_size, cfg.var.patch_nums, threads)
     (model / "config.pbtxt").write_text(pbtxt)
     (model / "1" / "model.py").write_text(_MODEL_PY)
@@ -108,7 +108,7 @@ class TritonPythonModel:
         cfg = _model_config(export)
         smooth = params.get("more_smooth", "")
         more_smooth = cfg.sampling.more_smooth if smooth == "" else smooth == "true"
-        backend = make_backend("ort", None, export, int(params.get("threads", "1") or 1))
+        backend = make_backend("ort", None, export, int(params.get("threads", "1")))
         self.handler = RowHandler(cfg, backend, more_smooth)
         self.inputs = [i["name"] for i in config["input"]]
 

@@ -199,7 +199,11 @@ def run_loadtest(lc: LoadConfig) -> dict:
         levels, seed = [], lc.seed
         for c in lc.concurrency:
             for w in range(lc.warmup):
-                infer_rows(client, [0], [seed + w])
+                try:
+                    infer_rows(client, [0], [seed + w])
+                except Exception as e:  # the server cannot answer a plain request
+                    why = " ".join(str(e).split())[:300]
+                    raise UserError(f"{lc.url}: a warm-up request failed: {why}") from None
             levels.append(_level(th, hostport, lc, c, seed))
             seed += lc.requests
     finally:

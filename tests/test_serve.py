@@ -23,10 +23,6 @@ import torch
 from sasq.tools.errors import UserError
 
 HAVE_SERVE = all(importlib.util.find_spec(m) for m in ("pytriton", "tritonclient"))
-needs_serve = [
-    pytest.mark.serve,
-    pytest.mark.skipif(not HAVE_SERVE, reason="needs the serve extra: pip install 'sasq[serve]'"),
-]
 
 
 def _rows(cfg):

@@ -23,6 +23,10 @@ import torch
 from sasq.tools.errors import UserError
 
 HAVE_SERVE = all(importlib.util.find_spec(m) for m in ("pytriton", "tritonclient"))
+# a mark, not only a skip in the server fixture: pytest makes the session's export first
+needs_serve = pytest.mark.skipif(
+    not HAVE_SERVE, reason="needs the serve extra: pip install 'sasq[serve]'"
+)
 
 
 def _rows(cfg):
@@ -95,10 +99,10 @@ def test_gpu_backends_refused_in_one_line(default_export, capsys):
 
 
 @pytest.fixture(scope="module")
-def server(default_export):
-    if not HAVE_SERVE:
-        pytest.skip("needs the serve extra: pip install 'sasq[serve]'")
+def server(request):
     from sasq.tools.serve import ServeConfig, Server
+
+    default_export = request.getfixturevalue("default_export")
 
     # A long queue delay makes the dynamic batcher group the concurrent requests below.
     sc = ServeConfig(
@@ -115,6 +119,7 @@ def _client(server):
 
 
 @pytest.mark.serve
+@needs_serve
 def test_served_rows_equal_sasq_generate(server, default_export, model_cfg, tmp_path, capsys):
     from sasq.tools.cli import main
     from sasq.tools.generate import make_backend
@@ -185,6 +190,7 @@ def _metrics(server) -> dict[str, float]:
 
 
 @pytest.mark.serve
+@needs_serve
 def test_malformed_requests_get_errors_and_the_server_keeps_serving(server):
     import tritonclient.http as th
     from tritonclient.utils import InferenceServerException
@@ -240,6 +246,7 @@ def test_malformed_requests_get_errors_and_the_server_keeps_serving(server):
 
 
 @pytest.mark.serve
+@needs_serve
 def test_loadtest_writes_json_markdown_and_plot(server, tmp_path, capsys):
     from sasq.tools.cli import main
 
@@ -260,7 +267,7 @@ def test_loadtest_writes_json_markdown_and_plot(server, tmp_path, capsys):
 
 
 @pytest.mark.serve
-@pytest.mark.skipif(not HAVE_SERVE, reason="needs the serve extra: pip install 'sasq[serve]'")
+@needs_serve
 def test_sigterm_lets_the_request_in_flight_finish(default_export):
     """`sasq serve` prints its ready line; on SIGTERM a request still queued completes and
     the command exits 0."""
@@ -308,7 +315,7 @@ def test_sigterm_lets_the_request_in_flight_finish(default_export):
 
 
 @pytest.mark.serve
-@pytest.mark.skipif(not HAVE_SERVE, reason="needs the serve extra: pip install 'sasq[serve]'")
+@needs_serve
 def test_written_repository_on_a_stock_tritonserver(default_export, model_cfg, tmp_path, capsys):
     """`sasq serve --write-repo` on a plain tritonserver (PyTriton's binary, no PyTriton in
     between): the same rows as generate, and a bad request fails alone even when batched."""

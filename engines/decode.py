@@ -116,3 +116,52 @@ def _require_finite(t: torch.Tensor, backend: StepBackend, what: str) -> None:
             f"{backend.name} backend: non-finite {what} (NaN/Inf); the model or export holds "
             "non-finite weights or scales"
         )
+
+
+@dataclass(frozen=True)
+class Row:
+    """One image of a served batch: its label, its own seed and its own sampling."""
+
+    label: int
+    seed: int
+    sampling: SamplingConfig
+
+
+@torch.no_grad()
+def generate_rows(
+    backend: StepBackend,
+    rows: list[Row],
+    patch_nums: tuple[int, ...],
+    num_classes: int,
+    more_smooth: bool = False,
+) -> Generation:
+    """Decode ``rows`` as one batch, each with its own generator, CFG, top-k and top-p.
+
+    Row b's tokens and image are those ``generate`` gives for its label alone under its seed
+    (``sasq generate --n 1 --seed S``): the host mixes and samples row b's [cond; uncond]
+    logit pair exactly as ``generate`` does for a batch of one, from row b's own generator.
+    That holds as long as the backend computes a row's logits independently of the rows
+    beside it (bitwise), which ``tests/test_serve.py`` checks for ONNX Runtime on CPU.
+    ``more_smooth`` is one setting for the whole batch (the backend takes one latent form)."""
+    B, SN = len(rows), len(patch_nums)
+    gens = [torch.Generator().manual_seed(r.seed) for r in rows]
+    labels_B = torch.tensor([r.label for r in rows], dtype=torch.long)
+    backend.reset(torch.cat((labels_B, torch.full_like(labels_B, num_classes))))
+    idx_list = []
+    for si in range(SN):
+        logits = backend.step(si).float()
+        _require_finite(logits, backend, f"logits at scale {si}")
+        idx_rows, soft_rows = [], []
+        for b, (row, gen) in enumerate(zip(rows, gens, strict=True)):
+            s = row.sampling
+            mixed_1lV = cfg_mix(logits[[b, B + b]], cfg_ramp(s.cfg, si, SN))
+            filtered_1lV = filter_logits(mixed_1lV, s.top_k, s.top_p)
+            idx_rows.append(sample_filtered(filtered_1lV, gen))
+            if more_smooth:
+                soft_rows.append(smooth_weights(filtered_1lV, si, SN, gen))
+        idx_Bl = torch.cat(idx_rows)
+        idx_list.append(idx_Bl)
+        backend.advance(si, idx_Bl, torch.cat(soft_rows) if more_smooth else None)
+    img = backend.image()
+    _require_finite(img, backend, "decoded images")
+    return Generation(idx_list, img)

@@ -138,6 +138,16 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         A.args_attention,
         C.cmd_attention,
     ),
+    "serve": (
+        "serve an export on Triton Inference Server (dynamic batching, per-request seeds)",
+        A.args_serve,
+        C.cmd_serve,
+    ),
+    "loadtest": (
+        "load-test a sasq server: latency percentiles and images/s per concurrency level",
+        A.args_loadtest,
+        C.cmd_loadtest,
+    ),
     "demo": ("run the whole chain on the embedded model", A.args_demo, C.cmd_demo),
 }
 

@@ -543,3 +543,114 @@ def args_sweep_budget(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=T.threads, default=d.threads, help="ONNX Runtime threads")
     p.add_argument("--seed", type=T.seed, default=d.seed, help=f"sampling seed (default {d.seed})")
     p.add_argument("--out", default="out/sweep", help="folder for sweep.json, .md and .png")
+
+
+def args_serve(p: argparse.ArgumentParser) -> None:
+    from sasq.tools.generate import BACKENDS
+
+    p.add_argument("--onnx", required=True, metavar="DIR", help="export folder to serve (required)")
+    p.add_argument(
+        "--backend",
+        default="ort",
+        choices=[b for b in BACKENDS if b.startswith(("ort", "trt"))],
+        help="ort / ort-cuda / ort-trt: ONNX Runtime's CPU / CUDA / TensorRT provider; trt: "
+        "a TensorRT engine (--engine); default: ort",
+    )
+    p.add_argument("--engine", default=None, help="TensorRT plan for --backend trt (default: none)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (0.0.0.0 for every interface); default: 127.0.0.1",
+    )
+    p.add_argument(
+        "--port",
+        type=T.int_in(0, 65533),
+        default=8000,
+        help="HTTP port; gRPC uses port+1 and metrics port+2 (0: free ports); default: 8000",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=T.int_in(1, 4096),
+        default=16,
+        help="largest batch Triton's dynamic batcher forms (and largest request); default: 16",
+    )
+    p.add_argument(
+        "--max-queue-delay-ms",
+        type=T.float_in(0.0, 60_000.0),
+        default=5.0,
+        help="how long a request may wait for others to batch with; default: 5",
+    )
+    p.add_argument(
+        "--instances",
+        type=T.int_in(1, 64),
+        default=1,
+        help="model instances (Triton instance group), each with its own backend; default: 1",
+    )
+    p.add_argument(
+        "--threads",
+        type=T.threads,
+        default=1,
+        help="ONNX Runtime intra-op threads per instance (0: ONNX Runtime's default, every "
+        "core); scale with --instances rather than threads on a small or shared machine; "
+        "default: 1",
+    )
+    p.add_argument(
+        "--more-smooth",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Gumbel-softmax smoothing for every request; default: the export's setting",
+    )
+    p.add_argument(
+        "--write-repo",
+        default=None,
+        metavar="OUT",
+        help="write a Triton model repository of the export (Python backend, for a stock "
+        "tritonserver with sasq installed) to the new folder OUT and exit; default: serve",
+    )
+
+
+def args_loadtest(p: argparse.ArgumentParser) -> None:
+    p.add_argument("url", help="server URL, e.g. http://127.0.0.1:8000 (loopback only)")
+    p.add_argument(
+        "--concurrency",
+        type=T.int_list(1, 1024),
+        default=(1, 4, 16, 32),
+        help="comma list of concurrent clients, one level after another; default: 1,4,16,32",
+    )
+    p.add_argument(
+        "--duration",
+        type=T.float_in(0.0, 3600.0, lo_open=True),
+        default=20.0,
+        help="seconds per concurrency level (also ends at --requests); default: 20",
+    )
+    p.add_argument(
+        "--requests",
+        type=T.int_in(1, 10**7),
+        default=1000,
+        help="most requests per concurrency level (also ends at --duration); default: 1000",
+    )
+    p.add_argument(
+        "--warmup",
+        type=T.int_in(0, 10_000),
+        default=4,
+        help="unmeasured requests before each level; default: 4",
+    )
+    p.add_argument("--seed", type=T.seed, default=0, help="first request's seed; default: 0")
+    p.add_argument(
+        "--timeout",
+        type=T.float_in(0.0, 3600.0, lo_open=True),
+        default=60.0,
+        help="seconds a single request may take before it counts as failed; default: 60",
+    )
+    p.add_argument(
+        "--malformed",
+        type=T.fraction,
+        default=0.0,
+        help="share of requests sent malformed (unknown class, wrong dtype), each of which "
+        "must fail while every valid one succeeds: a soak; default: 0",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="folder for loadtest.json, loadtest.md and loadtest.png (required)",
+    )

@@ -511,3 +511,57 @@ def cmd_attention(args: argparse.Namespace) -> int:
     print(to_markdown(r))
     progress.wrote("attention", *paths)
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from sasq.tools.serve import ServeConfig, serve_forever
+
+    sc = ServeConfig(
+        onnx_dir=Path(args.onnx),
+        backend=args.backend,
+        host=args.host,
+        port=args.port,
+        max_batch=args.max_batch,
+        max_queue_delay_ms=args.max_queue_delay_ms,
+        instances=args.instances,
+        threads=args.threads,
+        engine=None if args.engine is None else Path(args.engine),
+        more_smooth=args.more_smooth,
+    )
+    if args.write_repo is not None:
+        from sasq.tools.triton_repo import write_repository
+
+        model = write_repository(sc, Path(args.write_repo))
+        print(json.dumps({"repository": str(Path(args.write_repo)), "model": str(model)}))
+        return 0
+    print(json.dumps(serve_forever(sc)))
+    return 0
+
+
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    from sasq.tools.loadtest import LoadConfig, run_loadtest, write_report
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: is a file; --out needs a folder")
+    lc = LoadConfig(
+        url=args.url,
+        concurrency=tuple(args.concurrency),
+        duration_s=args.duration,
+        requests=args.requests,
+        warmup=args.warmup,
+        seed=args.seed,
+        timeout_s=args.timeout,
+        malformed=args.malformed,
+    )
+    r = run_loadtest(lc)
+    paths = write_report(r, out)
+    print(json.dumps({"out": [str(p) for p in paths], "levels": r["levels"]}))
+    failed = sum(lv["failed"] for lv in r["levels"])
+    accepted = sum(lv["malformed"]["accepted"] for lv in r["levels"])
+    ok = failed == 0 and accepted == 0
+    print(
+        f"loadtest: {'PASSED' if ok else 'FAILED'} ({failed} failed valid requests, "
+        f"{accepted} malformed requests answered as if valid)"
+    )
+    return 0 if ok else 1

@@ -31,7 +31,7 @@ needs_serve = pytest.mark.skipif(
 
 def _rows(cfg):
     """Rows of varied label, seed and sampling (every knob a request can turn)."""
-    from sasq.tools.decode import Row
+    from sasq.engines.decode import Row
 
     base = cfg.sampling
     samplings = [
@@ -46,7 +46,7 @@ def _rows(cfg):
 
 def _alone(cfg, backend, row):
     """What ``sasq generate --class C --n 1 --seed S`` computes for the row."""
-    from sasq.tools.generate import GenerateConfig, generate_many
+    from sasq.engines.generate import GenerateConfig, generate_many
 
     return generate_many(cfg, backend, GenerateConfig((row.label,), row.seed, 1, row.sampling))
 
@@ -64,8 +64,8 @@ def test_rows_in_one_batch_equal_each_row_alone(default_export, model_cfg):
     batched beside it (ONNX Runtime CPU logits are row-independent, bitwise). Not so with
     more_smooth (the soft latent's GEMM rounds by batch size): the server decodes those rows
     one by one."""
-    from sasq.tools.decode import generate_rows
-    from sasq.tools.generate import make_backend
+    from sasq.engines.decode import generate_rows
+    from sasq.engines.generate import make_backend
 
     backend = make_backend("ort", None, default_export, 1)
     rows = _rows(model_cfg)
@@ -121,8 +121,8 @@ def _client(server):
 @pytest.mark.serve
 @needs_serve
 def test_served_rows_equal_sasq_generate(server, default_export, model_cfg, tmp_path, capsys):
+    from sasq.engines.generate import make_backend
     from sasq.tools.cli import main
-    from sasq.tools.generate import make_backend
     from sasq.tools.loadtest import infer_rows
     from sasq.tools.serve import to_uint8_hwc
 
@@ -321,8 +321,8 @@ def test_written_repository_on_a_stock_tritonserver(default_export, model_cfg, t
     between): the same rows as generate, and a bad request fails alone even when batched."""
     import tritonclient.http as th
 
+    from sasq.engines.generate import make_backend
     from sasq.tools.cli import main
-    from sasq.tools.generate import make_backend
     from sasq.tools.loadtest import infer_rows
     from sasq.tools.serve import free_ports, to_uint8_hwc
     from sasq.tools.triton_repo import bundled_tritonserver

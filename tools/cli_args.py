@@ -546,7 +546,7 @@ def args_sweep_budget(p: argparse.ArgumentParser) -> None:
 
 
 def args_serve(p: argparse.ArgumentParser) -> None:
-    from sasq.tools.generate import BACKENDS
+    from sasq.engines.generate import BACKENDS
 
     p.add_argument("--onnx", required=True, metavar="DIR", help="export folder to serve (required)")
     p.add_argument(

@@ -42,8 +42,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sasq.engines.decode import Row, StepBackend, generate_rows
 from sasq.models import ModelConfig, SamplingConfig
-from sasq.tools.decode import Row, StepBackend, generate_rows
 from sasq.tools.errors import UserError
 
 MODEL_NAME = "sasq"
@@ -307,8 +307,8 @@ class Server:
     def _handlers(self) -> list[RowHandler]:
         """One backend per instance, built before Triton starts: a missing GPU, TensorRT or
         a broken export is a one-line error, not a server that fails its first request."""
+        from sasq.engines.generate import make_backend
         from sasq.models.memory import Estimate, generation_estimate, require_fits
-        from sasq.tools.generate import make_backend
 
         sc = self.sc
         one = generation_estimate(self.cfg, sc.max_batch, images=sc.max_batch)

@@ -97,7 +97,7 @@ class TritonPythonModel:
     """Triton's Python-backend interface over ``RowHandler``: one instance, one backend."""
 
     def initialize(self, args: dict) -> None:
-        from sasq.tools.generate import make_backend
+        from sasq.engines.generate import make_backend
         from sasq.tools.serve import _model_config, host_threads_one
 
         host_threads_one()

@@ -1,4 +1,5 @@
-"""README.md: every ```python block runs as written, and no link leaves the repository."""
+"""README.md: every ```python block runs as written, and no link leaves the repository.
+A block fenced ```py (the serving client) needs a running server and is not run."""
 
 from __future__ import annotations
 

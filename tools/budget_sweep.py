@@ -194,11 +194,9 @@ def to_markdown(r: dict) -> str:
 def plot(r: dict, path: Path) -> Path:
     """Quality against budget (one panel per plotted metric, a line per group, 95% bars),
     and the extra time where it was measured."""
-    import matplotlib
+    from sasq.tools.report_plots import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     panels = len(PLOTTED) + (1 if r.get("time") else 0)
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4))
     for ax, m in zip(axes, PLOTTED, strict=False):
@@ -219,12 +217,7 @@ def plot(r: dict, path: Path) -> Path:
         ax.bar(list(rows), [100 * x["extra"] for x in rows.values()])
         ax.set_xlabel("budget")
         ax.set_title("extra time vs budget 0 (%)")
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_png(fig, path)
 
 
 def write_report(r: dict, out_dir: Path) -> tuple[Path, Path, Path]:

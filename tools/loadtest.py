@@ -241,11 +241,9 @@ def to_markdown(r: dict) -> str:
 
 def plot(r: dict, path: Path) -> Path:
     """images/s and latency percentiles against concurrency."""
-    import matplotlib
+    from sasq.tools.report_plots import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     lv = r["levels"]
     c = [x["concurrency"] for x in lv]
     fig, (a, b) = plt.subplots(1, 2, figsize=(8.4, 3.4))
@@ -262,12 +260,7 @@ def plot(r: dict, path: Path) -> Path:
     fig.suptitle(
         f"{r['server']['instances']} instance(s), max batch {r['server']['max_batch_size']}"
     )
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_png(fig, path)
 
 
 def write_report(r: dict, out_dir: Path) -> tuple[Path, Path, Path]:

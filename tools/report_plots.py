@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,8 +26,9 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
-    plt = _pyplot()
+def save_png(fig, path: Path) -> Path:
+    """Lay out, write to a temporary name and rename (never a half-written PNG), close."""
+    plt = pyplot()
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp.png")
     try:
@@ -47,7 +49,7 @@ def _bars(values: list[float], lo: list[float], hi: list[float]):
 def bench_plot(result: dict, path: Path) -> Path:
     """Left panels: step latency per scale per backend, one panel per batch size (log
     scale: the last scale dominates); right: speed-up over the first backend."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import FormatStrFormatter
 
     runs = result["runs"]
@@ -81,13 +83,13 @@ def bench_plot(result: dict, path: Path) -> Path:
     ax.set_ylabel(f"end-to-end speed-up vs {base}")
     ax.set_title("speed-up (median of repeats)")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def eval_plot(result: dict, path: Path, metric: str = "token_agreement") -> Path:
     """``metric`` (token agreement with FP) against bit width, one line per row with its
     95% interval; FP with another seed as the noise floor line."""
-    plt = _pyplot()
+    plt = pyplot()
     bits = list(result["config"]["bits"])
     table = result["table"]
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -110,4 +112,4 @@ def eval_plot(result: dict, path: Path, metric: str = "token_agreement") -> Path
     ax.set_ylabel(f"{metric.replace('_', ' ')} with FP (95% interval)")
     ax.set_title(f"quality against bits ({result['samples']} samples)")
     ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
+    return save_png(fig, path)

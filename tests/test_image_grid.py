@@ -87,6 +87,11 @@ def test_side_by_side(tmp_path):
     assert (arr[TITLE_H + PAD, PAD] == 0).all()  # first black tile of the left grid
     assert (arr[:TITLE_H] < 128).any()  # titles drawn
     assert not list(tmp_path.glob("out/*.tmp.png"))
+    # grids that carry their own titles: no second title row above them
+    bare = side_by_side(left, right, tmp_path / "bare.png", titles=None)
+    with Image.open(bare) as d:
+        arr = np.asarray(d.convert("RGB"))
+    assert arr.shape[0] == max(hl, hr) and (arr[PAD, PAD] == 0).all()
 
 
 def test_grid_title_separates_its_parts():

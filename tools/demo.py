@@ -117,7 +117,7 @@ def run_demo(
         out / "fp_torch.png",
         out / "int8-ss_ort.png",
         out / "fp_vs_int8.png",
-        titles=("FP32 (torch)", "int8 + shift-and-sum (ONNX Runtime)"),
+        titles=None,  # each grid carries its own title
     )
 
     result = None

@@ -149,22 +149,25 @@ def save_grid(
 
 
 def side_by_side(
-    left: Path, right: Path, out: Path, titles: Sequence[str] = ("FP", "int8")
+    left: Path, right: Path, out: Path, titles: Sequence[str] | None = ("FP", "int8")
 ) -> Path:
-    """Paste two PNGs next to each other under their titles (e.g. FP grid | int8 grid)."""
-    if len(titles) != 2:
+    """Paste two PNGs next to each other under their titles (e.g. FP grid | int8 grid);
+    ``titles=None`` for images that carry their own (grids saved with a title)."""
+    if titles is not None and len(titles) != 2:
         raise ValueError(f"side_by_side needs two titles, got {len(titles)}")
     with Image.open(left) as a, Image.open(right) as b:
         im_l, im_r = a.convert("RGB"), b.convert("RGB")
     gap = 4 * PAD
+    top = 0 if titles is None else TITLE_H
     width = im_l.width + gap + im_r.width
-    height = TITLE_H + max(im_l.height, im_r.height)
+    height = top + max(im_l.height, im_r.height)
     sheet = Image.new("RGB", (width, height), BACKGROUND)
-    draw = ImageDraw.Draw(sheet)
-    sheet.paste(im_l, (0, TITLE_H))
-    sheet.paste(im_r, (im_l.width + gap, TITLE_H))
-    _draw_centered(draw, titles[0], (0, 0, im_l.width, TITLE_H))
-    _draw_centered(draw, titles[1], (im_l.width + gap, 0, width, TITLE_H))
+    sheet.paste(im_l, (0, top))
+    sheet.paste(im_r, (im_l.width + gap, top))
+    if titles is not None:
+        draw = ImageDraw.Draw(sheet)
+        _draw_centered(draw, titles[0], (0, 0, im_l.width, TITLE_H))
+        _draw_centered(draw, titles[1], (im_l.width + gap, 0, width, TITLE_H))
     return _atomic_save(sheet, Path(out))
 
 

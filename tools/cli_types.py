@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from typing import Any
 
 MAX_COUNT = 2**31 - 1  # torch indexes with int64, but beyond this nothing fits anyway
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range (seed + batch index stays in it)
@@ -56,32 +57,27 @@ def float_in(lo: float, hi: float, lo_open: bool = False) -> Callable[[str], flo
     return parse
 
 
-def int_list(lo: int = 1, hi: int = MAX_COUNT) -> Callable[[str], tuple[int, ...]]:
-    """A comma list of integers in lo..hi, e.g. ``1,8,32``."""
-    one = int_in(lo, hi)
+def _comma_list(one: Callable[[str], Any], what: str, name: str) -> Callable[[str], tuple]:
+    """A comma list whose every item ``one`` parses (and range-checks)."""
 
-    def parse(text: str) -> tuple[int, ...]:
+    def parse(text: str) -> tuple:
         items = [t.strip() for t in text.split(",")]
         if not text.strip() or any(not t for t in items):
-            raise argparse.ArgumentTypeError(f"expected a comma list of integers, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected a comma list of {what}, got {text!r}")
         return tuple(one(t) for t in items)
 
-    parse.__name__ = "integer list"
+    parse.__name__ = name
     return parse
+
+
+def int_list(lo: int = 1, hi: int = MAX_COUNT) -> Callable[[str], tuple[int, ...]]:
+    """A comma list of integers in lo..hi, e.g. ``1,8,32``."""
+    return _comma_list(int_in(lo, hi), "integers", "integer list")
 
 
 def float_list(lo: float = 0.0, hi: float = 1.0) -> Callable[[str], tuple[float, ...]]:
     """A comma list of finite floats in [lo, hi], e.g. ``0,0.01,0.05``."""
-    one = float_in(lo, hi)
-
-    def parse(text: str) -> tuple[float, ...]:
-        items = [t.strip() for t in text.split(",")]
-        if not text.strip() or any(not t for t in items):
-            raise argparse.ArgumentTypeError(f"expected a comma list of numbers, got {text!r}")
-        return tuple(one(t) for t in items)
-
-    parse.__name__ = "number list"
-    return parse
+    return _comma_list(float_in(lo, hi), "numbers", "number list")
 
 
 count = int_in(1)  # images, batch sizes, repeats

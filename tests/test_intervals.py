@@ -8,6 +8,7 @@ import pytest
 from sasq.tools.intervals import (
     SampleScores,
     difference,
+    difference_dicts,
     draws,
     intervals,
     metric_fns,
@@ -50,6 +51,10 @@ def test_paired_difference_is_tight_where_two_rows_move_together():
     assert d["token_agreement"].excludes(0.0)
     # The same samples: FID2FP of a row against itself is 0 on every draw.
     assert d["FID2FP"].value == 0.0 and not d["FID2FP"].excludes(0.0)
+    as_json = difference_dicts(ra, rb)  # what eval.json and sweep.json record
+    assert as_json["token_agreement"]["significant"] is True
+    assert as_json["FID2FP"]["significant"] is False
+    assert as_json["token_agreement"]["value"] == pytest.approx(0.01)
 
 
 def test_draws_refuse_too_few_samples():

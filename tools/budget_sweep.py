@@ -27,7 +27,7 @@ from sasq.tools import atomic
 from sasq.tools.classifier import DigitsClassifier
 from sasq.tools.errors import UserError
 from sasq.tools.evaluate import METRICS, EvalConfig, Scorer, Workspace, fmt
-from sasq.tools.intervals import difference, intervals
+from sasq.tools.intervals import difference_dicts, intervals
 
 PLOTTED = ("token_agreement", "FID2FP")
 
@@ -96,14 +96,11 @@ def sweep_budget(model: LoadedModel, clf: DigitsClassifier, sc_cfg: SweepConfig)
             group = f"{bits} {_cache_label(kv)}"
             if budget == 0.0:
                 base[group] = reps
-            d = difference(reps, base[group])
             cells.setdefault(group, []).append(
                 {
                     "budget": budget,
                     "metrics": {m: iv.as_dict() for m, iv in intervals(reps).items()},
-                    "vs_plain": {
-                        m: iv.as_dict() | {"significant": iv.excludes(0.0)} for m, iv in d.items()
-                    },
+                    "vs_plain": difference_dicts(reps, base[group]),
                     "dir": name,
                 }
             )

@@ -37,7 +37,7 @@ from sasq.tools.classifier import DigitsClassifier, predict
 from sasq.tools.digits import load_split
 from sasq.tools.intervals import (
     SampleScores,
-    difference,
+    difference_dicts,
     draws,
     intervals,
     metric_fns,
@@ -336,10 +336,7 @@ def _differences(reps: dict[tuple[str, str], dict], ec: EvalConfig) -> dict:
         base = BASELINE.get(row, "plain")
         if row.startswith("FP") or base is None or base == row or (base, bits) not in reps:
             continue
-        d = difference(r, reps[base, bits])
-        out.setdefault(bits, {})[row] = {"baseline": base} | {
-            m: iv.as_dict() | {"significant": iv.excludes(0.0)} for m, iv in d.items()
-        }
+        out.setdefault(bits, {})[row] = {"baseline": base} | difference_dicts(r, reps[base, bits])
     return out
 
 

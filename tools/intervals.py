@@ -108,3 +108,13 @@ def difference(
 ) -> dict[str, Interval]:
     """a - b per metric, with the interval of the paired replicate differences."""
     return {m: percentile_interval(a[m][0] - b[m][0], a[m][1] - b[m][1]) for m in a}
+
+
+def difference_dicts(
+    a: Mapping[str, tuple[float, np.ndarray]], b: Mapping[str, tuple[float, np.ndarray]]
+) -> dict[str, dict]:
+    """``difference`` as JSON: per metric {value, lo, hi, significant}, significant when the
+    paired interval excludes 0."""
+    return {
+        m: iv.as_dict() | {"significant": iv.excludes(0.0)} for m, iv in difference(a, b).items()
+    }

@@ -167,6 +167,9 @@ CASES: dict[str, Case] = {
         2, "not a sasq export (holds manifest.json, src); refusing to replace it"),
     "2 --out is a file": Case(
         quant_out(lambda w: put(w, "out", b"notes")), 2, "exists and is not a folder"),
+    "2 serve --write-repo is a user's folder": Case(
+        cmd("serve", "--onnx", lambda w: w.fp, "--write-repo", lambda w: put(w, "repo")), 2,
+        "exists; --write-repo needs a new folder"),
     "2 --out is a symlink to an export": Case(
         quant_out(lambda w: _link(w.sandbox / "out", w.int8)), 2, "is a symlink"),
     "3 --out export holds the user's calib.json and RESULTS.md": Case(

@@ -227,26 +227,31 @@ class RowHandler:
         return res
 
 
+# The model's inputs: one value per row; name, dtype, optional.
+INPUTS = (
+    ("class_label", np.int64, False),
+    ("seed", np.int64, True),
+    ("cfg", np.float32, True),
+    ("top_k", np.int64, True),
+    ("top_p", np.float32, True),
+)
+
+
+def outputs(cfg: ModelConfig) -> list[tuple[str, type, tuple[int, ...]]]:
+    """The model's outputs per row: name, dtype, shape."""
+    H = W = cfg.vqvae.image_size
+    return [
+        ("image", np.uint8, (H, W, 3)),
+        ("error", bytes, (1,)),
+        *((f"tokens_{si}", np.int64, (pn * pn,)) for si, pn in enumerate(cfg.var.patch_nums)),
+    ]
+
+
 def _tensors(cfg: ModelConfig):
     from pytriton.model_config import Tensor
 
-    inputs = [
-        Tensor(name="class_label", dtype=np.int64, shape=(1,)),
-        Tensor(name="seed", dtype=np.int64, shape=(1,), optional=True),
-        Tensor(name="cfg", dtype=np.float32, shape=(1,), optional=True),
-        Tensor(name="top_k", dtype=np.int64, shape=(1,), optional=True),
-        Tensor(name="top_p", dtype=np.float32, shape=(1,), optional=True),
-    ]
-    H = W = cfg.vqvae.image_size
-    outputs = [
-        Tensor(name="image", dtype=np.uint8, shape=(H, W, 3)),
-        Tensor(name="error", dtype=bytes, shape=(1,)),
-        *(
-            Tensor(name=f"tokens_{si}", dtype=np.int64, shape=(pn * pn,))
-            for si, pn in enumerate(cfg.var.patch_nums)
-        ),
-    ]
-    return inputs, outputs
+    inputs = [Tensor(name=n, dtype=t, shape=(1,), optional=o) for n, t, o in INPUTS]
+    return inputs, [Tensor(name=n, dtype=t, shape=shape) for n, t, shape in outputs(cfg)]
 
 
 def host_threads_one() -> None:
@@ -345,15 +350,15 @@ class Server:
             log_verbose=0,
         )
         self._triton = Triton(config=config)
-        inputs, outputs = _tensors(self.cfg)
+        ins, outs = _tensors(self.cfg)
         batcher = DynamicBatcher(
             max_queue_delay_microseconds=int(round(self.sc.max_queue_delay_ms * 1000))
         )
         self._triton.bind(
             model_name=MODEL_NAME,
             infer_func=handlers,
-            inputs=inputs,
-            outputs=outputs,
+            inputs=ins,
+            outputs=outs,
             config=TritonModelConfig(max_batch_size=self.sc.max_batch, batcher=batcher),
             strict=True,
         )

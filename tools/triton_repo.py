@@ -20,39 +20,45 @@ import shutil
 import sys
 from pathlib import Path
 
-from sasq.tools.errors import UserError
-from sasq.tools.serve import MODEL_NAME, RowHandler, ServeConfig, _libpython_on_loader_path
+import numpy as np
 
-_INPUTS = (  # name, Triton type, optional
-    ("class_label", "TYPE_INT64", False),
-    ("seed", "TYPE_INT64", True),
-    ("cfg", "TYPE_FP32", True),
-    ("top_k", "TYPE_INT64", True),
-    ("top_p", "TYPE_FP32", True),
+from sasq.exporter.out_swap import staged_export
+from sasq.models import ModelConfig
+from sasq.tools.errors import UserError
+from sasq.tools.serve import (
+    INPUTS,
+    MODEL_NAME,
+    RowHandler,
+    ServeConfig,
+    _libpython_on_loader_path,
+    _model_config,
+    check_config,
+    host_threads_one,
+    outputs,
 )
+
+_TRITON_TYPES = {np.int64: "TYPE_INT64", np.float32: "TYPE_FP32", np.uint8: "TYPE_UINT8",
+                 bytes: "TYPE_STRING"}  # fmt: skip
 _MODEL_PY = '''"""A sasq export as a Triton Python-backend model (sasq serve --write-repo)."""
 
 from sasq.tools.triton_repo import TritonPythonModel  # noqa: F401
 '''
 
 
-def config_pbtxt(sc: ServeConfig, image_size: int, patch_nums, threads: int) -> str:
-    """The model configuration, in Triton's text format."""
+def config_pbtxt(sc: ServeConfig, cfg: ModelConfig, threads: int) -> str:
+    """The model configuration, in Triton's text format: the tensors of ``sasq serve``."""
     inputs = ",\n".join(
-        f'  {{ name: "{n}" data_type: {t} dims: [ 1 ]{" optional: true" if o else ""} }}'
-        for n, t, o in _INPUTS
+        f'  {{ name: "{n}" data_type: {_TRITON_TYPES[t]} dims: [ 1 ]'
+        f"{' optional: true' if o else ''} }}"
+        for n, t, o in INPUTS
     )
-    outputs = [
-        f'  {{ name: "image" data_type: TYPE_UINT8 dims: [ {image_size}, {image_size}, 3 ] }}',
-        '  { name: "error" data_type: TYPE_STRING dims: [ 1 ] }',
-        *(
-            f'  {{ name: "tokens_{si}" data_type: TYPE_INT64 dims: [ {pn * pn} ] }}'
-            for si, pn in enumerate(patch_nums)
-        ),
+    outs = [
+        f'  {{ name: "{n}" data_type: {_TRITON_TYPES[t]} dims: [ {", ".join(map(str, shape))} ] }}'
+        for n, t, shape in outputs(cfg)
     ]
     smooth = "" if sc.more_smooth is None else str(sc.more_smooth).lower()
     delay_us = int(round(sc.max_queue_delay_ms * 1000))
-    joined = ",\n".join(outputs)
+    joined = ",\n".join(outs)
     return f"""name: "{MODEL_NAME}"
 backend: "python"
 max_batch_size: {sc.max_batch}
@@ -78,19 +84,15 @@ def write_repository(sc: ServeConfig, out: Path) -> Path:
     out = Path(out)
     if out.exists():
         raise UserError(f"{out}: exists; --write-repo needs a new folder")
-    from sasq.tools.serve import _model_config, check_config
-
     check_config(sc)
-
     cfg = _model_config(sc.onnx_dir)
-    model = out / MODEL_NAME
-    (model / "1").mkdir(parents=True)
-    shutil.copytree(sc.onnx_dir, model / "1" / "export")
-    threads = sc.threads
-    pbtxt = config_pbtxt(sc, cfg.vqvae.image_size, cfg.var.patch_nums, threads)
-    (model / "config.pbtxt").write_text(pbtxt)
-    (model / "1" / "model.py").write_text(_MODEL_PY)
-    return model
+    with staged_export(out) as tmp:  # built beside ``out``, renamed into place when whole
+        model = tmp / MODEL_NAME
+        (model / "1").mkdir(parents=True)
+        shutil.copytree(sc.onnx_dir, model / "1" / "export")
+        (model / "config.pbtxt").write_text(config_pbtxt(sc, cfg, sc.threads))
+        (model / "1" / "model.py").write_text(_MODEL_PY)
+    return out / MODEL_NAME
 
 
 class TritonPythonModel:
@@ -98,7 +100,6 @@ class TritonPythonModel:
 
     def initialize(self, args: dict) -> None:
         from sasq.engines.generate import make_backend
-        from sasq.tools.serve import _model_config, host_threads_one
 
         host_threads_one()
 

@@ -21,7 +21,9 @@ from urllib.parse import urlparse
 import numpy as np
 
 from sasq.tools.errors import UserError
-from sasq.tools.serve import MODEL_NAME, SERVE_MISSING
+from sasq.tools.serve import INPUTS, MODEL_NAME, SERVE_MISSING
+
+_WIRE_TYPES = {np.int64: "INT64", np.float32: "FP32"}  # the inputs' types on the wire
 
 
 @dataclass(frozen=True)
@@ -64,16 +66,12 @@ def infer_rows(client, labels, seeds, cfg=None, top_k=None, top_p=None, timeout_
     th = _client_module()
     B = len(labels)
     inputs = []
-    for name, values, dtype, triton_type in (
-        ("class_label", labels, np.int64, "INT64"),
-        ("seed", seeds, np.int64, "INT64"),
-        ("cfg", cfg, np.float32, "FP32"),
-        ("top_k", top_k, np.int64, "INT64"),
-        ("top_p", top_p, np.float32, "FP32"),
-    ):
+    given = {"class_label": labels, "seed": seeds, "cfg": cfg, "top_k": top_k, "top_p": top_p}
+    for name, dtype, _ in INPUTS:
+        values = given[name]
         if values is None:
             continue
-        t = th.InferInput(name, [B, 1], triton_type)
+        t = th.InferInput(name, [B, 1], _WIRE_TYPES[dtype])
         t.set_data_from_numpy(np.asarray(values, dtype=dtype).reshape(B, 1))
         inputs.append(t)
     kw = {} if timeout_s is None else {"timeout": int(timeout_s * 1e6)}  # server-side, us

@@ -19,7 +19,7 @@ from sasq.engines.decode import StepBackend, generate
 from sasq.models import LoadedModel
 from sasq.tools import atomic
 from sasq.tools.errors import UserError
-from sasq.tools.steadiness import load_warning, spread_warning
+from sasq.tools.steadiness import load_warning, spread_warning, summary
 from sasq.tools.steadiness import loadavg as _loadavg
 
 KNOWN_BACKENDS = ("torch", "ort")
@@ -198,18 +198,18 @@ def _run_batch(backends: dict[str, StepBackend], B: int, model: LoadedModel, cfg
     for name, t in timed.items():
         step_ms = [_ms(t.step_s[si]) for si in range(len(pns))]
         e2e_ms = _ms(e2e[name])
-        e2e_med = statistics.median(e2e_ms)
+        e2e_s = summary(e2e_ms)
         per_backend[name] = {
             "step_ms": step_ms,
             "step_ms_median": [statistics.median(s) for s in step_ms],
             "step_ms_min": [min(s) for s in step_ms],
             "step_ms_max": [max(s) for s in step_ms],
             "e2e_ms": e2e_ms,
-            "e2e_ms_median": e2e_med,
-            "e2e_ms_min": min(e2e_ms),
-            "e2e_ms_max": max(e2e_ms),
-            "e2e_spread": (max(e2e_ms) - min(e2e_ms)) / e2e_med,
-            "images_per_s": B / (e2e_med / 1e3),
+            "e2e_ms_median": e2e_s["median"],
+            "e2e_ms_min": e2e_s["min"],
+            "e2e_ms_max": e2e_s["max"],
+            "e2e_spread": e2e_s["spread"],
+            "images_per_s": B / (e2e_s["median"] / 1e3),
         }
     base = label_of(cfg.backends[0])
     ratios = {

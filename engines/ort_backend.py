@@ -34,7 +34,8 @@ RecordCallback = Callable[[int, dict[str, np.ndarray]], None]
 class OrtBackend:
     """``record`` names step-graph tensors (intermediate ones or inputs) handed to
     ``on_record`` after each step: calibration rollouts run through the same backend.
-    ``augment`` may add nodes to the step graph first (their outputs can be recorded)."""
+    ``augment`` may add nodes to the step graph first (their outputs can be recorded).
+    ``load_step=False`` leaves the step graph to a subclass (the TensorRT backend)."""
 
     name = "ort"
 
@@ -46,6 +47,7 @@ class OrtBackend:
         record: Sequence[str] = (),
         on_record: RecordCallback | None = None,
         augment: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None,
+        load_step: bool = True,
     ):
         self.dir = Path(onnx_dir)
         self.manifest: Manifest = verify(self.dir)
@@ -61,7 +63,9 @@ class OrtBackend:
             raise UserError(f"{self.dir}: step.onnx inputs do not match its manifest's cache")
         self._start = make_session(self.dir / m.graphs["start"].file, cfg)
         self._record, self._on_record = list(dict.fromkeys(record)), on_record
-        if self._record:
+        # load_step=False: a subclass runs the step elsewhere (TensorRT), no 1 GB CPU session
+        self._step, self._fetch = None, []
+        if load_step and self._record:
             from sasq.calib.recorder import expose
 
             self.io_binding = False  # recorded tensors come back to the host anyway
@@ -74,9 +78,8 @@ class OrtBackend:
             self._step = make_session(exposed.SerializeToString(), cfg, self.dir)
             fetched = {o.name for o in self._step.get_outputs()}
             self._fetch = [n for n in self._record if n in fetched and n not in self._step_out]
-        else:
+        elif load_step:
             self._step = make_session(self.dir / step.file, cfg)
-            self._fetch = []
         self._next = [make_session(self.dir / s.next_graph, cfg) for s in m.scales]
         self._session_cfg = cfg
         self._next_soft: dict[int, ort.InferenceSession] = {}  # opened on first use

@@ -1,116 +1,157 @@
-"""TensorRT engines of the step graph, built through polygraphy's loaders.
+"""TensorRT engines of the step graph, built through polygraphy's loaders (or simulated).
 
-One engine serves every scale: it holds one optimization profile per scale step with
-min = opt = max (the shapes of that step are fixed: l new tokens, P cached ones), so the
-builder tunes each step for its exact shapes. A Q/DQ graph is built strongly typed (the
-precision of every tensor comes from the graph: int8 where Q/DQ says so); an FP graph is
-built with the fp16 flag. A timing cache file speeds up rebuilds, and the engine cache
-reuses a plan only when its key (sha256 of the ONNX, TensorRT version, GPU name, build
-settings) matches the sidecar ``<plan>.json``; anything else is refused unless rebuilt.
+One engine per step graph of the export (usually one), with one optimization profile per
+scale it serves: the scale fixes the new and cached token counts, the batch ranges over
+``EngineConfig.batch`` (min/opt/max images, 2x step rows for CFG), so a plan built once
+serves every batch a user runs in that range. ``engines.trt_plan`` writes and checks the
+sidecar that records what the plan was built from and for.
 
-tensorrt and CUDA are imported on first use only (``require_tensorrt``), so every other
-command works on a machine without them.
+Every network is built strongly typed: TensorRT 11 has no FP16/INT8 builder flags and no
+weakly typed networks, and on 10.x the flags would let TensorRT pick precisions the graph
+does not state. The precision comes from the ONNX graph: int8/fp8 where Q/DQ say so, fp16
+where sasq wrote the casts (``sasq export --dtype fp16`` / ``sasq quantize --rest fp16``).
+
+``EngineConfig.simulate`` builds the contract simulator's engine instead (``trt_sim``):
+the same sidecar and profiles, ONNX Runtime's math, no GPU. A timing cache file speeds up
+real rebuilds; a plan is reused only when its sidecar matches what would be built.
+
+tensorrt and CUDA are imported on first use only, so every other command works on a
+machine without them.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from sasq.engines.trt_device import (  # noqa: F401  (GPU_MISSING, TRT_MISSING: re-exported)
+    GPU_MISSING,
+    TRT_MISSING,
+    GpuUnavailableError,
+    gpu_name,
+    require_tensorrt,
+)
+from sasq.engines.trt_plan import (
+    BatchRange,
+    EngineEntry,
+    PlanInfo,
+    engine_file,
+    load_plan_info,
+    profile_shapes,
+    sidecar_path,
+    step_graphs,
+)
 from sasq.errors import UserError
-from sasq.exporter.manifest import Manifest, sha256_file, verify
+from sasq.exporter.manifest import Manifest, verify
 
-TRT_MISSING = "TensorRT is not installed: pip install 'sasq[gpu]'"
-GPU_MISSING = "no CUDA GPU is visible to this process (TensorRT needs one)"
-
-
-class GpuUnavailableError(UserError):
-    """TensorRT or a GPU is missing: reported as exactly that, one line, exit 2."""
-
-
-def require_tensorrt():
-    """The tensorrt module, or ``GpuUnavailableError`` saying what is missing."""
-    if importlib.util.find_spec("tensorrt") is None:
-        raise GpuUnavailableError(TRT_MISSING)
-    import torch
-
-    if not torch.cuda.is_available():
-        raise GpuUnavailableError(GPU_MISSING)
-    import tensorrt as trt
-
-    return trt
+SIM_GPU = "none (simulated)"
 
 
 @dataclass(frozen=True)
 class EngineConfig:
-    batch: int = 1  # images; the step runs 2 x batch rows (CFG)
-    strongly_typed: bool | None = None  # None: strongly typed iff the graph has Q/DQ
+    batch: BatchRange = field(default_factory=BatchRange)
     builder_optimization_level: int = 3
     workspace_mb: int = 4096
     timing_cache: Path | None = None
+    simulate: bool = False  # the contract simulator's engine: ORT math, TensorRT's I/O rules
+    trt_version: int = 10  # whose ONNX parser support tables the simulator checks against
+
+    def settings(self) -> dict:
+        """What decides the engine's content (where the timing cache lives does not)."""
+        return {"builder_optimization_level": self.builder_optimization_level,
+                "workspace_mb": self.workspace_mb}  # fmt: skip
 
 
-def scale_shapes(manifest: Manifest, batch: int) -> list[dict[str, tuple[int, ...]]]:
-    """Input shapes of the step graph at each scale, for one profile per scale."""
-    d = manifest.dims
-    rows = 2 * batch
-    shapes = []
-    for s in manifest.scales:
-        shape = {
-            "x_BlC": (rows, s.l, d["embed_dim"]),
-            "mod_BMC": (rows, d["modulation_rows"], d["embed_dim"]),
-        }
-        shape |= {c.input: c.shape_at(s.si, rows) for c in manifest.step_cache()}
-        shapes.append(shape)
-    return shapes
+def sim_runtime() -> tuple[str, str]:
+    import onnxruntime as ort
+
+    return f"simulator (onnxruntime {ort.__version__})", SIM_GPU
 
 
-def engine_key(onnx_path: Path, trt_version: str, gpu: str, cfg: EngineConfig) -> dict:
-    settings = asdict(cfg) | {"timing_cache": None}  # where the cache lives is not identity
-    return {
-        "onnx_sha256": sha256_file(onnx_path),
-        "tensorrt": trt_version,
-        "gpu": gpu,
-        "settings": settings,
-    }
+def runtime_identity(simulated: bool) -> tuple[str, str]:
+    """(TensorRT version, GPU name) of this machine, as a sidecar records them."""
+    if simulated:
+        return sim_runtime()
+    trt = require_tensorrt()
+    return trt.__version__, gpu_name()
 
 
-def check_cached(plan: Path, key: dict, rebuild: bool) -> bool:
-    """True when ``plan`` can be reused for ``key``; False when it must be (re)built.
-    A plan made for another model, TensorRT or GPU is refused unless ``rebuild``."""
-    sidecar = plan.with_name(plan.name + ".json")
-    if not plan.exists():
+def _plan_for(manifest: Manifest, plan: Path, cfg: EngineConfig) -> PlanInfo:
+    tensorrt, gpu = runtime_identity(cfg.simulate)
+    engines = {}
+    for key, scales in step_graphs(manifest).items():
+        spec = manifest.graphs[key]
+        engines[key] = EngineEntry(
+            engine_file(plan, key).name, spec.file, manifest.files[spec.file].sha256, scales
+        )
+    return PlanInfo(tensorrt, gpu, cfg.batch, cfg.settings(), engines, cfg.simulate)
+
+
+def _reusable(plan: Path, want: PlanInfo, rebuild: bool) -> bool:
+    """True when the plan on disk is exactly what would be built; a plan made for another
+    model, TensorRT, GPU or batch range is refused unless ``rebuild``."""
+    if rebuild or not plan.exists():
         return False
-    if rebuild:
-        return False
-    try:
-        old = json.loads(sidecar.read_text())
-    except (OSError, ValueError):
-        raise UserError(f"{plan}: engine without a valid {sidecar.name}; use --rebuild") from None
-    if old != key:
-        what = [k for k in key if old.get(k) != key[k]]
+    old = load_plan_info(plan)
+    if old != want:
+        a, b = old.to_dict(), want.to_dict()
+        what = [k for k in b if a.get(k) != b[k]]
         raise UserError(
             f"{plan}: stale or foreign engine (different {', '.join(what)}); use --rebuild"
         )
-    return True
-
-
-def _has_qdq(onnx_path: Path) -> bool:
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    return any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    return all(engine_file(plan, k).exists() for k in want.engines)
 
 
 def build_engine(
     onnx_dir: str | Path, plan: str | Path, cfg: EngineConfig, rebuild: bool = False
 ) -> Path:
-    """Build (or reuse) the step engine of an export folder; returns the plan path."""
+    """Build (or reuse) the step engines of an export folder; returns the plan path."""
+    onnx_dir, plan = Path(onnx_dir), Path(plan)
+    manifest = verify(onnx_dir)
+    if not manifest.dynamic_batch and (cfg.batch.min, cfg.batch.max) != (manifest.batch_size,) * 2:
+        raise UserError(
+            f"{onnx_dir}: exported for batch {manifest.batch_size} only; "
+            f"use --batch-range {manifest.batch_size}:{manifest.batch_size}"
+        )
+    want = _plan_for(manifest, plan, cfg)
+    if _reusable(plan, want, rebuild):
+        return plan
+    plan.parent.mkdir(parents=True, exist_ok=True)
+    for key, entry in want.engines.items():
+        profiles = [profile_shapes(manifest, cfg.batch, si) for si in entry.scales]
+        onnx_path = onnx_dir / entry.onnx
+        out = engine_file(plan, key)
+        tmp = out.with_name(out.name + ".tmp")
+        if cfg.simulate:
+            _build_simulated(onnx_path, entry.onnx, profiles, tmp, cfg)
+        else:
+            _build_tensorrt(onnx_path, profiles, tmp, cfg)
+        os.replace(tmp, out)
+    side = sidecar_path(plan)
+    tmp = side.with_name(side.name + ".tmp")
+    import json
+
+    tmp.write_text(json.dumps(want.to_dict(), indent=2) + "\n")
+    os.replace(tmp, side)
+    return plan
+
+
+def _build_simulated(onnx_path: Path, onnx_file: str, profiles, tmp: Path, cfg: EngineConfig):
+    """What a TensorRT build would refuse is refused here too: ops or types outside the
+    ONNX parser's support (the lint's tables), then the engine file."""
+    from sasq.engines.lint import LintConfig, Rule, lint
+    from sasq.engines.trt_sim import write_sim_engine
+
+    parse_rules = {Rule.UNSUPPORTED_OP, Rule.OPSET}
+    bad = [v for v in lint(onnx_path, LintConfig()) if v.rule in parse_rules]
+    if bad:
+        raise UserError(f"{onnx_path}: TensorRT's ONNX parser would refuse it: {bad[0]}")
+    write_sim_engine(tmp, onnx_file, profiles)
+
+
+def _build_tensorrt(onnx_path: Path, profiles, tmp: Path, cfg: EngineConfig) -> None:
     trt = require_tensorrt()
-    import torch
     from polygraphy.backend.trt import (
         CreateConfig,
         EngineFromNetwork,
@@ -119,37 +160,19 @@ def build_engine(
         SaveEngine,
     )
 
-    onnx_dir, plan = Path(onnx_dir), Path(plan)
-    manifest = verify(onnx_dir)
-    onnx_path = onnx_dir / manifest.graphs["step"].file
-    key = engine_key(onnx_path, trt.__version__, torch.cuda.get_device_name(0), cfg)
-    if check_cached(plan, key, rebuild):
-        return plan
-    typed = _has_qdq(onnx_path) if cfg.strongly_typed is None else cfg.strongly_typed
-    profiles = []
-    for shapes in scale_shapes(manifest, cfg.batch):
+    trt_profiles = []
+    for shapes in profiles:
         p = Profile()
-        for name, shape in shapes.items():
-            p.add(name, min=shape, opt=shape, max=shape)
-        profiles.append(p)
+        for name, (lo, opt, hi) in shapes.items():
+            p.add(name, min=lo, opt=opt, max=hi)
+        trt_profiles.append(p)
+    timing = str(cfg.timing_cache) if cfg.timing_cache else None
     config = CreateConfig(
-        fp16=not typed,
-        profiles=profiles,
+        profiles=trt_profiles,
         builder_optimization_level=cfg.builder_optimization_level,
         memory_pool_limits={trt.MemoryPoolType.WORKSPACE: cfg.workspace_mb << 20},
-        load_timing_cache=str(cfg.timing_cache) if cfg.timing_cache else None,
+        load_timing_cache=timing,
     )
-    network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=typed)
-    engine = EngineFromNetwork(
-        network,
-        config=config,
-        save_timing_cache=str(cfg.timing_cache) if cfg.timing_cache else None,
-    )
-    plan.parent.mkdir(parents=True, exist_ok=True)
-    tmp = plan.with_name(plan.name + ".tmp")
+    network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=True)
+    engine = EngineFromNetwork(network, config=config, save_timing_cache=timing)
     SaveEngine(engine, path=str(tmp))()
-    os.replace(tmp, plan)
-    side = plan.with_name(plan.name + ".json.tmp")
-    side.write_text(json.dumps(key, indent=2) + "\n")
-    os.replace(side, plan.with_name(plan.name + ".json"))
-    return plan

@@ -292,7 +292,19 @@ def args_bench(p: argparse.ArgumentParser) -> None:
 def args_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onnx", required=True, metavar="DIR", help="export folder (FP or Q/DQ)")
     p.add_argument("--out", required=True, help="engine plan file to write")
-    p.add_argument("--batch", type=T.count, default=1, help="images per batch (2x rows for CFG)")
+    p.add_argument(
+        "--batch-range",
+        default="1:16",
+        metavar="MIN:MAX",
+        help="images per batch the engine serves (the step runs 2x rows for CFG); MIN:OPT:MAX "
+        "also sets the batch TensorRT tunes for (default: 8, clipped into the range)",
+    )
+    p.add_argument(
+        "--simulate",
+        action="store_true",
+        help="build the contract simulator's engine (ONNX Runtime math under TensorRT's I/O "
+        "rules: profiles, non-null addresses, no aliasing), no GPU needed",
+    )
     p.add_argument("--opt-level", type=T.int_in(0, 5), default=3, help="builder optimization 0-5")
     p.add_argument("--timing-cache", default=None, help="timing cache file (read and written)")
     p.add_argument("--rebuild", action="store_true", help="replace a stale or foreign engine")

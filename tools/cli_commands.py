@@ -232,10 +232,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from sasq.engines.trt_engine import EngineConfig, build_engine
+    from sasq.engines.trt_plan import BatchRange
 
     out = checks.out_file(args.out)
     cfg = EngineConfig(
-        batch=args.batch,
+        batch=BatchRange.parse(args.batch_range),
+        simulate=args.simulate,
         builder_optimization_level=args.opt_level,
         timing_cache=Path(args.timing_cache) if args.timing_cache else None,
     )

@@ -10,6 +10,7 @@ import torch
 
 from sasq import progress
 from sasq.engines.decode import Generation, StepBackend, generate
+from sasq.engines.trt_plan import BatchRange
 from sasq.errors import UserError
 from sasq.models import LoadedModel, ModelConfig, SamplingConfig
 from sasq.models.memory import generation_estimate, require_fits
@@ -33,11 +34,14 @@ def make_backend(
     onnx_dir: str | Path | None = None,
     threads: int = 0,
     engine: str | Path | None = None,
+    batch: BatchRange | None = None,
 ) -> StepBackend:
     """``torch`` runs the PyTorch model (``torch-int8-cache``: with the int8 KV cache of a
     quantized export, the reference of its numerics); ``ort*`` run an export folder
     (``sasq export``) under ONNX Runtime's CPU, CUDA or TensorRT execution provider; ``trt``
-    runs the step graph as a TensorRT engine (``sasq build``), the rest under ORT."""
+    runs the step graph as a TensorRT engine (``sasq build``), the rest under ORT. ``batch``:
+    the batches the TensorRT execution provider builds its engines for (``ort-trt``; a
+    ``trt`` plan carries its own range)."""
     if name == "torch":
         from sasq.engines.torch_backend import TorchBackend
 
@@ -67,7 +71,7 @@ def make_backend(
             intra_op_threads=threads,
             disabled_optimizers=("MatMulAddFusion",),
         )
-        return OrtBackend(onnx_dir, cfg)
+        return OrtBackend(onnx_dir, cfg, batch=batch)
     raise UserError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
 
 
@@ -110,6 +114,8 @@ def generate_many(
     n, batch = len(gc.classes), min(gc.batch, len(gc.classes))
     if gc.batch < 1:
         raise UserError(f"--batch must be at least 1, got {gc.batch}")
+    if (limits := getattr(backend, "batch_range", None)) is not None:
+        limits.check(batch, "generate")  # a TensorRT engine runs only inside its profiles
     need = generation_estimate(cfg, batch, images=n)
     require_fits(need, f"generating {n} images in batches of {batch}", "lower --batch or --n")
     labels = torch.tensor(gc.classes, dtype=torch.long)

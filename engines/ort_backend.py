@@ -21,6 +21,7 @@ import onnxruntime as ort
 import torch
 
 from sasq.engines.ort_session import Provider, SessionConfig, make_session
+from sasq.engines.trt_plan import BatchRange
 from sasq.errors import UserError
 from sasq.exporter.manifest import CacheTensor, Manifest, verify
 
@@ -48,10 +49,17 @@ class OrtBackend:
         on_record: RecordCallback | None = None,
         augment: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None,
         load_step: bool = True,
+        batch: BatchRange | None = None,
     ):
         self.dir = Path(onnx_dir)
         self.manifest: Manifest = verify(self.dir)
         cfg = session_cfg or SessionConfig()
+        self._session_cfg = cfg
+        if cfg.provider == Provider.TENSORRT:
+            # TensorRT engines are built for a batch range: the command's batches, checked
+            # by generate_many against ``batch_range`` (ORT cannot run outside the profile)
+            self.batch_range = batch or BatchRange()
+        self._batch = batch or BatchRange()
         self._device = "cpu" if cfg.provider == Provider.CPU else "cuda"
         self.io_binding = self._device != "cpu" if io_binding is None else io_binding
         m, d = self.manifest, self.manifest.dims
@@ -61,7 +69,7 @@ class OrtBackend:
         step = m.graphs["step"]
         if [t.name for t in step.inputs] != self._step_in:
             raise UserError(f"{self.dir}: step.onnx inputs do not match its manifest's cache")
-        self._start = make_session(self.dir / m.graphs["start"].file, cfg)
+        self._start = self._open("start")
         self._record, self._on_record = list(dict.fromkeys(record)), on_record
         # load_step=False: a subclass runs the step elsewhere (TensorRT), no 1 GB CPU session
         self._step, self._fetch = None, []
@@ -75,15 +83,14 @@ class OrtBackend:
             if augment is not None:  # e.g. reductions computed in-graph for calibration
                 step_model = augment(step_model)
             exposed = expose(step_model, self._record)
-            self._step = make_session(exposed.SerializeToString(), cfg, self.dir)
+            self._step = self._open("step", exposed.SerializeToString())
             fetched = {o.name for o in self._step.get_outputs()}
             self._fetch = [n for n in self._record if n in fetched and n not in self._step_out]
         elif load_step:
-            self._step = make_session(self.dir / step.file, cfg)
-        self._next = [make_session(self.dir / s.next_graph, cfg) for s in m.scales]
-        self._session_cfg = cfg
+            self._step = self._open("step")
+        self._next = [self._open(f"next_{s.si}") for s in m.scales]
         self._next_soft: dict[int, ort.InferenceSession] = {}  # opened on first use
-        self._decoder = make_session(self.dir / m.graphs["decoder"].file, cfg)
+        self._decoder = self._open("decoder")
         self._fhat_shape = (d["Cvae"], d["latent_hw"], d["latent_hw"])
         self._mod: Value | None = None
         self._x: Value | None = None
@@ -152,8 +159,31 @@ class OrtBackend:
                     f"{self.dir}: exported without the more_smooth graphs (next_soft_*.onnx); "
                     "export again to sample with more_smooth"
                 )
-            self._next_soft[si] = make_session(self.dir / name, self._session_cfg)
+            self._next_soft[si] = self._open(f"next_soft_{si}")
         return self._next_soft[si]
+
+    def _open(self, key: str, model: bytes | None = None) -> ort.InferenceSession:
+        """A session on graph ``key`` of the export (or on ``model``, that graph edited),
+        with the GPU providers' options for it."""
+        path = self.dir / self.manifest.graphs[key].file
+        ext = self.dir if model is not None else None
+        return make_session(model or path, self._session_cfg, ext, self._provider_options(key))
+
+    def _provider_options(self, key: str) -> dict[str, dict[str, str]] | None:
+        provider = self._session_cfg.provider
+        if provider == Provider.CPU:
+            return None
+        from sasq.engines import ort_gpu
+
+        opts = {"CUDAExecutionProvider": ort_gpu.cuda_options()}
+        if provider == Provider.TENSORRT:
+            m = self.manifest
+            sha = m.files[m.graphs[key].file].sha256
+            profile = ort_gpu.graph_profile(m, key, self._batch)
+            cache = ort_gpu.cache_root() / "ort-trt" / sha[:16]
+            int8 = "quant" in m.extra  # a Q/DQ graph (any quantized export)
+            opts["TensorrtExecutionProvider"] = ort_gpu.tensorrt_options(profile, cache, int8)
+        return opts
 
     def _value(self, a: np.ndarray) -> Value:
         """A host array as the backend keeps its state: an OrtValue on the device, or numpy."""

@@ -94,12 +94,18 @@ def make_session(
     path: str | Path | bytes,
     cfg: SessionConfig | None = None,
     external_data_dir: str | Path | None = None,
+    provider_options: dict[str, dict[str, str]] | None = None,
 ) -> ort.InferenceSession:
     """An InferenceSession on ``path`` (external data beside it is found by ORT), or on a
     serialized model held in memory (``bytes``, e.g. a graph with extra outputs), whose
-    external weights ORT then reads from ``external_data_dir``."""
+    external weights ORT then reads from ``external_data_dir``. ``provider_options``: ORT
+    provider name -> its options (``engines.ort_gpu``). A session that did not get the
+    provider asked for is refused: ORT falls back to the CPU silently when a GPU provider
+    fails to load (a missing libcudnn, a TensorRT it was not built against)."""
     cfg = cfg or SessionConfig()
-    providers = providers_for(cfg.provider)
+    chain = providers_for(cfg.provider)
+    opts = provider_options or {}
+    providers = [(p, opts[p]) if p in opts else p for p in chain]
     so = ort.SessionOptions()
     so.intra_op_num_threads = cfg.intra_op_threads
     so.inter_op_num_threads = 1
@@ -117,9 +123,17 @@ def make_session(
         so.profile_file_prefix = cfg.profile_prefix
     if not isinstance(path, bytes) and not Path(path).is_file():
         raise UserError(f"{path}: no such ONNX file")
-    return ort.InferenceSession(
+    sess = ort.InferenceSession(
         path if isinstance(path, bytes) else str(path),
         so,
         providers=providers,
         disabled_optimizers=list(cfg.disabled_optimizers),
     )
+    got = sess.get_providers()
+    if got[:1] != [chain[0]]:
+        where = "a model in memory" if isinstance(path, bytes) else str(path)
+        raise UserError(
+            f"{where}: asked for ONNX Runtime's {chain[0]}, got {', '.join(got)} (the provider "
+            "failed to load: check the CUDA, cuDNN and TensorRT libraries it needs)"
+        )
+    return sess

@@ -23,18 +23,43 @@ from sasq.tools.steadiness import load_warning, spread_warning, summary
 from sasq.tools.steadiness import loadavg as _loadavg
 
 KNOWN_BACKENDS = ("torch", "ort")
+# A row's label names its runtime by prefix: trt[-x]=DIR,PLAN is a TensorRT plan (sasq
+# build), ort-cuda[-x]=DIR / ort-trt[-x]=DIR are ONNX Runtime's GPU providers; any other
+# LABEL=DIR is ONNX Runtime on the CPU.
+GPU_KINDS = ("ort-cuda", "ort-trt", "trt")
 
 
 def folder_of(spec: str, onnx_dir: Path | None) -> Path | None:
-    """The export folder a backend spec runs: ``ort`` -> ``onnx_dir``; ``LABEL=DIR`` -> DIR
-    (any export folder: FP, sasq int8, the ORT peer ...); ``torch`` -> None."""
+    """The export folder a backend spec runs: ``ort`` -> ``onnx_dir``; ``LABEL=DIR`` (or
+    ``trt=DIR,PLAN``) -> DIR (any export folder: FP, sasq int8, the ORT peer ...);
+    ``torch`` -> None."""
     if "=" in spec:
-        return Path(spec.partition("=")[2])
+        return Path(spec.partition("=")[2].partition(",")[0])
     return onnx_dir if spec == "ort" else None
+
+
+def split_specs(text: str) -> tuple[str, ...]:
+    """``--backends``' comma list, where a TensorRT row ``trt=DIR,PLAN`` keeps its comma:
+    the item after a ``trt...=DIR`` item is its plan unless it is a row of its own."""
+    out: list[str] = []
+    for item in text.split(","):
+        prev = out[-1] if out else ""
+        own_row = "=" in item or item in KNOWN_BACKENDS
+        if not own_row and "=" in prev and "," not in prev and kind_of(label_of(prev)) == "trt":
+            out[-1] = f"{prev},{item}"
+        else:
+            out.append(item)
+    return tuple(out)
 
 
 def label_of(spec: str) -> str:
     return spec.partition("=")[0]
+
+
+def kind_of(label: str) -> str:
+    """The runtime of a row: ``trt``, ``ort-cuda``, ``ort-trt`` by its label's prefix, else
+    ``ort`` (the CPU)."""
+    return next((k for k in GPU_KINDS if label == k or label.startswith(k + "-")), "ort")
 
 
 def default_threads() -> int:
@@ -62,7 +87,14 @@ class BenchConfig:
     def __post_init__(self) -> None:
         unknown = [b for b in self.backends if b not in KNOWN_BACKENDS and "=" not in b]
         if unknown or not self.backends:
-            raise UserError(f"unknown backends {unknown}; use torch, ort or LABEL=DIR")
+            raise UserError(
+                f"unknown backends {unknown}; use torch, ort, LABEL=DIR, ort-cuda=DIR, "
+                "ort-trt=DIR or trt=DIR,PLAN"
+            )
+        for b in self.backends:
+            plan = b.partition("=")[2].partition(",")[2]
+            if (kind_of(label_of(b)) == "trt") != bool(plan) and "=" in b:
+                raise UserError(f"backend {b}: a TensorRT row is trt=DIR,PLAN; others LABEL=DIR")
         labels = [label_of(b) for b in self.backends]
         if len(set(labels)) != len(labels):
             raise UserError(f"backend labels must differ: {labels}")
@@ -105,11 +137,26 @@ def _make(spec: str, model: LoadedModel, onnx_dir: Path | None, cfg: BenchConfig
         raise UserError(f"backend {spec}: needs an export folder (sasq export / quantize)")
     from sasq.engines.ort_backend import OrtBackend
     from sasq.engines.ort_session import SessionConfig
+    from sasq.engines.trt_plan import BatchRange
 
+    label, kind = label_of(spec), kind_of(label_of(spec))
+    if kind == "trt":
+        from sasq.engines.trt_backend import TrtBackend
+
+        backend = TrtBackend(folder, spec.partition(",")[2])
+        for B in cfg.batch_sizes:
+            backend.batch_range.check(B, f"bench row {label}")
+        return backend
+    provider = {"ort": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}[kind]
     # The int8 kernels (MatMulIntegerToFloat) need Q/DQ -> MatMul -> Add left unfused
     # (DESIGN.md, runtime facts); harmless for an FP graph.
-    sc = SessionConfig(intra_op_threads=cfg.threads, disabled_optimizers=("MatMulAddFusion",))
-    return OrtBackend(folder, sc, cfg.io_binding)
+    sc = SessionConfig(
+        provider=provider,
+        intra_op_threads=cfg.threads,
+        disabled_optimizers=("MatMulAddFusion",),
+    )
+    lo, hi = min(cfg.batch_sizes), max(cfg.batch_sizes)
+    return OrtBackend(folder, sc, cfg.io_binding, batch=BatchRange(lo, hi, hi))
 
 
 def _ms(seconds: list[float]) -> list[float]:
@@ -130,6 +177,11 @@ def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig)
     load_before = _loadavg()
     try:
         backends = {label_of(s): _make(s, model, onnx_dir, cfg) for s in cfg.backends}
+        rows = {
+            name: {"kind": kind_of(name) if name != "torch" else "torch",
+                   "simulated": bool(getattr(be, "simulated", False))}
+            for name, be in backends.items()
+        }  # fmt: skip
         runs = [_run_batch(backends, B, model, cfg) for B in cfg.batch_sizes]
     finally:
         torch.set_num_threads(old_threads)
@@ -155,6 +207,7 @@ def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig)
             "patch_nums": list(model.var.patch_nums),
             "model": _model_info(model, onnx_dir),
             "step_graph_bytes": sizes,
+            "rows": rows,
         },
         "machine": machine,
         "runs": runs,
@@ -287,7 +340,23 @@ def _machine() -> dict:
             "onnxruntime": onnxruntime.__version__,
         },
         "ort_providers": onnxruntime.get_available_providers(),
+        "gpu": _gpu(),
     }
+
+
+def _gpu() -> dict | None:
+    """The GPU and TensorRT behind GPU rows (None where no CUDA GPU is visible)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from sasq.engines.trt_device import gpu_count, gpu_name
+
+    if gpu_count() == 0:
+        return None
+    try:
+        trt = version("tensorrt")
+    except PackageNotFoundError:
+        trt = None
+    return {"name": gpu_name(), "count": gpu_count(), "tensorrt": trt}
 
 
 def write_report(result: dict, out_dir: str | Path) -> tuple[Path, Path, Path]:
@@ -316,6 +385,14 @@ def to_markdown(result: dict) -> str:
         "Step latency is the median of one `step(si)` per generation; ratios are "
         "latency (or throughput) of a backend over the first.",
     ]
+    gpu = m.get("gpu")
+    if gpu:
+        lines += ["", f"GPU: {gpu['name']}, TensorRT {gpu['tensorrt'] or 'not installed'}."]
+    sim = [n for n, r in s.get("rows", {}).items() if r["simulated"]]
+    if sim:
+        note = (f"Simulated rows ({', '.join(sim)}): TensorRT's I/O contract over ONNX "
+                "Runtime's CPU math, no GPU: their times say nothing about TensorRT.")  # fmt: skip
+        lines += ["", note]
     if result.get("warnings"):
         lines += ["", "**Warnings** (these ratios are doubtful):", ""]
         lines += [f"- {w}" for w in result["warnings"]]

@@ -53,7 +53,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if out is not None:
         check_grid_fits(cfg, args.n, args.nrow)  # before even the labels are made
     labels = labels_for(cfg, args.cls, args.n)
-    backend = make_backend(args.backend, model, args.onnx, args.threads, args.engine)
+    from sasq.engines.trt_plan import BatchRange
+
+    b = min(args.batch, len(labels))  # the batches this run makes: the ORT TensorRT EP's range
+    backend = make_backend(args.backend, model, args.onnx, args.threads, args.engine,
+                           BatchRange(1, b, b))  # fmt: skip
     gc = GenerateConfig(labels, args.seed, args.batch, sampling, progress=True)
     gen = generate_many(cfg, backend, gc)
     written: list = []
@@ -212,10 +216,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from sasq.tools.bench import BenchConfig, run_bench, to_markdown, write_report
+    from sasq.tools.bench import BenchConfig, run_bench, split_specs, to_markdown, write_report
 
     cfg = BenchConfig(
-        backends=tuple(args.backends.split(",")),
+        backends=split_specs(args.backends),
         batch_sizes=tuple(args.batch_sizes),
         repeats=args.repeats,
         warmup=args.warmup,

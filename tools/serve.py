@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from sasq.engines.decode import Row, StepBackend, generate_rows
+from sasq.engines.trt_plan import BatchRange
 from sasq.models import ModelConfig, SamplingConfig
 from sasq.tools.errors import UserError
 
@@ -286,11 +287,14 @@ class Server:
 
     def __init__(self, sc: ServeConfig):
         check_config(sc)
-        if sc.backend != "ort" and not torch.cuda.is_available():
-            raise UserError(
-                f"--backend {sc.backend} needs an NVIDIA GPU (and TensorRT for the trt ones), "
-                "and no CUDA GPU is visible here; serve with --backend ort"
-            )
+        if sc.backend in ("ort-cuda", "ort-trt"):  # a trt plan says itself what it needs
+            from sasq.engines.trt_device import gpu_count
+
+            if gpu_count() == 0:
+                raise UserError(
+                    f"--backend {sc.backend} needs an NVIDIA GPU, and no CUDA GPU is visible "
+                    "here; serve with --backend ort"
+                )
         require_pytriton()
         self.sc = sc
         self.cfg = _model_config(sc.onnx_dir)
@@ -321,14 +325,14 @@ class Server:
         what = f"serving {sc.instances} instance(s) of batch {sc.max_batch}"
         require_fits(need, what, "lower --max-batch or --instances")
         smooth = self.cfg.sampling.more_smooth if sc.more_smooth is None else sc.more_smooth
-        return [
-            RowHandler(
-                self.cfg,
-                make_backend(sc.backend, None, sc.onnx_dir, sc.threads, sc.engine),
-                smooth,
-            )
-            for _ in range(sc.instances)
-        ]
+        batches = BatchRange(1, sc.max_batch, sc.max_batch)  # what Triton's batcher sends
+        handlers = []
+        for _ in range(sc.instances):
+            b = make_backend(sc.backend, None, sc.onnx_dir, sc.threads, sc.engine, batches)
+            if (limits := getattr(b, "batch_range", None)) is not None:
+                limits.check(sc.max_batch, "serve --max-batch")  # a plan built for fewer
+            handlers.append(RowHandler(self.cfg, b, smooth))
+        return handlers
 
     def start(self) -> str:
         from pytriton.model_config import DynamicBatcher

@@ -85,7 +85,7 @@ def providers_for(provider: Provider | str) -> list[str]:
     if chain[0] not in ort.get_available_providers():
         raise UserError(
             f"{_NAMES[p]} execution provider is not available in this onnxruntime build "
-            "(install sasq[gpu])"
+            "(install sasq[gpu] in an environment without the CPU onnxruntime wheel)"
         )
     return list(chain)
 
@@ -129,11 +129,16 @@ def make_session(
         providers=providers,
         disabled_optimizers=list(cfg.disabled_optimizers),
     )
-    got = sess.get_providers()
-    if got[:1] != [chain[0]]:
-        where = "a model in memory" if isinstance(path, bytes) else str(path)
+    check_providers(sess.get_providers(), chain, "a model in memory" if isinstance(path, bytes)
+                    else str(path))  # fmt: skip
+    return sess
+
+
+def check_providers(got: list[str], chain: list[str], where: str) -> None:
+    """A session must run on the provider asked for: ORT falls back to the next one in the
+    chain (in the end the CPU) when a GPU provider fails to load, and says so only in a log."""
+    if got[:1] != chain[:1]:
         raise UserError(
             f"{where}: asked for ONNX Runtime's {chain[0]}, got {', '.join(got)} (the provider "
             "failed to load: check the CUDA, cuDNN and TensorRT libraries it needs)"
         )
-    return sess

@@ -100,7 +100,8 @@ def test_simulated_plan_gives_ort_tokens_twice_at_every_batch_of_its_range(
 
 def test_a_batch_outside_the_plan_is_one_line(default_export, sim_plan, tmp_path, capsys):
     argv = ["generate", "--backend", "trt", "--onnx", str(default_export), "--engine",
-            str(sim_plan), "--n", "8", "--batch", "8", "--out", str(tmp_path / "g.png")]  # fmt: skip
+            str(sim_plan), "--n", "8", "--batch", "8",
+            "--out", str(tmp_path / "g.png")]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "batches of 1..4 images, got 8" in err
@@ -126,7 +127,9 @@ def test_build_reuses_a_matching_plan_and_refuses_a_stale_one(default_export, tm
         ("onnx_sha256", "0" * 64, "built from another step.onnx"),
     ],
 )
-def test_load_refuses_a_plan_from_elsewhere(default_export, sim_plan, tmp_path, field, value, match):
+def test_load_refuses_a_plan_from_elsewhere(
+    default_export, sim_plan, tmp_path, field, value, match
+):
     side = json.loads(sim_plan.with_name("e.plan.json").read_text())
     if field == "onnx_sha256":
         side["engines"]["step"][field] = value

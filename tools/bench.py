@@ -177,7 +177,7 @@ def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig)
     load_before = _loadavg()
     try:
         backends = {label_of(s): _make(s, model, onnx_dir, cfg) for s in cfg.backends}
-        rows = {
+        row_kinds = {
             name: {"kind": kind_of(name) if name != "torch" else "torch",
                    "simulated": bool(getattr(be, "simulated", False))}
             for name, be in backends.items()
@@ -207,7 +207,7 @@ def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig)
             "patch_nums": list(model.var.patch_nums),
             "model": _model_info(model, onnx_dir),
             "step_graph_bytes": sizes,
-            "rows": rows,
+            "row_kinds": row_kinds,
         },
         "machine": machine,
         "runs": runs,
@@ -388,7 +388,7 @@ def to_markdown(result: dict) -> str:
     gpu = m.get("gpu")
     if gpu:
         lines += ["", f"GPU: {gpu['name']}, TensorRT {gpu['tensorrt'] or 'not installed'}."]
-    sim = [n for n, r in s.get("rows", {}).items() if r["simulated"]]
+    sim = [n for n, r in s.get("row_kinds", {}).items() if r["simulated"]]
     if sim:
         note = (f"Simulated rows ({', '.join(sim)}): TensorRT's I/O contract over ONNX "
                 "Runtime's CPU math, no GPU: their times say nothing about TensorRT.")  # fmt: skip

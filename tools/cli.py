@@ -22,6 +22,9 @@ from sasq.tools import cli_commands as C
 from sasq.tools.errors import UserError
 
 EXIT_USER_ERROR = 2
+ORT_MISSING = (
+    "ONNX Runtime is not installed: pip install 'sasq[cpu]' (or 'sasq[gpu]' on an NVIDIA machine)"
+)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -222,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
             return args.run(args)
     except (UserError, CheckpointError) as e:
         print(f"sasq {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except ModuleNotFoundError as e:
+        if e.name != "onnxruntime":
+            raise
+        # sasq[cpu] or sasq[gpu]: the two ONNX Runtime wheels cannot share one environment
+        print(f"sasq {args.command}: error: {ORT_MISSING}", file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as e:  # the file system said no: a path, permissions, a full disk
         where = f"{e.filename}: " if e.filename else ""

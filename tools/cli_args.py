@@ -358,8 +358,15 @@ def args_selftest(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--gpu",
         action="store_true",
-        help="run the GPU checks (TensorRT fp16/int8 engines against ONNX Runtime on the CPU) "
-        "instead of the CPU ones; needs sasq[gpu] and a GPU",
+        help="run the GPU checks (TensorRT engines of every precision against ONNX Runtime on "
+        "the CPU: two generations in a row, batches across the plan's range, refusals) "
+        "instead of the CPU ones; needs sasq[gpu] and a GPU, or --simulate",
+    )
+    p.add_argument(
+        "--simulate",
+        action="store_true",
+        help="with --gpu: run those checks on the contract simulator (TensorRT's I/O rules "
+        "over ONNX Runtime's CPU math), on any machine",
     )
     p.add_argument("--out", default="out/selftest", help="folder for the checks' files")
 

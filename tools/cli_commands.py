@@ -305,9 +305,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
-    from sasq.tools.selftest import cpu_selftest, gpu_selftest
+    from sasq.tools.gpu_selftest import gpu_selftest
+    from sasq.tools.selftest import cpu_selftest
 
-    rc = gpu_selftest(Path(args.out)) if args.gpu else cpu_selftest(Path(args.out))
+    if args.simulate and not args.gpu:
+        raise UserError("--simulate runs the GPU checks on the contract simulator: add --gpu")
+    out = Path(args.out)
+    rc = gpu_selftest(out, args.simulate) if args.gpu else cpu_selftest(out)
     progress.wrote("selftest", args.out)
     return rc
 

@@ -99,7 +99,11 @@ class TrtBackend(OrtBackend):
         return ctx, engine
 
     def _np_type(self, engine, name: str):
-        return np.dtype(self._api.nptype(engine.get_tensor_dtype(name)))
+        dt = engine.get_tensor_dtype(name)
+        try:
+            return np.dtype(self._api.nptype(dt))
+        except (TypeError, KeyError):  # tensorrt.nptype knows no fp8/bf16: they stay bytes here
+            return np.dtype(_BYTES_OF[str(dt).rsplit(".", 1)[-1].upper()])
 
     def _itemsize(self, engine, name: str) -> int:
         return self._np_type(engine, name).itemsize
@@ -149,6 +153,11 @@ class TrtBackend(OrtBackend):
     def _host(self, a: np.ndarray, name: str) -> np.ndarray:
         """A host array in the engine's type for ``name`` (strongly typed: no implicit casts)."""
         return np.ascontiguousarray(a, dtype=self._dtype[name])
+
+
+# Types numpy cannot hold: the backend only moves them between device buffers (the KV
+# cache), so a same-sized integer type sizes and copies them.
+_BYTES_OF = {"FP8": np.uint8, "FLOAT8E4M3FN": np.uint8, "BF16": np.uint16}
 
 
 def _open(info, plan: Path, onnx_dir: Path):

@@ -403,7 +403,17 @@ def args_train_default(p: argparse.ArgumentParser) -> None:
 
 
 def args_lint(p: argparse.ArgumentParser) -> None:
+    from sasq.engines.lint import LintConfig
+    from sasq.engines.trt_ops import TrtVersion
+
     p.add_argument("model_onnx", metavar="MODEL.onnx", help="a Q/DQ ONNX model")
+    p.add_argument(
+        "--trt-version",
+        default=LintConfig.trt_version.value,
+        choices=[v.value for v in TrtVersion],
+        help="TensorRT major version whose ONNX parser table (ops and per-op dtypes, "
+        "engines/trt_support/) the tensorrt target is checked against",
+    )
     p.add_argument(
         "--target",
         default=None,

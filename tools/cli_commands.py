@@ -364,6 +364,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
         min_opset=args.min_opset,
         coverage=Coverage.TOUCHED if args.touched_only else Coverage.ALL,
         target=Target(args.target or quant.get("target", "tensorrt")),
+        trt_version=args.trt_version,
     )
     try:
         violations = lint(path, cfg)
@@ -371,6 +372,9 @@ def cmd_lint(args: argparse.Namespace) -> int:
         raise
     except Exception as e:  # onnx raises DecodeError and friends for a file that is not ONNX
         raise UserError(f"{path}: cannot be read as ONNX ({type(e).__name__})") from None
+    if cfg.target == Target.TENSORRT:
+        t = cfg.support
+        print(f"ops and dtypes checked against {t.label()}'s ONNX parser table ({t.source_url})")
     print(format_violations(violations, cfg.target))
     return 1 if violations else 0
 

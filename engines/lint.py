@@ -304,8 +304,10 @@ def _check_softmax(g: _Graph, cfg: LintConfig) -> Iterator[Violation]:
                     if s is None or s.size != 1:
                         continue  # reported by the scale rules
                     got = float(s.ravel()[0])
-                    if abs(got - cfg.softmax_scale) > cfg.softmax_rtol * cfg.softmax_scale:
-                        msg = f"softmax output Q scale {got:.8g}, expected {cfg.softmax_scale:.8g}"
+                    # as close as the scale's own type holds 1/127 (an fp16 rest: 0.0078735)
+                    want = float(np.asarray(cfg.softmax_scale, s.dtype))
+                    if abs(got - want) > cfg.softmax_rtol * want:
+                        msg = f"softmax output Q scale {got:.8g}, expected {want:.8g}"
                         yield Violation(Rule.SOFTMAX_SCALE, g.name(user), msg)
                 elif user.op_type in _PROB_PATH:
                     stack.extend(user.output)

@@ -62,7 +62,7 @@ class CacheTensor:
 
     input: str
     output: str
-    dtype: str  # ONNX element type name: "FLOAT", "INT8"
+    dtype: str  # ONNX element type name: "FLOAT", "FLOAT16", "INT8", "FLOAT8E4M3FN"
     shape: tuple[int | str, ...]
     axis: int
     past_lens: tuple[int, ...]
@@ -76,12 +76,15 @@ class CacheTensor:
         return tuple(dims)
 
 
-def fp32_cache(dims: dict[str, int], past_lens: tuple[int, ...]) -> tuple[CacheTensor, ...]:
-    """The KV cache of an FP export: per layer K and V, float32 (B2, H, P, head_dim)."""
+def fp32_cache(
+    dims: dict[str, int], past_lens: tuple[int, ...], dtype: str = "FLOAT"
+) -> tuple[CacheTensor, ...]:
+    """The KV cache of an FP export: per layer K and V, float32 (B2, H, P, head_dim), or
+    ``dtype`` ("FLOAT16": an export made with ``--dtype fp16``)."""
     shape = ("B2", dims["num_heads"], "P", dims["head_dim"])
     past, present = step_io_names(dims["depth"])
     return tuple(
-        CacheTensor(i, o, "FLOAT", shape, 2, past_lens)
+        CacheTensor(i, o, dtype, shape, 2, past_lens)
         for i, o in zip(past[2:], present[1:], strict=True)
     )
 

@@ -150,6 +150,9 @@ def _scales(d: dict, pns: list[int], files: dict) -> None:
         past += pn * pn
 
 
+# The cache's element types: float (an FP export, fp32 or fp16) or quantized (with a scale).
+CACHE_DTYPES = ("FLOAT", "FLOAT16", "INT8", "FLOAT8E4M3FN")
+QUANTIZED_CACHE = ("INT8", "FLOAT8E4M3FN")
 _CACHE_KEYS = {"input", "output", "dtype", "shape", "axis", "past_lens", "scale"}
 
 
@@ -163,8 +166,8 @@ def _cache(d: dict, pns: list[int]) -> None:
             raise _FieldError(f"{w}: expected keys {', '.join(sorted(_CACHE_KEYS))}")
         _typed(c["input"], str, f"{w}.input")
         _typed(c["output"], str, f"{w}.output")
-        if c["dtype"] not in ("FLOAT", "INT8"):
-            raise _FieldError(f"{w}.dtype: {c['dtype']!r:.20} is not FLOAT or INT8")
+        if c["dtype"] not in CACHE_DTYPES:
+            raise _FieldError(f"{w}.dtype: {c['dtype']!r:.20} is not {', '.join(CACHE_DTYPES)}")
         shape = _typed(c["shape"], list, f"{w}.shape")
         for dim in shape:
             if not isinstance(dim, str):
@@ -176,8 +179,8 @@ def _cache(d: dict, pns: list[int]) -> None:
         for n in lens:  # shift-and-sum copies grow otherwise than the tokens: ORT checks them
             _int(n, f"{w}.past_lens", 0, 1 << 40)
         if c["scale"] is None:
-            if c["dtype"] == "INT8":
-                raise _FieldError(f"{w}.scale: an INT8 cache needs its scale")
+            if c["dtype"] in QUANTIZED_CACHE:
+                raise _FieldError(f"{w}.scale: an {c['dtype']} cache needs its scale")
             continue
         scale = c["scale"]
         if isinstance(scale, bool) or not isinstance(scale, int | float):

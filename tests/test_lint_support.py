@@ -57,8 +57,11 @@ def test_an_unknown_or_custom_op_is_flagged():
             helper.make_node("MatMulInteger", ["a", "b"], ["y"], name="mmi"),
             helper.make_node("Gelu", ["x"], ["z"], name="fast", domain="com.microsoft"),
         ],
-        [_vi("a", TensorProto.INT8), _vi("b", TensorProto.INT8, (4, 2)),
-         _vi("x", TensorProto.FLOAT)],  # fmt: skip
+        [
+            _vi("a", TensorProto.INT8),
+            _vi("b", TensorProto.INT8, (4, 2)),
+            _vi("x", TensorProto.FLOAT),
+        ],  # fmt: skip
         [_vi("y", TensorProto.INT32, (2, 2)), _vi("z", TensorProto.FLOAT)],
     )
     m.opset_import.append(helper.make_opsetid("com.microsoft", 1))

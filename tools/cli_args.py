@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sasq.exporter.config import ExportConfig
+from sasq.exporter.config import ExportConfig, StepDtype
 from sasq.exporter.qdq_config import BIT_WIDTHS
 from sasq.tools import cli_types as T
 
@@ -141,6 +141,14 @@ def args_export(p: argparse.ArgumentParser) -> None:
         help="fix the batch size instead of a dynamic batch axis",
     )
     p.add_argument("--batch-size", type=T.count, default=1, help="images, with --static-batch")
+    p.add_argument(
+        "--dtype",
+        default=ExportConfig.dtype.value,
+        choices=[d.value for d in StepDtype],
+        help="float type of the step graph: fp16 writes its casts into the graph (TensorRT 11 "
+        "has no FP16 builder flag); x_BlC, mod_BMC, logits stay fp32, the K/V cache is fp16, "
+        "reductions run in fp32",
+    )
     p.add_argument(
         "--gps",
         action="store_true",

@@ -91,7 +91,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     model = _load(args)
     out = Path(args.out)  # export_model builds beside it and swaps it into place
     cfg = ExportConfig(
-        opset=args.opset, dynamic_batch=not args.static_batch, batch_size=args.batch_size
+        opset=args.opset,
+        dynamic_batch=not args.static_batch,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
     )
     notes, report = {}, {}
     if args.gps:

@@ -93,7 +93,10 @@ class LintConfig:
     softmax_scale: float = 1.0 / 127.0
     softmax_rtol: float = 1e-6
     target: Target = Target.TENSORRT
-    int8_cache: bool = False  # the graph's KV cache inputs/outputs must be int8
+    int8_cache: bool = False  # the graph's KV cache inputs/outputs must be quantized
+    # The 8-bit type of every Q/DQ and of the cache: signed int8, or FLOAT8E4M3FN (an fp8
+    # export, whose softmax scale is then 1/448)
+    quant_dtype: int = TensorProto.INT8
 
     def __post_init__(self) -> None:
         v = self.trt_version
@@ -156,10 +159,11 @@ def _check_qparams(g: _Graph, cfg: LintConfig) -> Iterator[Violation]:
         else:
             ztype = g.dtype(n.input[0])
         int4_ok = cfg.allow_int4_weights and weight and ztype == TensorProto.INT4
-        if ztype is not None and ztype != TensorProto.INT8 and not int4_ok:
+        if ztype is not None and ztype != cfg.quant_dtype and not int4_ok:
             tname = TensorProto.DataType.Name(ztype)
             hint = " (no zero point: ONNX defaults to uint8)" if not has_zp else ""
-            msg = f"quantized type {tname}{hint}; TensorRT needs signed int8"
+            want = TensorProto.DataType.Name(cfg.quant_dtype)
+            msg = f"quantized type {tname}{hint}; this graph's TensorRT type is {want}"
             yield Violation(Rule.ZERO_POINT_TYPE, name, msg)
 
 
@@ -323,8 +327,9 @@ def _check_cache(g: _Graph, model: onnx.ModelProto, cfg: LintConfig) -> Iterator
         if not vi.name.startswith(("past_", "present_")):
             continue
         elem = vi.type.tensor_type.elem_type
-        if elem != TensorProto.INT8:
-            msg = f"KV cache tensor is {TensorProto.DataType.Name(elem)}, expected INT8"
+        if elem != cfg.quant_dtype:
+            want = TensorProto.DataType.Name(cfg.quant_dtype)
+            msg = f"KV cache tensor is {TensorProto.DataType.Name(elem)}, expected {want}"
             yield Violation(Rule.CACHE_FLOAT, vi.name, msg)
 
 
@@ -400,10 +405,13 @@ def format_violations(violations: list[Violation], target: Target = Target.TENSO
 def config_for_export(quant: dict, **overrides) -> LintConfig:
     """The lint rules of a quantized export from its manifest's ``extra["quant"]`` record:
     its target, whether its cache is int8, and the GEMMs it kept float (and why)."""
+    fp8 = quant.get("precision") == "fp8"
     fields = {
         "float_nodes": tuple(quant.get("kept_float", {})),
         "target": Target(quant.get("target", Target.TENSORRT.value)),
         "int8_cache": quant.get("kv_cache") == "int8",
+        "quant_dtype": TensorProto.FLOAT8E4M3FN if fp8 else TensorProto.INT8,
+        "softmax_scale": 1.0 / 448.0 if fp8 else 1.0 / 127.0,
     }
     return LintConfig(**{**fields, **overrides})
 

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from onnx import TensorProto
 
 from sasq.engines.ort_session import Provider, SessionConfig, make_session
 from sasq.errors import UserError
@@ -54,6 +55,9 @@ class OrtBackend:
         self.io_binding = self._device != "cpu" if io_binding is None else io_binding
         m, d = self.manifest, self.manifest.dims
         self._cache = m.step_cache()
+        # ORT's Python API returns float8 outputs as raw uint8 arrays and refuses them as
+        # inputs: an fp8 cache stays in OrtValues (run_with_ort_values) between steps.
+        self._fp8 = any(c.dtype == "FLOAT8E4M3FN" for c in self._cache)
         self._step_in = ["x_BlC", "mod_BMC", *(c.input for c in self._cache)]
         self._step_out = ["logits", *(c.output for c in self._cache)]
         step = m.graphs["step"]
@@ -154,7 +158,7 @@ class OrtBackend:
 
     def _value(self, a: np.ndarray) -> Value:
         """A host array as the backend keeps its state: an OrtValue on the device, or numpy."""
-        if not self.io_binding:
+        if not self.io_binding or isinstance(a, ort.OrtValue):  # an fp8 cache: already one
             return a
         return ort.OrtValue.ortvalue_from_numpy(a, self._device, 0)
 
@@ -167,6 +171,8 @@ class OrtBackend:
     ) -> list[Value]:
         """Run with IO binding (outputs stay OrtValues, on the device unless in ``host``)."""
         if not self.io_binding:
+            if self._fp8 and sess is self._step:
+                return sess.run_with_ort_values(names, {k: _ortvalue(v) for k, v in feeds.items()})
             return sess.run(names, feeds)
         b = sess.io_binding()
         for k, v in feeds.items():
@@ -180,11 +186,19 @@ class OrtBackend:
 _NUMPY_TYPES = {"FLOAT": np.float32, "INT8": np.int8, "FLOAT16": np.float16}
 
 
-def empty_cache(c: CacheTensor, rows: int) -> np.ndarray:
-    """The cache tensor ``c`` before scale 0: no tokens yet (zero length on its axis)."""
+def empty_cache(c: CacheTensor, rows: int) -> Value:
+    """The cache tensor ``c`` before scale 0: no tokens yet (zero length on its axis); an
+    fp8 cache as an OrtValue of that type (numpy has no float8 ORT would take)."""
+    if c.dtype == "FLOAT8E4M3FN":
+        zeros = np.zeros(c.shape_at(0, rows), np.uint8)
+        return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(zeros, TensorProto.FLOAT8E4M3FN)
     if c.dtype not in _NUMPY_TYPES:
         raise UserError(f"step cache {c.input}: unsupported element type {c.dtype}")
     return np.zeros(c.shape_at(0, rows), _NUMPY_TYPES[c.dtype])
+
+
+def _ortvalue(v: Value) -> ort.OrtValue:
+    return v if isinstance(v, ort.OrtValue) else ort.OrtValue.ortvalue_from_numpy(v)
 
 
 def _numpy(v: Value) -> np.ndarray:

@@ -27,10 +27,11 @@ from sasq.exporter.finite_weights import check_initializers_finite
 from sasq.exporter.fuse_shift_sum import fuse_shift_sum
 from sasq.exporter.kv_cache import LayerScales, copy_node_names, find_cache_layers, int8_kv_cache
 from sasq.exporter.manifest import CacheTensor, Manifest, sha256_file, verify
-from sasq.exporter.qdq_config import KvCache, QuantConfig
+from sasq.exporter.qdq_config import KvCache, Precision, QuantConfig
 from sasq.exporter.qdq_per_step import StepKey
 from sasq.exporter.qdq_writer import QdqReport, has_kv_cache, write_qdq
 from sasq.exporter.shift_sum_cache import CachePlan
+from sasq.exporter.step_retype import float_weights, retype
 
 
 @dataclass
@@ -42,6 +43,7 @@ class QuantizedStep:
     report: QdqReport
     cache: list[CacheTensor] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)  # FP tensor -> same values here
+    passes: dict[str, dict] = field(default_factory=dict)  # "fp8" / "fp16": their reports
 
 
 def quantize_step(
@@ -54,6 +56,7 @@ def quantize_step(
     """Linears by the Q/DQ writer, then the attention over the int8 KV cache (``key``
     finds the scale step from the cache length; needed with the int8 cache), then the
     shift-and-sum fusion where the target wants it."""
+    weights = float_weights(model) if cfg.precision == Precision.FP8 else {}
     q, report = write_qdq(model, cache, cfg, key, in_place=in_place)
     out = QuantizedStep(q, report)
     if cfg.kv_cache == KvCache.INT8 and has_kv_cache(q):
@@ -75,7 +78,7 @@ def quantize_step(
             report.kept_float[name] = "shift-and-sum column pick (float, before Q)"
     if cfg.fused:
         out.model = fuse_shift_sum(out.model)
-    return out
+    return retype(out, cfg, weights)
 
 
 def cache_scales(
@@ -134,6 +137,7 @@ def quantize(
         "kept_float": report.kept_float,
         "shift_sum_extra_keys": report.shift_sum,
         "tensor_aliases": step.aliases,
+        **step.passes,
         "calib_settings": {
             "observer": cache.settings.observer.value,
             "num_samples": cache.settings.num_samples,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from sasq.exporter.config import ExportConfig, StepDtype
-from sasq.exporter.qdq_config import BIT_WIDTHS
+from sasq.exporter.qdq_config import BIT_WIDTHS, Precision, QuantConfig, RestDtype
 from sasq.tools import cli_types as T
 
 
@@ -275,6 +275,20 @@ def args_quantize(p: argparse.ArgumentParser) -> None:
         choices=range(2, 9),
         metavar="{2..8}",
         help="bits of the KV cache, below 8 simulated with Clip (default: the activations')",
+    )
+    p.add_argument(
+        "--precision",
+        default=QuantConfig.precision.value,
+        choices=[v.value for v in Precision],
+        help="int8, or fp8: E4M3 Q/DQ for Hopper/Ada TensorRT (scales amax/448, the KV cache "
+        "stored as fp8; needs --target tensorrt and W8A8; ONNX Runtime runs it as reference)",
+    )
+    p.add_argument(
+        "--rest",
+        default=QuantConfig.rest.value,
+        choices=[v.value for v in RestDtype],
+        help="float type of everything not quantized: fp16 writes the casts into the graph "
+        "(TensorRT 11's strongly typed int8 + fp16 engine; reductions stay fp32)",
     )
     p.add_argument(
         "--cache-budget",

@@ -182,6 +182,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         target=args.target,
         kv_cache=args.kv_cache,
         kv_bits=args.kv_bits,
+        precision=args.precision,
+        rest=args.rest,
     )
     out = Path(args.out)  # quantize builds beside it and swaps it into place
     quantize(args.onnx, load_cache(args.calib), cfg, out)
@@ -197,6 +199,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 "kept_float": len(quant["kept_float"]),
                 "shift_sum": args.shift_sum,
                 "target": cfg.target.value,
+                "precision": cfg.precision.value,
+                "rest": cfg.rest.value,
                 "kv_cache": f"{cfg.kv_cache.value} ({cfg.cache_bits} bits)",
                 "lint": "PASSED"
                 if not violations

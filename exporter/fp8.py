@@ -216,6 +216,10 @@ def to_fp8(
 ) -> tuple[onnx.ModelProto, Fp8Report]:
     """The FP8 copy of the int8 step ``model`` (8-bit activations: ``qmax`` 127); ``weights``
     are the FP graph's float initializers by name (the int8 ones are ``<name>_int8``)."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 19:  # QuantizeLinear / DequantizeLinear take float8 from opset 19
+        raise UserError(f"fp8 Q/DQ needs opset 19 or later; the graph is opset {opset} "
+                        "(export with --opset 19..23)")  # fmt: skip
     m = ir.from_proto(model)
     f = _Fp8(m, weights, qmax)
     g = m.graph

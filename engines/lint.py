@@ -276,12 +276,13 @@ def _check_gemms(g: _Graph, cfg: LintConfig) -> Iterator[Violation]:
             continue
         name = g.name(n)
         q = [g.quantized(x) for x in n.input[:2]]
-        if sum(q) == 1:
+        kept = any(fnmatch.fnmatchcase(name, pat) for pat in cfg.float_nodes)
+        if sum(q) == 1 and not kept:  # a GEMM kept float may read a dequantized cache
             has, lacks = ("A", "B") if q[0] else ("B", "A")
             msg = f"{n.op_type}: input {has} is dequantized, input {lacks} is float"
             yield Violation(Rule.MATMUL_ONE_SIDED, name, msg)
         elif not any(q) and n.op_type in _GEMMS and cfg.coverage is Coverage.ALL:
-            if any(fnmatch.fnmatchcase(name, pat) for pat in cfg.float_nodes):
+            if kept:
                 continue
             m, k, nn = _dims(g, n)
             small = [d for d in (k, nn) if d is not None and d < cfg.min_gemm_dim]

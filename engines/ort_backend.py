@@ -81,6 +81,14 @@ class OrtBackend:
         else:
             self._step = make_session(self.dir / step.file, cfg)
             self._fetch = []
+        # The graph each scale runs (a TensorRT export's step_long for the scales whose int8
+        # attention TensorRT cannot fuse): same inputs, outputs and cache as "step".
+        keys = {s.step_graph for s in m.scales} - {"step"}
+        if keys and self._record:
+            raise UserError(f"{self.dir}: recording needs an export with one step graph")
+        steps = {"step": self._step, **{k: make_session(self.dir / m.graphs[k].file, cfg)
+                                        for k in sorted(keys)}}  # fmt: skip
+        self._steps = [steps[s.step_graph] for s in m.scales]
         self._next = [make_session(self.dir / s.next_graph, cfg) for s in m.scales]
         self._session_cfg = cfg
         self._next_soft: dict[int, ort.InferenceSession] = {}  # opened on first use
@@ -116,7 +124,7 @@ class OrtBackend:
         if si != self._si:
             raise RuntimeError(f"step({si}) called at scale {self._si}")
         feeds = dict(zip(self._step_in, [self._x, self._mod, *self._past], strict=True))
-        outs = self._run(self._step, feeds, self._step_out + self._fetch, host={"logits"})
+        outs = self._run(self._steps[si], feeds, self._step_out + self._fetch, host={"logits"})
         n = len(self._step_out)
         if self._on_record is not None:
             known = {**feeds, **dict(zip(self._step_out + self._fetch, outs, strict=True))}
@@ -171,7 +179,7 @@ class OrtBackend:
     ) -> list[Value]:
         """Run with IO binding (outputs stay OrtValues, on the device unless in ``host``)."""
         if not self.io_binding:
-            if self._fp8 and sess is self._step:
+            if self._fp8 and sess in self._steps:
                 return sess.run_with_ort_values(names, {k: _ortvalue(v) for k, v in feeds.items()})
             return sess.run(names, feeds)
         b = sess.io_binding()

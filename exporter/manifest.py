@@ -51,6 +51,10 @@ class ScaleShapes:
     # The more_smooth variant (soft_BlV in place of idx_Bl); None in exports without it,
     # which is also how a manifest written before it reads.
     next_soft_graph: str | None = None
+    # The key under ``graphs`` of the step graph that runs this scale (same inputs, outputs
+    # and cache as "step"): a TensorRT export whose attention form differs by scale
+    # (``attention_form``) names "step_long" for the scales int8 attention cannot fuse.
+    step_graph: str = "step"
 
 
 @dataclass(frozen=True)

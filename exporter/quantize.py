@@ -22,6 +22,7 @@ import onnx
 from sasq.calib.cache import CalibCache
 from sasq.calib.observers import activation_scale
 from sasq.errors import UserError
+from sasq.exporter.attention_form import LONG_GRAPH, AttentionRules
 from sasq.exporter.derive import derive_export
 from sasq.exporter.finite_weights import check_initializers_finite
 from sasq.exporter.fuse_shift_sum import fuse_shift_sum
@@ -31,6 +32,7 @@ from sasq.exporter.qdq_config import KvCache, Precision, QuantConfig
 from sasq.exporter.qdq_per_step import StepKey
 from sasq.exporter.qdq_writer import QdqReport, has_kv_cache, write_qdq
 from sasq.exporter.shift_sum_cache import CachePlan
+from sasq.exporter.step_long import per_scale
 from sasq.exporter.step_retype import float_weights, retype
 
 
@@ -52,6 +54,7 @@ def quantize_step(
     cfg: QuantConfig,
     key: StepKey | None = None,
     in_place: bool = False,
+    keep_cache_fp32: bool = False,
 ) -> QuantizedStep:
     """Linears by the Q/DQ writer, then the attention over the int8 KV cache (``key``
     finds the scale step from the cache length; needed with the int8 cache), then the
@@ -78,7 +81,7 @@ def quantize_step(
             report.kept_float[name] = "shift-and-sum column pick (float, before Q)"
     if cfg.fused:
         out.model = fuse_shift_sum(out.model)
-    return retype(out, cfg, weights)
+    return retype(out, cfg, weights, keep_cache_fp32)
 
 
 def cache_scales(
@@ -106,9 +109,16 @@ def cache_scales(
 
 
 def quantize(
-    onnx_dir: str | Path, cache: CalibCache, cfg: QuantConfig, out_dir: str | Path
+    onnx_dir: str | Path,
+    cache: CalibCache,
+    cfg: QuantConfig,
+    out_dir: str | Path,
+    rules: AttentionRules | None = None,
 ) -> Path:
-    """Write the quantized copy of the export ``onnx_dir`` to ``out_dir``; return it.
+    """Write the quantized copy of the export ``onnx_dir`` to ``out_dir``; return it. For
+    ``--target tensorrt``, each scale's attention form follows TensorRT's fusion ``rules``
+    (``attention_form``; default: ``trt_attention.json``), with ``step_long.onnx`` for the
+    scales int8 attention cannot fuse.
 
     Refuses (``UserError``, one line) a cache made for another step graph, an export that
     fails its manifest check, and an ``out_dir`` that is the source or a non-export folder.
@@ -146,7 +156,14 @@ def quantize(
     }
     if step.cache:
         quant["kv_cache_bytes_per_image"] = cache_bytes(manifest, report)
-    return derive_export(src, q, out_dir, "quant", quant, cache=tuple(step.cache))
+    forms = per_scale(str(src / spec.file), manifest, cache, cfg, key, step, rules)
+    more, graphs = None, None
+    if forms is not None:
+        quant["attention_forms"] = [f.to_dict() for f in forms.forms]
+        if forms.long_model is not None:
+            more, graphs = {LONG_GRAPH: forms.long_model}, forms.step_graphs
+            quant["step_graphs"] = {LONG_GRAPH: {"kept_float": forms.long_kept_float}}
+    return derive_export(src, q, out_dir, "quant", quant, tuple(step.cache), more, graphs)
 
 
 def cache_bytes(manifest: Manifest, report: QdqReport) -> dict[str, int]:

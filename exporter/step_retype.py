@@ -31,9 +31,26 @@ def _fp16_scale(s: float | None) -> float | None:
     return float(np.float16(s))
 
 
-def retype(step, cfg: QuantConfig, weights: dict[str, np.ndarray]):
+def cache_qdq_nodes(model: onnx.ModelProto) -> tuple[str, ...]:
+    """Every Q/DQ of the quantized KV cache: those next to a cache input/output (or to a
+    Concat appending to one), and every other Q/DQ sharing their scales (the fused AV's
+    re-quantization). Kept fp32 when a second step graph must store and read the very same
+    bytes as a first one whose rest is fp32."""
+    g = model.graph
+    quantized = (TensorProto.INT8, TensorProto.FLOAT8E4M3FN)
+    near = {v.name for v in [*g.input, *g.output] if v.type.tensor_type.elem_type in quantized}
+    for n in g.node:
+        if n.op_type == "Concat" and near & {*n.input, *n.output}:
+            near |= {*n.input, *n.output}
+    qdq = [n for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    scales = {n.input[1] for n in qdq if n.input[0] in near or n.output[0] in near}
+    return tuple(n.name for n in qdq if n.input[1] in scales)
+
+
+def retype(step, cfg: QuantConfig, weights: dict[str, np.ndarray], keep_cache_fp32: bool = False):
     """``step`` (a ``quantize.QuantizedStep``) in ``cfg.precision`` and ``cfg.rest``; each
-    pass's report under ``step.passes``."""
+    pass's report under ``step.passes``. ``keep_cache_fp32``: with an fp16 rest, the KV
+    cache's Q/DQ stay fp32 (``cache_qdq_nodes``), its scales exactly as calibrated."""
     if cfg.precision == Precision.FP8:
         qmax = 2 ** (cfg.a_bits - 1) - 1
         step.model, rep = to_fp8(step.model, weights, qmax)
@@ -44,7 +61,9 @@ def retype(step, cfg: QuantConfig, weights: dict[str, np.ndarray]):
             for c in step.cache
         ]
     if cfg.rest == RestDtype.FP16:
-        step.model, rep = to_fp16(step.model, Fp16Config())
+        keep = cache_qdq_nodes(step.model) if keep_cache_fp32 else ()
+        step.model, rep = to_fp16(step.model, Fp16Config(keep_fp32_nodes=keep))
         step.passes["fp16"] = rep.to_dict()
-        step.cache = [dataclasses.replace(c, scale=_fp16_scale(c.scale)) for c in step.cache]
+        if not keep_cache_fp32:
+            step.cache = [dataclasses.replace(c, scale=_fp16_scale(c.scale)) for c in step.cache]
     return step

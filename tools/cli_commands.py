@@ -190,6 +190,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     manifest = verify(out)
     quant = manifest.extra["quant"]
     violations = lint(out / manifest.graphs["step"].file, config_for_export(quant))
+    for key, rec in quant.get("step_graphs", {}).items():  # step_long: its own float GEMMs
+        kept = {**quant["kept_float"], **rec["kept_float"]}
+        cfg_more = config_for_export({**quant, "kept_float": kept})
+        violations += lint(out / manifest.graphs[key].file, cfg_more)
+    forms = [f"{f['si']}:{f['form']}" for f in quant.get("attention_forms", [])]
     print(
         json.dumps(
             {
@@ -202,6 +207,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 "precision": cfg.precision.value,
                 "rest": cfg.rest.value,
                 "kv_cache": f"{cfg.kv_cache.value} ({cfg.cache_bits} bits)",
+                "attention_forms": " ".join(forms) or None,
+                "step_graphs": sorted({s.step_graph for s in manifest.scales}),
                 "lint": "PASSED"
                 if not violations
                 else f"{len(violations)} violation(s)"

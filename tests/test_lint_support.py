@@ -159,3 +159,39 @@ def test_cli_lint_checks_the_chosen_version(tmp_path, capsys):
     assert "TensorRT 10.15's ONNX parser table" in out and "[unsupported-op] dft" in out
     assert main(["lint", str(tmp_path / "dft.onnx"), "--trt-version", "11"]) == 0
     assert main(["lint", str(tmp_path / "dft.onnx"), "--trt-version", "9"]) == 2
+
+
+# --- the real step graphs of the embedded default model ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "precision,rest,shift",
+    [
+        ("int8", "fp32", False),
+        ("int8", "fp16", True),
+        ("fp8", "fp32", True),
+        ("fp8", "fp16", False),
+    ],
+)
+def test_quantized_step_graphs_of_the_default_model_pass(
+    default_export, default_calib, tmp_path, precision, rest, shift
+):
+    from sasq.engines.lint import config_for_export
+    from sasq.exporter.manifest import verify
+    from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
+    from sasq.exporter.quantize import quantize
+
+    cfg = QuantConfig(target="tensorrt", precision=precision, rest=rest,
+                      shift_sum=ShiftSumConfig(enabled=shift))  # fmt: skip
+    out = quantize(default_export, default_calib, cfg, tmp_path / "q")
+    quant = verify(out).extra["quant"]
+    for v in ("10", "11"):
+        assert lint(out / "step.onnx", config_for_export(quant, trt_version=v)) == []
+
+
+def test_fp16_step_graph_of_the_default_model_passes(default_export):
+    from sasq.exporter.fp16_pass import to_fp16
+
+    fp16, _ = to_fp16(onnx.load(str(default_export / "step.onnx")))
+    for v in ("10", "11"):  # an FP graph: no GEMM is quantized, so only touched ones count
+        assert lint(fp16, LintConfig(trt_version=v, coverage="touched")) == []

@@ -127,6 +127,8 @@ def quantize(
     manifest = verify(src)
     if out_dir.resolve() == src.resolve():
         raise UserError(f"{out_dir}: the quantized export must not replace its FP source")
+    if manifest.extra.get("export_config", {}).get("dtype", "fp32") != "fp32":
+        raise UserError(f"{src}: quantize the fp32 export (for an fp16 rest: --rest fp16)")
     spec = manifest.graphs["step"]
     step_hash = sha256_file(src / spec.file)
     if cache.model_hash != step_hash:

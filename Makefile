@@ -32,10 +32,13 @@ test-quick: $(STAMP)
 # The evidence behind the README's verdict on the papers' methods (about 1.5 hours on 2 cores):
 # eval with intervals and the ablation rows, the budget sweeps, attention concentration.
 EVIDENCE := out/evidence
+PRECISION_ROWS := plain,trt-int8,trt-int8-fp16,trt-fp8,trt-fp8-shift-sum,fp16
 ROWS := plain,resample,dgc,shift-sum,both,gps-stwq,kv4,kv4-shift-sum,v-only,v-only-shift-sum
 evidence: $(STAMP)
 	$(BIN)/sasq eval --model default --per-class 50 --rows $(ROWS) --bits W8A8,W6A6,W4A6 --calib-n 32 --out $(EVIDENCE)/eval-default
 	$(BIN)/sasq eval --model digits32 --per-class 30 --rows $(ROWS) --bits W8A8,W6A6,W4A6 --calib-n 32 --out $(EVIDENCE)/eval-digits32
+	$(BIN)/sasq eval --model default --per-class 50 --bits W8A8 --rows $(PRECISION_ROWS) --calib-n 32 --out $(EVIDENCE)/eval-precision-default
+	$(BIN)/sasq eval --model digits32 --per-class 20 --bits W8A8 --rows $(PRECISION_ROWS) --calib-n 32 --out $(EVIDENCE)/eval-precision-digits32
 	$(BIN)/sasq sweep-budget --model default --per-class 20 --calib-n 32 --threads 1 --repeats 3 --out $(EVIDENCE)/sweep-default
 	$(BIN)/sasq sweep-budget --model digits32 --per-class 10 --calib-n 32 --threads 1 --repeats 3 --out $(EVIDENCE)/sweep-digits32
 	$(BIN)/sasq attention --model default --out $(EVIDENCE)/attention-default

@@ -19,16 +19,20 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto
 
-from sasq.engines.trt_ops import TRT10_OPS, ops_set
+from sasq.engines.lint_graph import MOVES as _MOVES
+from sasq.engines.lint_graph import LintGraph as _Graph
+from sasq.engines.lint_support import check_support
+from sasq.engines.trt_ops import SupportTable, TrtVersion, support_table
 from sasq.errors import UserError
 from sasq.exporter.plain_names import check_external_data
 
 
 class Rule(str, Enum):
-    OPSET = "opset"  # default-domain opset below the minimum
-    UNSUPPORTED_OP = "unsupported-op"  # not an ONNX op TensorRT 10 parses in explicit quantization
+    OPSET = "opset"  # default-domain opset below the minimum / outside the parser's range
+    UNSUPPORTED_OP = "unsupported-op"  # not an op the chosen TensorRT's ONNX parser takes
+    UNSUPPORTED_DTYPE = "unsupported-dtype"  # an op or graph I/O on a type that parser rejects
     ZERO_POINT_TYPE = "zero-point-type"  # not signed int8 (uint8, fp8, int4 where not allowed ...)
     ZERO_POINT_NONZERO = "zero-point-nonzero"  # asymmetric quantization
     SCALE_NOT_CONSTANT = "scale-not-constant"  # scale / zero point not a build-time constant
@@ -63,8 +67,6 @@ class Coverage(str, Enum):
 RECOMMENDED_OPSET = 17  # LayerNormalization; per-axis Q/DQ itself needs 13
 _GEMMS = ("MatMul", "Gemm")
 _WEIGHTED = ("MatMul", "Gemm", "Conv", "ConvTranspose")  # (input 0, input 1) need DQ together
-# Ops TensorRT moves Q/DQ across: a DQ seen through them still feeds the GEMM in int8.
-_MOVES = ops_set("Identity Reshape Transpose Squeeze Unsqueeze Flatten Expand Slice Gather")
 # Ops between Softmax and the probabilities' Q (the shift-and-sum 1/n weights and gathers).
 _PROB_PATH = _MOVES | {"Concat", "Mul", "Cast"}
 
@@ -72,6 +74,8 @@ _PROB_PATH = _MOVES | {"Concat", "Mul", "Cast"}
 @dataclass(frozen=True)
 class LintConfig:
     """min_opset: 13 is the floor for per-axis Q/DQ; RECOMMENDED_OPSET (17) for LayerNorm.
+    trt_version: whose ONNX parser table (``trt_ops``, ops and per-op dtypes) the graph is
+    checked against, with the tensorrt target; the ort target's graphs are not for TensorRT.
     extra_ops: more accepted ops, "Op" (default domain) or "domain::Op" (e.g. a plugin).
     float_nodes: fnmatch globs of MatMul/Gemm names allowed to stay float (e.g. the FC after
     GELU); min_gemm_dim: GEMMs with K or N below it (or a GEMV) may stay float (DESIGN).
@@ -79,7 +83,7 @@ class LintConfig:
     int8_cache: the KV cache (``past_*`` inputs, ``present_*`` outputs) must be int8."""
 
     min_opset: int = 13
-    supported_ops: frozenset[str] = TRT10_OPS
+    trt_version: TrtVersion = TrtVersion.V10
     extra_ops: frozenset[str] = frozenset()
     coverage: Coverage = Coverage.ALL
     float_nodes: tuple[str, ...] = ()
@@ -89,7 +93,18 @@ class LintConfig:
     softmax_scale: float = 1.0 / 127.0
     softmax_rtol: float = 1e-6
     target: Target = Target.TENSORRT
-    int8_cache: bool = False  # the graph's KV cache inputs/outputs must be int8
+    int8_cache: bool = False  # the graph's KV cache inputs/outputs must be quantized
+    # The 8-bit type of every Q/DQ and of the cache: signed int8, or FLOAT8E4M3FN (an fp8
+    # export, whose softmax scale is then 1/448)
+    quant_dtype: int = TensorProto.INT8
+
+    def __post_init__(self) -> None:
+        v = self.trt_version
+        object.__setattr__(self, "trt_version", TrtVersion(v if isinstance(v, str) else str(v)))
+
+    @property
+    def support(self) -> SupportTable:
+        return support_table(self.trt_version)
 
 
 @dataclass(frozen=True)
@@ -100,97 +115,6 @@ class Violation:
 
     def __str__(self) -> str:
         return f"[{self.rule.value}] {self.node}: {self.message}"
-
-
-class _Graph:
-    """Index of one graph: producers, consumers, constants, static shapes."""
-
-    def __init__(self, model: onnx.ModelProto, base_dir: Path | None):
-        g = model.graph
-        self.base_dir = base_dir
-        self.nodes = list(g.node)
-        self.names = {id(n): n.name or f"{n.op_type}#{i}" for i, n in enumerate(self.nodes)}
-        self.producer = {o: n for n in self.nodes for o in n.output if o}
-        self.consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
-        for n in self.nodes:
-            for i, x in enumerate(n.input):
-                self.consumers.setdefault(x, []).append((n, i))
-        inputs = {i.name for i in g.input}
-        self.init = {t.name: t for t in g.initializer if t.name not in inputs}  # overridable: not
-        self.shapes: dict[str, list[int | None]] = {}
-        self.types: dict[str, int] = {}
-        for vi in [*g.input, *g.output, *g.value_info]:
-            t = vi.type.tensor_type
-            self.types[vi.name] = t.elem_type
-            if t.HasField("shape"):
-                dims = t.shape.dim
-                self.shapes[vi.name] = [
-                    d.dim_value if d.HasField("dim_value") else None for d in dims
-                ]
-        for t in self.init.values():
-            self.types[t.name], self.shapes[t.name] = t.data_type, list(t.dims)
-
-    def name(self, node: onnx.NodeProto) -> str:
-        return self.names[id(node)]
-
-    def source(self, x: str) -> str:
-        """x with Identity producers looked through."""
-        while (p := self.producer.get(x)) is not None and p.op_type == "Identity":
-            x = p.input[0]
-        return x
-
-    def const_tensor(self, x: str) -> TensorProto | None:
-        x = self.source(x)
-        if x in self.init:
-            return self.init[x]
-        p = self.producer.get(x)
-        if p is None or p.op_type != "Constant":
-            return None
-        for a in p.attribute:
-            if a.name == "value":
-                return a.t
-            if a.name in ("value_float", "value_floats", "value_int", "value_ints"):
-                return numpy_helper.from_array(np.asarray(onnx.helper.get_attribute_value(a)))
-        return None
-
-    def value(self, x: str) -> np.ndarray | None:
-        """A constant's values (small tensors only: scales, zero points); None if not known."""
-        t = self.const_tensor(x)
-        if t is None:
-            return None
-        if t.data_location == TensorProto.EXTERNAL:
-            if self.base_dir is None:
-                return None
-            t = TensorProto.FromString(t.SerializeToString())
-            onnx.external_data_helper.load_external_data_for_tensor(t, str(self.base_dir))
-        return numpy_helper.to_array(t)
-
-    def dtype(self, x: str) -> int | None:
-        t = self.const_tensor(x)
-        return t.data_type if t is not None else self.types.get(self.source(x))
-
-    def shape(self, x: str) -> list[int | None] | None:
-        t = self.const_tensor(x)
-        return list(t.dims) if t is not None else self.shapes.get(self.source(x))
-
-    def is_weight(self, n: onnx.NodeProto) -> bool:
-        """A Q of a constant, or a DQ of a constant or of such a Q (fake-quantized weights)."""
-        x = self.source(n.input[0])
-        p = self.producer.get(x)
-        if n.op_type == "DequantizeLinear" and p is not None and p.op_type == "QuantizeLinear":
-            x = p.input[0]
-        return self.const_tensor(x) is not None
-
-    def quantized(self, x: str, depth: int = 0) -> bool:
-        """x is a DQ output, seen through ops TensorRT moves Q/DQ across."""
-        p = self.producer.get(x)
-        if p is None or depth > 16:
-            return False
-        if p.op_type == "DequantizeLinear":
-            return True
-        if p.op_type == "Concat":
-            return all(self.quantized(i, depth + 1) for i in p.input)
-        return p.op_type in _MOVES and self.quantized(p.input[0], depth + 1)
 
 
 def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
@@ -208,18 +132,6 @@ def _check_opset(model: onnx.ModelProto, cfg: LintConfig) -> Iterator[Violation]
         why = f"per-axis Q/DQ needs 13; {RECOMMENDED_OPSET}+ recommended"
         msg = f"default-domain opset {ver} < {cfg.min_opset} ({why})"
         yield Violation(Rule.OPSET, "<model>", msg)
-
-
-def _check_ops(graph: onnx.GraphProto, cfg: LintConfig) -> Iterator[Violation]:
-    for i, n in enumerate(graph.node):
-        default = n.domain in ("", "ai.onnx")
-        op = n.op_type if default else f"{n.domain}::{n.op_type}"
-        if op not in cfg.extra_ops and not (default and op in cfg.supported_ops):
-            why = "custom domain" if not default else "not accepted by TensorRT 10's ONNX parser"
-            yield Violation(Rule.UNSUPPORTED_OP, n.name or f"{n.op_type}#{i}", f"{op}: {why}")
-        for a in n.attribute:  # If / Loop / Scan bodies
-            for sub in [a.g, *a.graphs] if a.type in (a.GRAPH, a.GRAPHS) else []:
-                yield from _check_ops(sub, cfg)
 
 
 def _check_qparams(g: _Graph, cfg: LintConfig) -> Iterator[Violation]:
@@ -247,10 +159,11 @@ def _check_qparams(g: _Graph, cfg: LintConfig) -> Iterator[Violation]:
         else:
             ztype = g.dtype(n.input[0])
         int4_ok = cfg.allow_int4_weights and weight and ztype == TensorProto.INT4
-        if ztype is not None and ztype != TensorProto.INT8 and not int4_ok:
+        if ztype is not None and ztype != cfg.quant_dtype and not int4_ok:
             tname = TensorProto.DataType.Name(ztype)
             hint = " (no zero point: ONNX defaults to uint8)" if not has_zp else ""
-            msg = f"quantized type {tname}{hint}; TensorRT needs signed int8"
+            want = TensorProto.DataType.Name(cfg.quant_dtype)
+            msg = f"quantized type {tname}{hint}; this graph's TensorRT type is {want}"
             yield Violation(Rule.ZERO_POINT_TYPE, name, msg)
 
 
@@ -363,12 +276,13 @@ def _check_gemms(g: _Graph, cfg: LintConfig) -> Iterator[Violation]:
             continue
         name = g.name(n)
         q = [g.quantized(x) for x in n.input[:2]]
-        if sum(q) == 1:
+        kept = any(fnmatch.fnmatchcase(name, pat) for pat in cfg.float_nodes)
+        if sum(q) == 1 and not kept:  # a GEMM kept float may read a dequantized cache
             has, lacks = ("A", "B") if q[0] else ("B", "A")
             msg = f"{n.op_type}: input {has} is dequantized, input {lacks} is float"
             yield Violation(Rule.MATMUL_ONE_SIDED, name, msg)
         elif not any(q) and n.op_type in _GEMMS and cfg.coverage is Coverage.ALL:
-            if any(fnmatch.fnmatchcase(name, pat) for pat in cfg.float_nodes):
+            if kept:
                 continue
             m, k, nn = _dims(g, n)
             small = [d for d in (k, nn) if d is not None and d < cfg.min_gemm_dim]
@@ -395,8 +309,10 @@ def _check_softmax(g: _Graph, cfg: LintConfig) -> Iterator[Violation]:
                     if s is None or s.size != 1:
                         continue  # reported by the scale rules
                     got = float(s.ravel()[0])
-                    if abs(got - cfg.softmax_scale) > cfg.softmax_rtol * cfg.softmax_scale:
-                        msg = f"softmax output Q scale {got:.8g}, expected {cfg.softmax_scale:.8g}"
+                    # as close as the scale's own type holds 1/127 (an fp16 rest: 0.0078735)
+                    want = float(np.asarray(cfg.softmax_scale, s.dtype))
+                    if abs(got - want) > cfg.softmax_rtol * want:
+                        msg = f"softmax output Q scale {got:.8g}, expected {want:.8g}"
                         yield Violation(Rule.SOFTMAX_SCALE, g.name(user), msg)
                 elif user.op_type in _PROB_PATH:
                     stack.extend(user.output)
@@ -412,8 +328,9 @@ def _check_cache(g: _Graph, model: onnx.ModelProto, cfg: LintConfig) -> Iterator
         if not vi.name.startswith(("past_", "present_")):
             continue
         elem = vi.type.tensor_type.elem_type
-        if elem != TensorProto.INT8:
-            msg = f"KV cache tensor is {TensorProto.DataType.Name(elem)}, expected INT8"
+        if elem != cfg.quant_dtype:
+            want = TensorProto.DataType.Name(cfg.quant_dtype)
+            msg = f"KV cache tensor is {TensorProto.DataType.Name(elem)}, expected {want}"
             yield Violation(Rule.CACHE_FLOAT, vi.name, msg)
 
 
@@ -448,7 +365,8 @@ def _load(model: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, Path | 
 
 
 def lint(model: onnx.ModelProto | str | Path, cfg: LintConfig = LintConfig()) -> list[Violation]:
-    """Every way `model` breaks DESIGN.md's TensorRT explicit-quantization rules; [] if none."""
+    """Every way `model` breaks DESIGN.md's TensorRT explicit-quantization rules, and (tensorrt
+    target) what the chosen TensorRT version's ONNX parser would refuse; [] if none."""
     proto, base_dir = _load(model)
     if proto.functions:
         proto = onnx.inliner.inline_local_functions(proto)
@@ -457,7 +375,10 @@ def lint(model: onnx.ModelProto | str | Path, cfg: LintConfig = LintConfig()) ->
     except Exception:  # shapes only sharpen the tiny-GEMM exemption; lint without them
         inferred = proto
     g = _Graph(inferred, base_dir)
-    out = [*_check_opset(proto, cfg), *_check_ops(proto.graph, cfg)]
+    out = list(_check_opset(proto, cfg))
+    if cfg.target == Target.TENSORRT:  # the parser's table: ops, per-op dtypes, opset range
+        found = check_support(inferred, cfg.support, cfg.extra_ops)
+        out += [Violation(Rule(rule), node, msg) for rule, node, msg in found]
     checks = (_check_qparams, _check_granularity, _check_pairs, _check_gemms, _check_softmax,
               _check_ort_adjacent)  # fmt: skip
     for check in checks:
@@ -485,10 +406,13 @@ def format_violations(violations: list[Violation], target: Target = Target.TENSO
 def config_for_export(quant: dict, **overrides) -> LintConfig:
     """The lint rules of a quantized export from its manifest's ``extra["quant"]`` record:
     its target, whether its cache is int8, and the GEMMs it kept float (and why)."""
+    fp8 = quant.get("precision") == "fp8"
     fields = {
         "float_nodes": tuple(quant.get("kept_float", {})),
         "target": Target(quant.get("target", Target.TENSORRT.value)),
         "int8_cache": quant.get("kv_cache") == "int8",
+        "quant_dtype": TensorProto.FLOAT8E4M3FN if fp8 else TensorProto.INT8,
+        "softmax_scale": 1.0 / 448.0 if fp8 else 1.0 / 127.0,
     }
     return LintConfig(**{**fields, **overrides})
 

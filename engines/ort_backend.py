@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from onnx import TensorProto
 
 from sasq.engines.ort_session import Provider, SessionConfig, make_session
 from sasq.engines.trt_plan import BatchRange
@@ -64,6 +65,9 @@ class OrtBackend:
         self.io_binding = self._device != "cpu" if io_binding is None else io_binding
         m, d = self.manifest, self.manifest.dims
         self._cache = m.step_cache()
+        # ORT's Python API returns float8 outputs as raw uint8 arrays and refuses them as
+        # inputs: an fp8 cache stays in OrtValues (run_with_ort_values) between steps.
+        self._fp8 = any(c.dtype == "FLOAT8E4M3FN" for c in self._cache)
         self._step_in = ["x_BlC", "mod_BMC", *(c.input for c in self._cache)]
         self._step_out = ["logits", *(c.output for c in self._cache)]
         step = m.graphs["step"]
@@ -88,6 +92,15 @@ class OrtBackend:
             self._fetch = [n for n in self._record if n in fetched and n not in self._step_out]
         elif load_step:
             self._step = self._open("step")
+        # The graph each scale runs (a TensorRT export's step_long for the scales whose int8
+        # attention TensorRT cannot fuse): same inputs, outputs and cache as "step".
+        keys = {s.step_graph for s in m.scales} - {"step"}
+        if keys and self._record:
+            raise UserError(f"{self.dir}: recording needs an export with one step graph")
+        self._steps = []
+        if load_step:
+            steps = {"step": self._step, **{k: self._open(k) for k in sorted(keys)}}
+            self._steps = [steps[s.step_graph] for s in m.scales]
         self._next = [self._open(f"next_{s.si}") for s in m.scales]
         self._next_soft: dict[int, ort.InferenceSession] = {}  # opened on first use
         self._decoder = self._open("decoder")
@@ -122,7 +135,7 @@ class OrtBackend:
         if si != self._si:
             raise RuntimeError(f"step({si}) called at scale {self._si}")
         feeds = dict(zip(self._step_in, [self._x, self._mod, *self._past], strict=True))
-        outs = self._run(self._step, feeds, self._step_out + self._fetch, host={"logits"})
+        outs = self._run(self._steps[si], feeds, self._step_out + self._fetch, host={"logits"})
         n = len(self._step_out)
         if self._on_record is not None:
             known = {**feeds, **dict(zip(self._step_out + self._fetch, outs, strict=True))}
@@ -187,7 +200,7 @@ class OrtBackend:
 
     def _value(self, a: np.ndarray) -> Value:
         """A host array as the backend keeps its state: an OrtValue on the device, or numpy."""
-        if not self.io_binding:
+        if not self.io_binding or isinstance(a, ort.OrtValue):  # an fp8 cache: already one
             return a
         return ort.OrtValue.ortvalue_from_numpy(a, self._device, 0)
 
@@ -200,6 +213,8 @@ class OrtBackend:
     ) -> list[Value]:
         """Run with IO binding (outputs stay OrtValues, on the device unless in ``host``)."""
         if not self.io_binding:
+            if self._fp8 and sess in self._steps:
+                return sess.run_with_ort_values(names, {k: _ortvalue(v) for k, v in feeds.items()})
             return sess.run(names, feeds)
         b = sess.io_binding()
         for k, v in feeds.items():
@@ -213,11 +228,19 @@ class OrtBackend:
 _NUMPY_TYPES = {"FLOAT": np.float32, "INT8": np.int8, "FLOAT16": np.float16}
 
 
-def empty_cache(c: CacheTensor, rows: int) -> np.ndarray:
-    """The cache tensor ``c`` before scale 0: no tokens yet (zero length on its axis)."""
+def empty_cache(c: CacheTensor, rows: int) -> Value:
+    """The cache tensor ``c`` before scale 0: no tokens yet (zero length on its axis); an
+    fp8 cache as an OrtValue of that type (numpy has no float8 ORT would take)."""
+    if c.dtype == "FLOAT8E4M3FN":
+        zeros = np.zeros(c.shape_at(0, rows), np.uint8)
+        return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(zeros, TensorProto.FLOAT8E4M3FN)
     if c.dtype not in _NUMPY_TYPES:
         raise UserError(f"step cache {c.input}: unsupported element type {c.dtype}")
     return np.zeros(c.shape_at(0, rows), _NUMPY_TYPES[c.dtype])
+
+
+def _ortvalue(v: Value) -> ort.OrtValue:
+    return v if isinstance(v, ort.OrtValue) else ort.OrtValue.ortvalue_from_numpy(v)
 
 
 def _numpy(v: Value) -> np.ndarray:

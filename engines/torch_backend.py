@@ -37,6 +37,10 @@ class CacheQuant:
         quant = m.extra.get("quant", {})
         if quant.get("kv_cache") != "int8":
             raise UserError(f"{onnx_dir}: not an export with an int8 KV cache (sasq quantize)")
+        if other := sorted({c.dtype for c in m.cache} - {"INT8"}):  # e.g. --precision fp8
+            raise UserError(
+                f"{onnx_dir}: its KV cache is {other[0]}, not int8 (no PyTorch reference)"
+            )
         if any(c.input.startswith("past_vcopy_") for c in m.cache):
             raise UserError(f"{onnx_dir}: shift-and-sum copies have no PyTorch reference")
         bits = quant.get("kv_bits")

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 # ONNX protobufs cannot exceed 2 GiB; 1 GiB leaves room for the graph itself and for tools
 # (checker, shape inference, Netron) that load a whole inline model into memory.
 DEFAULT_EXTERNAL_DATA_THRESHOLD = 1 << 30
+
+
+class StepDtype(str, Enum):
+    """The float type of the step graph (the other graphs are small and stay fp32)."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"  # written by exporter/fp16_pass.py: TensorRT 11 has no FP16 builder flag
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,8 @@ class ExportConfig:
         resampling matrices and word_embed, no transformer weight).
     progress: a bar over the graphs on a terminal (``sasq.progress``); False inside a
         caller that shows its own.
+    dtype: fp16 writes the step graph's float parts in fp16 (``fp16_pass``: x_BlC, mod_BMC
+        and logits stay fp32 behind Casts, the K/V cache is fp16, reductions run in fp32).
     """
 
     opset: int = 20
@@ -38,8 +48,10 @@ class ExportConfig:
     check: bool = True
     more_smooth: bool = True
     progress: bool = True
+    dtype: StepDtype = StepDtype.FP32
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", StepDtype(self.dtype))
         if self.opset < 18:
             raise ValueError("opset must be >= 18 (torch's dynamo ONNX exporter)")
         if self.batch_size < 1:

@@ -50,11 +50,15 @@ def derive_export(
     key: str,
     notes: dict[str, Any],
     cache: tuple[CacheTensor, ...] = (),
+    more_steps: dict[str, onnx.ModelProto] | None = None,
+    step_graphs: tuple[str, ...] | None = None,
 ) -> Path:
     """Copy export ``src`` to ``out_dir`` with ``step`` as its step graph; ``notes`` go to
     the new manifest's ``extra[key]`` (with ``source_step_sha256``). ``cache``: the state
     the new step carries between scales, when it differs from the source's (the int8 KV
-    cache); the manifest then lists the new step's inputs and outputs too."""
+    cache); the manifest then lists the new step's inputs and outputs too. ``more_steps``:
+    further step graphs by key (saved as ``<key>.onnx``, like the step), ``step_graphs``
+    the key each scale runs."""
     src, out_dir = Path(src), Path(out_dir)
     manifest = verify(src)
     if out_dir.resolve() == src.resolve():
@@ -72,12 +76,21 @@ def derive_export(
         graphs = dict(manifest.graphs)
         if cache:
             graphs["step"] = graph_spec(tmp / spec.file, spec.external_data)
+        for name, model in (more_steps or {}).items():
+            more = GraphSpec(f"{name}.onnx", (), (), spec.external_data and f"{name}.onnx.data")
+            save_like(model, tmp / more.file, more)
+            graphs[name] = graph_spec(tmp / more.file, more.external_data)
+        scales = manifest.scales
+        if step_graphs is not None:
+            scales = tuple(dataclasses.replace(s, step_graph=g)
+                           for s, g in zip(scales, step_graphs, strict=True))  # fmt: skip
         new = dataclasses.replace(
             manifest,
             files=file_entries(tmp),
             extra={**manifest.extra, key: notes},
             graphs=graphs,
             cache=cache or manifest.cache,
+            scales=scales,
         )
         write_manifest(new, tmp)
     return out_dir

@@ -53,7 +53,7 @@ from torch import nn
 import sasq
 from sasq import progress
 from sasq.exporter import provenance
-from sasq.exporter.config import ExportConfig
+from sasq.exporter.config import ExportConfig, StepDtype
 from sasq.exporter.manifest import (
     GraphSpec,
     Manifest,
@@ -66,10 +66,12 @@ from sasq.exporter.manifest import (
 )
 from sasq.exporter.modules import Decoder, NextScale, Start, Step
 from sasq.exporter.out_swap import staged_export
+from sasq.exporter.step_fp16 import write_fp16_step
 from sasq.models import LoadedModel
 from sasq.models.memory import export_estimate, require_fits
 
 EXPORTER = "torch.onnx.export(dynamo=True)"
+_CACHE_DTYPE = {StepDtype.FP32: "FLOAT", StepDtype.FP16: "FLOAT16"}
 
 
 def export_model(
@@ -104,6 +106,10 @@ def export_model(
                     bar.set_postfix_str(f"{name}.onnx: {what}")
 
                 graphs[g.name] = _export_graph(g, tmp / f"{g.name}.onnx", cfg, phase)
+                if g.name == "step" and cfg.dtype == StepDtype.FP16:
+                    phase("fp16")
+                    notes = {**notes, "fp16": write_fp16_step(tmp / "step.onnx", graphs["step"])}
+                    graphs["step"] = graph_spec(tmp / "step.onnx", graphs["step"].external_data)
                 bar.update()
             bar.set_postfix_str("manifest (hashes, shapes)")
             manifest = _manifest(model, cfg, graphs, tmp)
@@ -313,7 +319,7 @@ def _manifest(model: LoadedModel, cfg: ExportConfig, graphs: dict[str, GraphSpec
         versions=_versions(),
         model_config=json.loads(model.cfg.to_json()),
         extra={"export_config": json.loads(json.dumps(_recorded(cfg)))},
-        cache=fp32_cache(dims, tuple(s.past_len for s in scales)),
+        cache=fp32_cache(dims, tuple(s.past_len for s in scales), _CACHE_DTYPE[cfg.dtype]),
     )
 
 

@@ -51,6 +51,10 @@ class ScaleShapes:
     # The more_smooth variant (soft_BlV in place of idx_Bl); None in exports without it,
     # which is also how a manifest written before it reads.
     next_soft_graph: str | None = None
+    # The key under ``graphs`` of the step graph that runs this scale (same inputs, outputs
+    # and cache as "step"): a TensorRT export whose attention form differs by scale
+    # (``attention_form``) names "step_long" for the scales int8 attention cannot fuse.
+    step_graph: str = "step"
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,7 @@ class CacheTensor:
 
     input: str
     output: str
-    dtype: str  # ONNX element type name: "FLOAT", "INT8"
+    dtype: str  # ONNX element type name: "FLOAT", "FLOAT16", "INT8", "FLOAT8E4M3FN"
     shape: tuple[int | str, ...]
     axis: int
     past_lens: tuple[int, ...]
@@ -76,12 +80,15 @@ class CacheTensor:
         return tuple(dims)
 
 
-def fp32_cache(dims: dict[str, int], past_lens: tuple[int, ...]) -> tuple[CacheTensor, ...]:
-    """The KV cache of an FP export: per layer K and V, float32 (B2, H, P, head_dim)."""
+def fp32_cache(
+    dims: dict[str, int], past_lens: tuple[int, ...], dtype: str = "FLOAT"
+) -> tuple[CacheTensor, ...]:
+    """The KV cache of an FP export: per layer K and V, float32 (B2, H, P, head_dim), or
+    ``dtype`` ("FLOAT16": an export made with ``--dtype fp16``)."""
     shape = ("B2", dims["num_heads"], "P", dims["head_dim"])
     past, present = step_io_names(dims["depth"])
     return tuple(
-        CacheTensor(i, o, "FLOAT", shape, 2, past_lens)
+        CacheTensor(i, o, dtype, shape, 2, past_lens)
         for i, o in zip(past[2:], present[1:], strict=True)
     )
 

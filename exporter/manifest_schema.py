@@ -106,6 +106,21 @@ def _tensor_specs(v: Any, where: str) -> None:
                 _int(dim, f"{w}.shape", 0, 1 << 40)
 
 
+def _step_graphs(d: dict) -> None:
+    """Each scale's ``step_graph`` (default "step"): a key of ``graphs`` whose inputs and
+    outputs are the step graph's, names, types and shapes (the backends carry one cache
+    from graph to graph)."""
+    graphs = d["graphs"]
+    for si, s in enumerate(d["scales"]):
+        key = s.get("step_graph", "step")
+        w = f"scales[{si}].step_graph"
+        if not isinstance(key, str) or key not in graphs:
+            raise _FieldError(f"{w}: {key!r:.40} is not a key of graphs")
+        for part in ("inputs", "outputs"):
+            if graphs[key][part] != graphs["step"][part]:
+                raise _FieldError(f"{w}: graphs.{key}.{part} differ from graphs.step.{part}")
+
+
 def _graphs(d: dict, files: dict, n_scales: int) -> None:
     graphs = _typed(d["graphs"], dict, "graphs")
     need = {"start", "step", "decoder", *(f"next_{i}" for i in range(n_scales))}
@@ -134,9 +149,10 @@ def _scales(d: dict, pns: list[int], files: dict) -> None:
         w = f"scales[{si}]"
         _typed(s, dict, w)
         want = {"si", "pn", "l", "past_len", "step_batch", "next_graph"}
-        if not want <= set(s) <= want | {"next_soft_graph"}:
+        if not want <= set(s) <= want | {"next_soft_graph", "step_graph"}:
             raise _FieldError(
-                f"{w}: expected keys {', '.join(sorted(want))}[, next_soft_graph], got {sorted(s)}"
+                f"{w}: expected keys {', '.join(sorted(want))}[, next_soft_graph, step_graph], "
+                f"got {sorted(s)}"
             )
         pn = pns[si]
         expect = {"si": si, "pn": pn, "l": pn * pn, "past_len": past, "step_batch": step_batch}
@@ -150,6 +166,9 @@ def _scales(d: dict, pns: list[int], files: dict) -> None:
         past += pn * pn
 
 
+# The cache's element types: float (an FP export, fp32 or fp16) or quantized (with a scale).
+CACHE_DTYPES = ("FLOAT", "FLOAT16", "INT8", "FLOAT8E4M3FN")
+QUANTIZED_CACHE = ("INT8", "FLOAT8E4M3FN")
 _CACHE_KEYS = {"input", "output", "dtype", "shape", "axis", "past_lens", "scale"}
 
 
@@ -163,8 +182,8 @@ def _cache(d: dict, pns: list[int]) -> None:
             raise _FieldError(f"{w}: expected keys {', '.join(sorted(_CACHE_KEYS))}")
         _typed(c["input"], str, f"{w}.input")
         _typed(c["output"], str, f"{w}.output")
-        if c["dtype"] not in ("FLOAT", "INT8"):
-            raise _FieldError(f"{w}.dtype: {c['dtype']!r:.20} is not FLOAT or INT8")
+        if c["dtype"] not in CACHE_DTYPES:
+            raise _FieldError(f"{w}.dtype: {c['dtype']!r:.20} is not {', '.join(CACHE_DTYPES)}")
         shape = _typed(c["shape"], list, f"{w}.shape")
         for dim in shape:
             if not isinstance(dim, str):
@@ -176,8 +195,8 @@ def _cache(d: dict, pns: list[int]) -> None:
         for n in lens:  # shift-and-sum copies grow otherwise than the tokens: ORT checks them
             _int(n, f"{w}.past_lens", 0, 1 << 40)
         if c["scale"] is None:
-            if c["dtype"] == "INT8":
-                raise _FieldError(f"{w}.scale: an INT8 cache needs its scale")
+            if c["dtype"] in QUANTIZED_CACHE:
+                raise _FieldError(f"{w}.scale: an {c['dtype']} cache needs its scale")
             continue
         scale = c["scale"]
         if isinstance(scale, bool) or not isinstance(scale, int | float):
@@ -244,6 +263,7 @@ def _check(d: Any) -> None:
     files = _files(d)
     _scales(d, pns, files)
     _graphs(d, files, len(pns))
+    _step_graphs(d)
     _cache(d, pns)
     for k, v in _typed(d["versions"], dict, "versions").items():
         _typed(v, str, f"versions.{k}")

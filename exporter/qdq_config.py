@@ -21,6 +21,22 @@ class Target(str, Enum):
     TENSORRT = "tensorrt"  # TensorRT explicit quantization: shift-and-sum fused, one GEMM
 
 
+class Precision(str, Enum):
+    """The 8-bit format of the quantized tensors (weights, activations, KV cache)."""
+
+    INT8 = "int8"
+    # E4M3 (FLOAT8E4M3FN) Q/DQ for Hopper/Ada TensorRT (exporter/fp8.py): the int8 graph's
+    # form with fp8 types and scales amax/448; ONNX Runtime's CPU kernels run it as reference
+    FP8 = "fp8"
+
+
+class RestDtype(str, Enum):
+    """The float type of everything not quantized (exporter/fp16_pass.py for fp16)."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+
+
 class KvCache(str, Enum):
     INT8 = "int8"  # K and V quantized once, when appended; int8 between steps
     FP32 = "fp32"  # the float cache, re-quantized at every step (the earlier graph)
@@ -90,7 +106,10 @@ class QuantConfig:
     at every step. kv_bits: bits of the int8 cache (simulated below 8; None: a_bits).
     attention_qdq: with the int8 cache, also quantize the queries and the probabilities so
     both attention products are int8 GEMMs (the deployable form); False leaves them float
-    over the dequantized cache, for studying the cache's own error (not TensorRT-legal)."""
+    over the dequantized cache, for studying the cache's own error (not TensorRT-legal).
+    precision: int8, or fp8 (E4M3, the tensorrt target's form, ``exporter/fp8.py``). rest:
+    fp16 writes everything not quantized in fp16 (``exporter/fp16_pass.py``), for TensorRT
+    11's strongly typed int8 + fp16 engine."""
 
     w_bits: int = 8
     a_bits: int = 8
@@ -102,18 +121,35 @@ class QuantConfig:
     kv_cache: KvCache = KvCache.INT8
     kv_bits: int | None = None
     attention_qdq: bool = True
+    precision: Precision = Precision.INT8
+    rest: RestDtype = RestDtype.FP32
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "float_nodes", tuple(self.float_nodes))
         try:
             object.__setattr__(self, "target", Target(self.target))
             object.__setattr__(self, "kv_cache", KvCache(self.kv_cache))
+            object.__setattr__(self, "precision", Precision(self.precision))
+            object.__setattr__(self, "rest", RestDtype(self.rest))
         except ValueError as e:
             raise UserError(str(e)) from None
+        self._check_fp8()
         for what, bits in (("w_bits", self.w_bits), ("a_bits", self.a_bits),
                            ("kv_bits", self.cache_bits)):  # fmt: skip
             if not 2 <= bits <= 8:
                 raise UserError(f"{what} must be in [2, 8], got {bits}")
+
+    def _check_fp8(self) -> None:
+        """FP8 is the tensorrt target's int8 graph with E4M3 types: 8 bits everywhere, the
+        8-bit cache stored in the graph (not re-quantized), one scale per tensor."""
+        if self.precision != Precision.FP8:
+            return
+        if self.target != Target.TENSORRT:
+            raise UserError("--precision fp8 is a TensorRT (Hopper/Ada) format: use --target "
+                            "tensorrt (ONNX Runtime runs it as the reference)")  # fmt: skip
+        if self.simulated or self.kv_cache != KvCache.INT8 or self.static_per_step:
+            raise UserError("--precision fp8 needs 8-bit weights, activations and cache "
+                            "(--bits W8A8), the 8-bit KV cache and no --per-step")  # fmt: skip
 
     @property
     def cache_bits(self) -> int:
@@ -148,6 +184,8 @@ class QuantConfig:
             "kv_cache": self.kv_cache.value,
             "kv_bits": self.cache_bits,
             "attention_qdq": self.attention_qdq,
+            "precision": self.precision.value,
+            "rest": self.rest.value,
             "shift_sum": {
                 "enabled": s.enabled,
                 "mode": s.mode.value,

@@ -22,15 +22,18 @@ import onnx
 from sasq.calib.cache import CalibCache
 from sasq.calib.observers import activation_scale
 from sasq.errors import UserError
+from sasq.exporter.attention_form import LONG_GRAPH, AttentionRules
 from sasq.exporter.derive import derive_export
 from sasq.exporter.finite_weights import check_initializers_finite
 from sasq.exporter.fuse_shift_sum import fuse_shift_sum
 from sasq.exporter.kv_cache import LayerScales, copy_node_names, find_cache_layers, int8_kv_cache
 from sasq.exporter.manifest import CacheTensor, Manifest, sha256_file, verify
-from sasq.exporter.qdq_config import KvCache, QuantConfig
+from sasq.exporter.qdq_config import KvCache, Precision, QuantConfig
 from sasq.exporter.qdq_per_step import StepKey
 from sasq.exporter.qdq_writer import QdqReport, has_kv_cache, write_qdq
 from sasq.exporter.shift_sum_cache import CachePlan
+from sasq.exporter.step_long import per_scale
+from sasq.exporter.step_retype import float_weights, retype
 
 
 @dataclass
@@ -42,6 +45,7 @@ class QuantizedStep:
     report: QdqReport
     cache: list[CacheTensor] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)  # FP tensor -> same values here
+    passes: dict[str, dict] = field(default_factory=dict)  # "fp8" / "fp16": their reports
 
 
 def quantize_step(
@@ -50,10 +54,12 @@ def quantize_step(
     cfg: QuantConfig,
     key: StepKey | None = None,
     in_place: bool = False,
+    keep_cache_fp32: bool = False,
 ) -> QuantizedStep:
     """Linears by the Q/DQ writer, then the attention over the int8 KV cache (``key``
     finds the scale step from the cache length; needed with the int8 cache), then the
     shift-and-sum fusion where the target wants it."""
+    weights = float_weights(model) if cfg.precision == Precision.FP8 else {}
     q, report = write_qdq(model, cache, cfg, key, in_place=in_place)
     out = QuantizedStep(q, report)
     if cfg.kv_cache == KvCache.INT8 and has_kv_cache(q):
@@ -75,7 +81,7 @@ def quantize_step(
             report.kept_float[name] = "shift-and-sum column pick (float, before Q)"
     if cfg.fused:
         out.model = fuse_shift_sum(out.model)
-    return out
+    return retype(out, cfg, weights, keep_cache_fp32)
 
 
 def cache_scales(
@@ -103,9 +109,16 @@ def cache_scales(
 
 
 def quantize(
-    onnx_dir: str | Path, cache: CalibCache, cfg: QuantConfig, out_dir: str | Path
+    onnx_dir: str | Path,
+    cache: CalibCache,
+    cfg: QuantConfig,
+    out_dir: str | Path,
+    rules: AttentionRules | None = None,
 ) -> Path:
-    """Write the quantized copy of the export ``onnx_dir`` to ``out_dir``; return it.
+    """Write the quantized copy of the export ``onnx_dir`` to ``out_dir``; return it. For
+    ``--target tensorrt``, each scale's attention form follows TensorRT's fusion ``rules``
+    (``attention_form``; default: ``trt_attention.json``), with ``step_long.onnx`` for the
+    scales int8 attention cannot fuse.
 
     Refuses (``UserError``, one line) a cache made for another step graph, an export that
     fails its manifest check, and an ``out_dir`` that is the source or a non-export folder.
@@ -114,6 +127,8 @@ def quantize(
     manifest = verify(src)
     if out_dir.resolve() == src.resolve():
         raise UserError(f"{out_dir}: the quantized export must not replace its FP source")
+    if manifest.extra.get("export_config", {}).get("dtype", "fp32") != "fp32":
+        raise UserError(f"{src}: quantize the fp32 export (for an fp16 rest: --rest fp16)")
     spec = manifest.graphs["step"]
     step_hash = sha256_file(src / spec.file)
     if cache.model_hash != step_hash:
@@ -134,6 +149,7 @@ def quantize(
         "kept_float": report.kept_float,
         "shift_sum_extra_keys": report.shift_sum,
         "tensor_aliases": step.aliases,
+        **step.passes,
         "calib_settings": {
             "observer": cache.settings.observer.value,
             "num_samples": cache.settings.num_samples,
@@ -142,7 +158,14 @@ def quantize(
     }
     if step.cache:
         quant["kv_cache_bytes_per_image"] = cache_bytes(manifest, report)
-    return derive_export(src, q, out_dir, "quant", quant, cache=tuple(step.cache))
+    forms = per_scale(str(src / spec.file), manifest, cache, cfg, key, step, rules)
+    more, graphs = None, None
+    if forms is not None:
+        quant["attention_forms"] = [f.to_dict() for f in forms.forms]
+        if forms.long_model is not None:
+            more, graphs = {LONG_GRAPH: forms.long_model}, forms.step_graphs
+            quant["step_graphs"] = {LONG_GRAPH: {"kept_float": forms.long_kept_float}}
+    return derive_export(src, q, out_dir, "quant", quant, tuple(step.cache), more, graphs)
 
 
 def cache_bytes(manifest: Manifest, report: QdqReport) -> dict[str, int]:

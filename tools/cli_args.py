@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from sasq.exporter.config import ExportConfig
-from sasq.exporter.qdq_config import BIT_WIDTHS
+from sasq.exporter.config import ExportConfig, StepDtype
+from sasq.exporter.qdq_config import BIT_WIDTHS, Precision, QuantConfig, RestDtype
 from sasq.tools import cli_types as T
 
 
@@ -142,6 +142,14 @@ def args_export(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=T.count, default=1, help="images, with --static-batch")
     p.add_argument(
+        "--dtype",
+        default=ExportConfig.dtype.value,
+        choices=[d.value for d in StepDtype],
+        help="float type of the step graph: fp16 writes its casts into the graph (TensorRT 11 "
+        "has no FP16 builder flag); x_BlC, mod_BMC, logits stay fp32, the K/V cache is fp16, "
+        "reductions run in fp32",
+    )
+    p.add_argument(
         "--gps",
         action="store_true",
         help="PTQ4ARVG gain-projected scaling: balance the inputs of qkv, fc1 and the head "
@@ -267,6 +275,20 @@ def args_quantize(p: argparse.ArgumentParser) -> None:
         choices=range(2, 9),
         metavar="{2..8}",
         help="bits of the KV cache, below 8 simulated with Clip (default: the activations')",
+    )
+    p.add_argument(
+        "--precision",
+        default=QuantConfig.precision.value,
+        choices=[v.value for v in Precision],
+        help="int8, or fp8: E4M3 Q/DQ for Hopper/Ada TensorRT (scales amax/448, the KV cache "
+        "stored as fp8; needs --target tensorrt and W8A8; ONNX Runtime runs it as reference)",
+    )
+    p.add_argument(
+        "--rest",
+        default=QuantConfig.rest.value,
+        choices=[v.value for v in RestDtype],
+        help="float type of everything not quantized: fp16 writes the casts into the graph "
+        "(TensorRT 11's strongly typed int8 + fp16 engine; reductions stay fp32)",
     )
     p.add_argument(
         "--cache-budget",
@@ -429,7 +451,17 @@ def args_train_default(p: argparse.ArgumentParser) -> None:
 
 
 def args_lint(p: argparse.ArgumentParser) -> None:
+    from sasq.engines.lint import LintConfig
+    from sasq.engines.trt_ops import TrtVersion
+
     p.add_argument("model_onnx", metavar="MODEL.onnx", help="a Q/DQ ONNX model")
+    p.add_argument(
+        "--trt-version",
+        default=LintConfig.trt_version.value,
+        choices=[v.value for v in TrtVersion],
+        help="TensorRT major version whose ONNX parser table (ops and per-op dtypes, "
+        "engines/trt_support/) the tensorrt target is checked against",
+    )
     p.add_argument(
         "--target",
         default=None,

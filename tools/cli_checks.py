@@ -92,6 +92,13 @@ def quant_of_export(onnx_path: Path) -> dict:
     kept = quant.get("kept_float", {})
     if not isinstance(kept, dict) or not all(isinstance(k, str) for k in kept):
         raise UserError(f"{path}: extra.quant.kept_float is not a map of node names")
+    more = quant.get("step_graphs", {})  # e.g. step_long.onnx: its own float GEMMs too
+    own = more.get(onnx_path.stem, {}) if isinstance(more, dict) else {}
+    own_kept = own.get("kept_float", {}) if isinstance(own, dict) else {}
+    if not isinstance(own_kept, dict) or not all(isinstance(k, str) for k in own_kept):
+        raise UserError(f"{path}: extra.quant.step_graphs.{onnx_path.stem} is not a map")
+    kept = {**kept, **own_kept}
+    quant = {**quant, "kept_float": kept}
     if quant.get("target", "tensorrt") not in ("tensorrt", "ort"):
         raise UserError(f"{path}: extra.quant.target is not tensorrt or ort")
     if kept:

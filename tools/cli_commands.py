@@ -95,7 +95,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     model = _load(args)
     out = Path(args.out)  # export_model builds beside it and swaps it into place
     cfg = ExportConfig(
-        opset=args.opset, dynamic_batch=not args.static_batch, batch_size=args.batch_size
+        opset=args.opset,
+        dynamic_batch=not args.static_batch,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
     )
     notes, report = {}, {}
     if args.gps:
@@ -183,12 +186,19 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         target=args.target,
         kv_cache=args.kv_cache,
         kv_bits=args.kv_bits,
+        precision=args.precision,
+        rest=args.rest,
     )
     out = Path(args.out)  # quantize builds beside it and swaps it into place
     quantize(args.onnx, load_cache(args.calib), cfg, out)
     manifest = verify(out)
     quant = manifest.extra["quant"]
     violations = lint(out / manifest.graphs["step"].file, config_for_export(quant))
+    for key, rec in quant.get("step_graphs", {}).items():  # step_long: its own float GEMMs
+        kept = {**quant["kept_float"], **rec["kept_float"]}
+        cfg_more = config_for_export({**quant, "kept_float": kept})
+        violations += lint(out / manifest.graphs[key].file, cfg_more)
+    forms = [f"{f['si']}:{f['form']}" for f in quant.get("attention_forms", [])]
     print(
         json.dumps(
             {
@@ -198,7 +208,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 "kept_float": len(quant["kept_float"]),
                 "shift_sum": args.shift_sum,
                 "target": cfg.target.value,
+                "precision": cfg.precision.value,
+                "rest": cfg.rest.value,
                 "kv_cache": f"{cfg.kv_cache.value} ({cfg.cache_bits} bits)",
+                "attention_forms": " ".join(forms) or None,
+                "step_graphs": sorted({s.step_graph for s in manifest.scales}),
                 "lint": "PASSED"
                 if not violations
                 else f"{len(violations)} violation(s)"
@@ -374,6 +388,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
         min_opset=args.min_opset,
         coverage=Coverage.TOUCHED if args.touched_only else Coverage.ALL,
         target=Target(args.target or quant.get("target", "tensorrt")),
+        trt_version=args.trt_version,
     )
     try:
         violations = lint(path, cfg)
@@ -381,6 +396,9 @@ def cmd_lint(args: argparse.Namespace) -> int:
         raise
     except Exception as e:  # onnx raises DecodeError and friends for a file that is not ONNX
         raise UserError(f"{path}: cannot be read as ONNX ({type(e).__name__})") from None
+    if cfg.target == Target.TENSORRT:
+        t = cfg.support
+        print(f"ops and dtypes checked against {t.label()}'s ONNX parser table ({t.source_url})")
     print(format_violations(violations, cfg.target))
     return 1 if violations else 0
 

@@ -35,6 +35,12 @@ from sasq.models import LoadedModel
 from sasq.tools import atomic
 from sasq.tools.classifier import DigitsClassifier, predict
 from sasq.tools.digits import load_split
+from sasq.tools.eval_precision import (
+    PRECISION_BASELINE,
+    PRECISION_NOTES,
+    PRECISION_ROWS,
+    precision_backend,
+)
 from sasq.tools.intervals import (
     SampleScores,
     difference_dicts,
@@ -45,7 +51,7 @@ from sasq.tools.intervals import (
     replicates,
 )
 
-ROWS = (
+DEFAULT_ROWS = (
     "peer-minmax",
     "peer-entropy",
     "peer-linears",
@@ -63,8 +69,11 @@ ROWS = (
     "v-only",
     "v-only-shift-sum",
 )
+ROWS = (*DEFAULT_ROWS, *PRECISION_ROWS)  # the TensorRT precision rows on request (--rows)
 # Each row's paired difference is taken against its own baseline: the row it ablates.
-BASELINE = {"v-only-shift-sum": "v-only", "kv4-shift-sum": "kv4", "v-only": None}
+BASELINE = {
+    "v-only-shift-sum": "v-only", "kv4-shift-sum": "kv4", "v-only": None, **PRECISION_BASELINE
+}  # fmt: skip
 METRICS = ("token_agreement", "FID2FP", "FID", "IS", "class_acc")
 # Rows with an int8 KV cache narrower than the cell's activations (simulated): row -> bits.
 _KV_BITS = {"kv6": 6, "kv4": 4, "kv4-shift-sum": 4}
@@ -74,7 +83,7 @@ _KV_BITS = {"kv6": 6, "kv4": 4, "kv4-shift-sum": 4}
 class EvalConfig:
     per_class: int = 100  # 1,000 samples on the 10-class default
     bits: tuple[str, ...] = ("W8A8", "W6A6", "W4A8")
-    rows: tuple[str, ...] = ROWS
+    rows: tuple[str, ...] = DEFAULT_ROWS
     calib_samples: int = 32
     seed: int = 0
     batch: int = 100
@@ -234,6 +243,8 @@ class Workspace:
 def _backend_for(ws: Workspace, row: str, bits: str) -> StepBackend | None:
     """The backend of one cell, or None where the row has no such bit width."""
     w, a = BIT_WIDTHS[bits]
+    if row in PRECISION_ROWS:
+        return precision_backend(ws, row, bits)
     if row.startswith("peer-"):
         return make_backend("ort", None, ws.peer(row[5:])) if bits == "W8A8" else None
     if row == "paper-ref" or row.startswith("v-only"):
@@ -305,6 +316,7 @@ _NOTES: tuple[tuple[tuple[str, ...] | None, str], ...] = (
      "ROWS: only V of the AV product quantized at the cell's activation bits "
      "(per head, the paper's quantizer), all else FP; AV SQNR is the AV output's error "
      "against the same probabilities times the FP V"),
+    *PRECISION_NOTES,
 )  # fmt: skip
 
 

@@ -55,12 +55,13 @@ class EngineConfig:
     workspace_mb: int = 4096
     timing_cache: Path | None = None
     simulate: bool = False  # the contract simulator's engine: ORT math, TensorRT's I/O rules
-    trt_version: int = 10  # whose ONNX parser support tables the simulator checks against
+    trt_version: str = "10"  # whose ONNX parser table a simulated build checks the graph on
 
     def settings(self) -> dict:
         """What decides the engine's content (where the timing cache lives does not)."""
-        return {"builder_optimization_level": self.builder_optimization_level,
-                "workspace_mb": self.workspace_mb}  # fmt: skip
+        out = {"builder_optimization_level": self.builder_optimization_level,
+               "workspace_mb": self.workspace_mb}  # fmt: skip
+        return out | ({"parser_table": self.trt_version} if self.simulate else {})
 
 
 def sim_runtime() -> tuple[str, str]:
@@ -143,8 +144,9 @@ def _build_simulated(onnx_path: Path, onnx_file: str, profiles, tmp: Path, cfg: 
     from sasq.engines.lint import LintConfig, Rule, lint
     from sasq.engines.trt_sim import write_sim_engine
 
-    parse_rules = {Rule.UNSUPPORTED_OP, Rule.OPSET}
-    bad = [v for v in lint(onnx_path, LintConfig()) if v.rule in parse_rules]
+    parse_rules = {Rule.UNSUPPORTED_OP, Rule.UNSUPPORTED_DTYPE, Rule.OPSET}
+    cfg_lint = LintConfig(trt_version=cfg.trt_version)
+    bad = [v for v in lint(onnx_path, cfg_lint) if v.rule in parse_rules]
     if bad:
         raise UserError(f"{onnx_path}: TensorRT's ONNX parser would refuse it: {bad[0]}")
     write_sim_engine(tmp, onnx_file, profiles)

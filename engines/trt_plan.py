@@ -114,7 +114,7 @@ def step_graphs(manifest: Manifest) -> dict[str, tuple[int, ...]]:
     another attention form, ``ScaleShapes.step_graph``)."""
     out: dict[str, list[int]] = {}
     for s in manifest.scales:
-        out.setdefault(getattr(s, "step_graph", None) or "step", []).append(s.si)
+        out.setdefault(s.step_graph, []).append(s.si)
     return {k: tuple(v) for k, v in out.items()}
 
 

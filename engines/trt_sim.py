@@ -241,9 +241,10 @@ class SimContext:
     def _output_shapes(self) -> dict[str, tuple[int, ...]]:
         key = tuple(self._shapes[n] for n in self._inputs())
         if key not in self._out_shapes:  # TensorRT infers them; here a run on zeros does
-            feeds = {n: np.zeros(self._shapes[n], nptype(self.engine.get_tensor_dtype(n)))
-                     for n in self._inputs()}  # fmt: skip
-            outs = self.engine.session.run(self._outputs(), feeds)
+            e = self.engine
+            feeds = {n: _ort_value(np.zeros(self._shapes[n], nptype(e.get_tensor_dtype(n))),
+                                   e.get_tensor_dtype(n)) for n in self._inputs()}  # fmt: skip
+            outs = [o.numpy() for o in e.session.run_with_ort_values(self._outputs(), feeds)]
             self._out_shapes[key] = {n: o.shape for n, o in zip(self._outputs(), outs, strict=True)}
         return self._out_shapes[key]
 
@@ -286,14 +287,27 @@ class SimContext:
             dt = nptype(e.get_tensor_dtype(n))
             host = np.empty(shapes[n], dt)
             mem.to_host(self._addr[n], host)
-            feeds[n] = host
-        outs = e.session.run(self._outputs(), feeds)
+            feeds[n] = _ort_value(host, e.get_tensor_dtype(n))
+        outs = [o.numpy() for o in e.session.run_with_ort_values(self._outputs(), feeds)]
         for n, o in zip(self._outputs(), outs, strict=True):
             want = np.dtype(nptype(e.get_tensor_dtype(n)))
+            if e.get_tensor_dtype(n) == DataType.FP8 and o.dtype == np.uint8:
+                o = o.view(want)  # ORT hands float8 back as its raw bytes
             if o.dtype != want or o.shape != shapes[n]:
                 raise SimContractError(f"{n}: graph gave {o.dtype}{o.shape}, engine says {want}")
             mem.to_device(self._addr[n], o)
         return True
+
+
+def _ort_value(host: np.ndarray, dt: DataType):
+    """An ORT input: numpy has no float8 ORT takes, so fp8 goes in as typed raw bytes."""
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    if dt == DataType.FP8:
+        raw = np.ascontiguousarray(host).view(np.uint8)
+        return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(raw, TensorProto.FLOAT8E4M3FN)
+    return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(host))
 
 
 def write_sim_engine(plan: Path, onnx_file: str, profiles: list[dict[str, tuple]]) -> None:

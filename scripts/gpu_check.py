@@ -125,7 +125,7 @@ def model_chain(run: Runner, name: str, model_args: list[str], have_trt: bool) -
              "--out", str(d / "calib.json"), "-q"]  # fmt: skip
     if run.run(f"{name}: calibrate", calib, 180):
         quant = [*SASQ, "quantize", "--onnx", str(fp), "--calib", str(d / "calib.json"),
-                 "--target", "tensorrt", "-q"]  # fmt: skip
+                 "--target", "tensorrt", "--rest", "fp16", "-q"]  # fmt: skip
         if run.run(f"{name}: quantize int8", [*quant, "--out", str(q)], 120):
             folders["int8"] = q
         fp8 = [*quant, "--precision", "fp8", "--out", str(d / "onnx_fp8")]

@@ -169,3 +169,29 @@ def test_deeply_nested_sidecar_is_one_line(tmp_path):
 @pytest.mark.skipif(not HAS_TRT, reason=TRT_MISSING)
 def test_gpu_selftest_passes(tmp_path):
     assert main(["selftest", "--gpu", "--out", str(tmp_path)]) == 0
+
+
+def test_two_step_graphs_get_two_engines_and_the_same_tokens(
+    default_export, default_calib, tmp_path
+):
+    """An export whose last scale runs step_long (int8 attention TensorRT cannot fuse there):
+    one engine per step graph, each with the profiles of its own scales, one buffer set."""
+    import dataclasses
+
+    from sasq.exporter.attention_form import AttentionRules
+    from sasq.exporter.qdq_config import QuantConfig
+    from sasq.exporter.quantize import quantize
+
+    rules = dataclasses.replace(AttentionRules.load(), int8_max_seq=14)
+    q = quantize(default_export, default_calib, QuantConfig(target="tensorrt"), tmp_path / "q",
+                 rules)  # fmt: skip
+    plan = build_engine(q, tmp_path / "e.plan", SIM)
+    info = load_plan_info(plan)
+    assert {k: e.scales for k, e in info.engines.items()} == {"step": (0, 1, 2), "step_long": (3,)}
+    assert (tmp_path / "e.step_long.plan").is_file()
+    model = load_model()
+    ort, trt = make_backend("ort", None, q), make_backend("trt", None, q, engine=plan)
+    for seed in (0, 1):
+        gc = GenerateConfig((1, 2, 3), seed=seed, batch=3)
+        a, t = generate_many(model, ort, gc), generate_many(model, trt, gc)
+        assert all(torch.equal(x, y) for x, y in zip(a.idx, t.idx, strict=True))

@@ -334,6 +334,12 @@ def args_build(p: argparse.ArgumentParser) -> None:
         help="build the contract simulator's engine (ONNX Runtime math under TensorRT's I/O "
         "rules: profiles, non-null addresses, no aliasing), no GPU needed",
     )
+    p.add_argument(
+        "--trt-version",
+        choices=["10", "11"],
+        default="10",
+        help="with --simulate: whose ONNX parser table (ops and types) the graph must pass",
+    )
     p.add_argument("--opt-level", type=T.int_in(0, 5), default=3, help="builder optimization 0-5")
     p.add_argument("--timing-cache", default=None, help="timing cache file (read and written)")
     p.add_argument("--rebuild", action="store_true", help="replace a stale or foreign engine")

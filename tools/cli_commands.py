@@ -256,6 +256,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     cfg = EngineConfig(
         batch=BatchRange.parse(args.batch_range),
         simulate=args.simulate,
+        trt_version=args.trt_version,
         builder_optimization_level=args.opt_level,
         timing_cache=Path(args.timing_cache) if args.timing_cache else None,
     )

@@ -3,7 +3,8 @@
 The same checks run against real TensorRT engines on a GPU, or, with ``--simulate``,
 against the contract simulator (``engines.trt_sim``: TensorRT's I/O rules over ONNX
 Runtime's CPU math) on any machine, which is how CI runs them. For every precision the
-export offers (FP32, int8 Q/DQ for TensorRT, and fp16 / fp8 where this build writes them):
+export offers (FP32; fp16 with the casts sasq writes; int8 and fp8 Q/DQ for TensorRT with
+an fp16 rest):
 
 1. build a plan over a batch range (``--batch-range 1:2:4``);
 2. two generations in a row on one backend, tokens against ONNX Runtime on the CPU
@@ -66,27 +67,34 @@ def _agreement(a, b) -> float:
 def _exports(out: Path, model, checks: Checks) -> dict[str, Path]:
     """precision -> export folder, for every precision this build can write."""
     from sasq.calib.calibrate import CalibConfig, calibrate
-    from sasq.exporter import export_model
-    from sasq.exporter.qdq_config import QuantConfig, Target
+    from sasq.exporter import ExportConfig, export_model
+    from sasq.exporter.qdq_config import Precision, QuantConfig, RestDtype, Target
     from sasq.exporter.quantize import quantize
 
     folders: dict[str, Path] = {}
 
-    def fp32():
-        export_model(model, out / "onnx_fp32")
-        return out / "onnx_fp32", True, "default model exported"
+    def export(dtype: str):
+        export_model(model, out / f"onnx_{dtype}", ExportConfig(dtype=dtype))
+        return out / f"onnx_{dtype}", True, f"default model exported, step in {dtype}"
 
-    if (fp := checks.run("export FP32", fp32)) is None:
+    if (fp := checks.run("export FP32", lambda: export("fp32"))) is None:
         return folders
     folders["fp32"] = fp
+    if (f16 := checks.run("export fp16 (sasq writes the casts)", lambda: export("fp16"))):
+        folders["fp16"] = f16
+    calib_cfg = CalibConfig(num_samples=16, batch=16, progress=False)
+    cache = checks.run("calibrate", lambda: (calibrate(fp, calib_cfg).cache, True, "16 images"))
+    if cache is None:
+        return folders
+    for name, precision in (("int8", Precision.INT8), ("fp8", Precision.FP8)):
+        qc = QuantConfig(target=Target.TENSORRT, precision=precision, rest=RestDtype.FP16)
 
-    def int8():
-        cache = calibrate(fp, CalibConfig(num_samples=16, batch=16, progress=False)).cache
-        q = quantize(fp, cache, QuantConfig(target=Target.TENSORRT), out / "onnx_int8")
-        return q, True, "calibrated on 16 images, quantized for --target tensorrt"
+        def q(qc=qc, name=name):
+            folder = quantize(fp, cache, qc, out / f"onnx_{name}")
+            return folder, True, f"--target tensorrt --precision {name} --rest fp16"
 
-    if (q := checks.run("quantize int8 (TensorRT target)", int8)) is not None:
-        folders["int8"] = q
+        if (folder := checks.run(f"quantize {name}", q)) is not None:
+            folders[name] = folder
     return folders
 
 

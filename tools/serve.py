@@ -287,10 +287,15 @@ class Server:
 
     def __init__(self, sc: ServeConfig):
         check_config(sc)
-        if sc.backend in ("ort-cuda", "ort-trt"):  # a trt plan says itself what it needs
+        if sc.backend in ("ort-cuda", "ort-trt", "trt"):
             from sasq.engines.trt_device import gpu_count
+            from sasq.engines.trt_plan import load_plan_info
 
-            if gpu_count() == 0:
+            # a simulated plan (sasq build --simulate) runs anywhere; everything else needs a GPU
+            simulated = sc.backend == "trt" and sc.engine is not None and (
+                load_plan_info(Path(sc.engine)).simulated
+            )
+            if not simulated and gpu_count() == 0:
                 raise UserError(
                     f"--backend {sc.backend} needs an NVIDIA GPU, and no CUDA GPU is visible "
                     "here; serve with --backend ort"

@@ -20,7 +20,12 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from sasq.engines.ort_session import Provider, SessionConfig, make_session
+from sasq.engines.ort_session import (
+    Provider,
+    SessionConfig,
+    make_session,
+    open_session,
+)
 from sasq.errors import UserError
 from sasq.exporter.manifest import CacheTensor, Manifest, verify
 
@@ -71,11 +76,11 @@ class OrtBackend:
             if augment is not None:  # e.g. reductions computed in-graph for calibration
                 step_model = augment(step_model)
             exposed = expose(step_model, self._record)
-            self._step = make_session(exposed.SerializeToString(), cfg, self.dir)
+            self._step, self.int8_kernels = open_session(exposed.SerializeToString(), cfg, self.dir)
             fetched = {o.name for o in self._step.get_outputs()}
             self._fetch = [n for n in self._record if n in fetched and n not in self._step_out]
         else:
-            self._step = make_session(self.dir / step.file, cfg)
+            self._step, self.int8_kernels = open_session(self.dir / step.file, cfg)
             self._fetch = []
         self._next = [make_session(self.dir / s.next_graph, cfg) for s in m.scales]
         self._session_cfg = cfg
@@ -92,6 +97,16 @@ class OrtBackend:
     def step_session(self):
         """The step graph's ORT session (e.g. to end its profiling)."""
         return self._step
+
+    def int8_report(self) -> dict:
+        """Where this backend's int8 numbers come from, for reports: the step session's
+        kernels and why (``KernelChoice``, the CPU's int8 features included) and the
+        export's u8 x s8 form (``extra.quant.u8s8``; None for an FP or older export)."""
+        from sasq.exporter.u8s8 import read_record
+
+        quant = self.manifest.extra.get("quant")
+        form = read_record(quant, str(self.dir)) if isinstance(quant, dict) else None
+        return {**self.int8_kernels.as_dict(), "export_u8s8": form}
 
     # ----- StepBackend -----
 

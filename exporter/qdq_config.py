@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from sasq.errors import UserError
+from sasq.exporter.u8s8 import Forms, U8S8Form, forms_for, record
 
 # The bit widths of the quality studies: name -> (weight bits, activation bits).
 BIT_WIDTHS = {"W8A8": (8, 8), "W6A6": (6, 6), "W4A8": (4, 8), "W4A6": (4, 6)}
@@ -90,7 +91,11 @@ class QuantConfig:
     at every step. kv_bits: bits of the int8 cache (simulated below 8; None: a_bits).
     attention_qdq: with the int8 cache, also quantize the queries and the probabilities so
     both attention products are int8 GEMMs (the deployable form); False leaves them float
-    over the dequantized cache, for studying the cache's own error (not TensorRT-legal)."""
+    over the dequantized cache, for studying the cache's own error (not TensorRT-legal).
+    u8s8: the ``ort`` target's operand forms for ONNX Runtime's u8 x s8 kernels (``u8s8.py``):
+    bounded (7-bit weights and queries, uint8 probabilities: exact on every CPU) or full
+    (8 bits, the tensorrt numbers: exact where the CPU has VNNI); the tensorrt target
+    ignores it (signed int8, full range, as TensorRT's rules want)."""
 
     w_bits: int = 8
     a_bits: int = 8
@@ -102,12 +107,14 @@ class QuantConfig:
     kv_cache: KvCache = KvCache.INT8
     kv_bits: int | None = None
     attention_qdq: bool = True
+    u8s8: U8S8Form = U8S8Form.BOUNDED
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "float_nodes", tuple(self.float_nodes))
         try:
             object.__setattr__(self, "target", Target(self.target))
             object.__setattr__(self, "kv_cache", KvCache(self.kv_cache))
+            object.__setattr__(self, "u8s8", U8S8Form(self.u8s8))
         except ValueError as e:
             raise UserError(str(e)) from None
         for what, bits in (("w_bits", self.w_bits), ("a_bits", self.a_bits),
@@ -131,6 +138,11 @@ class QuantConfig:
         return s.enabled and s.fuse and self.target == Target.TENSORRT
 
     @property
+    def forms(self) -> Forms:
+        """How the operands of ORT's u8 x s8 kernels are written (``u8s8.forms_for``)."""
+        return forms_for(self.target == Target.ORT, self.u8s8, self.w_bits, self.a_bits)
+
+    @property
     def simulated(self) -> bool:
         """Narrower than int8: the graph simulates it (Clip between Q and DQ)."""
         return self.w_bits < 8 or self.a_bits < 8 or self.cache_bits < 8
@@ -148,6 +160,7 @@ class QuantConfig:
             "kv_cache": self.kv_cache.value,
             "kv_bits": self.cache_bits,
             "attention_qdq": self.attention_qdq,
+            "u8s8": record(self.u8s8, self.forms) if self.target == Target.ORT else None,
             "shift_sum": {
                 "enabled": s.enabled,
                 "mode": s.mode.value,

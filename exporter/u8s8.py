@@ -55,24 +55,20 @@ class Forms:
     query_u8: bool = False
     probs_u8: bool = False
 
-    @property
-    def bounded(self) -> bool:
-        return self.weight_qmax <= SAFE_QMAX or self.query_u8 or self.probs_u8
 
-
-SIGNED = Forms()
+SIGNED = Forms()  # 8-bit signed int8 everywhere (the tensorrt target's numbers)
 
 
 def forms_for(ort_target: bool, form: U8S8Form, w_bits: int, a_bits: int) -> Forms:
-    """The forms of a config: only the ``ort`` target's ``BOUNDED`` form narrows, and only
-    8-bit operands (a simulated width <= 7 bits fits: 127 x 63 x 2 < 32767)."""
+    """The forms of a config: the weights on their bits' grid, narrowed only by the ``ort``
+    target's ``BOUNDED`` form and only where 8-bit. Narrower (simulated) widths need
+    nothing: a weight of <= 7 bits fits any u8 activation (255 x 63 x 2 < 32767), and
+    activations of <= 7 bits pass a Clip between Q and DQ, after which ORT computes the
+    product in float."""
+    w_qmax = 2 ** (w_bits - 1) - 1
     if not ort_target or form != U8S8Form.BOUNDED:
-        return SIGNED
-    return Forms(
-        weight_qmax=SAFE_QMAX if w_bits == 8 else 2 ** (w_bits - 1) - 1,
-        query_u8=a_bits == 8,
-        probs_u8=a_bits == 8,
-    )
+        return Forms(weight_qmax=w_qmax)
+    return Forms(weight_qmax=min(w_qmax, SAFE_QMAX), query_u8=a_bits == 8, probs_u8=a_bits == 8)
 
 
 def weight_grid(W: np.ndarray, scale: np.ndarray, qmax: int, axis: int, bits_qmax: int):
@@ -112,7 +108,8 @@ def probs_qdq(e: GraphEdit, x: str, scale: float, base: str, clip: bool = False)
 
 
 def record(form: U8S8Form, forms: Forms) -> dict:
-    """What the manifest's ``extra.quant.u8s8`` says (``read_record`` checks it)."""
+    """What the manifest's ``extra.quant.u8s8`` says for an ``ort`` target export (the
+    tensorrt target records None: signed int8); ``read_record`` checks it."""
     return {
         "form": form.value,
         "weight_qmax": forms.weight_qmax,

@@ -251,7 +251,16 @@ def args_quantize(p: argparse.ArgumentParser) -> None:
         choices=["ort", "tensorrt"],
         help="runtime the graph is written for: ort (ONNX Runtime CPU kernels; shift-and-sum "
         "as two int8 products) or tensorrt (explicit quantization; shift-and-sum fused into "
-        "one GEMM); both share the int8 weights and KV cache (default: ort)",
+        "one GEMM); both share the calibration and the int8 KV cache (default: ort)",
+    )
+    p.add_argument(
+        "--u8s8",
+        default="bounded",
+        choices=["bounded", "full"],
+        help="ort target: bounded writes 7-bit weights and queries and uint8 probabilities, "
+        "so ONNX Runtime's u8 x s8 int8 kernels are exact on every x86 CPU (without VNNI "
+        "they saturate on 8-bit operands); full keeps 8 bits everywhere, exact where the CPU "
+        "has VNNI, run as slower s8 x s8 elsewhere (default: bounded)",
     )
     p.add_argument(
         "--kv-cache",

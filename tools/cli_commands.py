@@ -179,6 +179,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         target=args.target,
         kv_cache=args.kv_cache,
         kv_bits=args.kv_bits,
+        u8s8=args.u8s8,
     )
     out = Path(args.out)  # quantize builds beside it and swaps it into place
     quantize(args.onnx, load_cache(args.calib), cfg, out)
@@ -194,6 +195,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 "kept_float": len(quant["kept_float"]),
                 "shift_sum": args.shift_sum,
                 "target": cfg.target.value,
+                "u8s8": quant["u8s8"]["form"] if cfg.target.value == "ort" else None,
                 "kv_cache": f"{cfg.kv_cache.value} ({cfg.cache_bits} bits)",
                 "lint": "PASSED"
                 if not violations

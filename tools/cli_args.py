@@ -296,6 +296,14 @@ def args_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=T.non_negative, default=1, help="untimed runs per backend")
     p.add_argument("--seed", type=T.seed, default=0, help="sampling seed")
     p.add_argument("--out", default="out/bench", help="folder for bench.json and bench.md")
+    p.add_argument(
+        "--int8-kernels",
+        default="auto",
+        choices=["auto", "u8s8", "s8s8"],
+        help="ONNX Runtime's int8 kernels: auto runs a graph whose u8 x s8 products could "
+        "saturate on this CPU (no VNNI) as exact s8 x s8, else u8 x s8; u8s8 / s8s8 force "
+        "one (default: auto)",
+    )
 
 
 def args_build(p: argparse.ArgumentParser) -> None:

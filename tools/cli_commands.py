@@ -223,6 +223,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         seed=args.seed,
         threads=args.threads,
+        int8_kernels=args.int8_kernels,
     )
     out = checks.out_folder(args.out)
     result = run_bench(_load(args), args.onnx, cfg)

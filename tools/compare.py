@@ -32,6 +32,7 @@ from sasq.metrics import sqnr_db, token_agreement
 from sasq.models import ModelConfig
 from sasq.models.memory import Estimate, generation_estimate, require_fits
 from sasq.tools import atomic
+from sasq.tools.int8_record import backend_record, cpu_record, report_lines
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,8 @@ def compare_backends(cfg: ModelConfig, a: StepBackend, b: StepBackend, cc: Compa
         "image_max_abs": float(img.max()),
         "token_agreement_forced": sum(agree) / tokens,
         "token_agreement_free_running": token_agreement(ga.idx, free.idx),
+        # the int8 kernels each side ran and why (ORT's int8 numbers depend on the CPU)
+        "int8": {"cpu": cpu_record(), "a": backend_record(a), "b": backend_record(b)},
         "within_tolerance": all(s["passed"] for s in scales),
         "passed": all(s["passed"] for s in scales),
     }
@@ -228,7 +231,8 @@ def to_markdown(r: dict) -> str:
             q = s.get("quant")
             kind = f"quantized {q['bits']}" if q else "FP"
             lines.append(f"- {key}: `{s['folder']}` ({kind}), step sha256 {s['step_sha256'][:16]}")
-    lines.append("")
+    int8 = r.get("int8") or {}
+    lines += [*report_lines(int8.get("cpu"), {k: int8.get(k) for k in ("a", "b")}), ""]
     if quant and v["failures"]:
         lines.append("**FAILED**: " + "; ".join(v["failures"]))
     elif quant:
@@ -265,6 +269,7 @@ def describe_side(spec: str) -> dict:
     """What one side of ``sasq compare`` is: its spec, backend, export folder, the sha256 of
     the step graph (as its verified manifest lists it), and the quantization if any."""
     from sasq.exporter.manifest import verify
+    from sasq.exporter.u8s8 import read_record
 
     backend, _, rest = spec.partition("=")
     if not rest:
@@ -284,6 +289,7 @@ def describe_side(spec: str) -> dict:
             "bits": label,
             "narrowest_bits": min(w, a, kv),
             "target": q.get("target"),
+            "u8s8": read_record(q, folder),  # None: a peer, the tensorrt target's or older
             "source_step_sha256": q.get("source_step_sha256"),
         }
     return {

@@ -2,10 +2,12 @@
 model: W8A8 int8 (int8 KV cache, plain minmax calibration of 32 images) written in the
 full 8-bit form and in the bounded form (7-bit weights, 7-bit queries, uint8
 probabilities), plus the two halves of it, each against the FP model on the same labels
-and seeds, with 95% paired bootstrap intervals of every row's difference from ``full``.
+and seeds, with 95% paired bootstrap intervals of every row's difference from the first.
+``--gps``: the same for PTQ4ARVG's pair (GPS export + static per-step scales), GPS
+balanced for 8-bit weights and for the bounded form's 7-bit ones.
 
     python scripts/u8s8_quality.py default 50      # model, samples per class
-    python scripts/u8s8_quality.py digits32 30
+    python scripts/u8s8_quality.py digits32 30 [--gps]
 
 Metrics per sample: token agreement with FP (free running, mean over scales, as ``sasq
 eval``) and the logits' SQNR against FP with the quantized run teacher-forced on the FP
@@ -48,12 +50,44 @@ class _Ablation(QuantConfig):
         return self.override or super().forms
 
 
+# row -> (bits GPS balances the export's weights for, None: no GPS; the quantization)
 ROWS = {
-    "full": QuantConfig(u8s8=U8S8Form.FULL),
-    "w7 only": _Ablation(override=Forms(weight_qmax=64)),
-    "q7 + uint8 P only": _Ablation(override=Forms(query_u8=True, probs_u8=True)),
-    "bounded": QuantConfig(u8s8=U8S8Form.BOUNDED),
+    "full": (None, QuantConfig(u8s8=U8S8Form.FULL)),
+    "w7 only": (None, _Ablation(override=Forms(weight_qmax=64))),
+    "q7 + uint8 P only": (None, _Ablation(override=Forms(query_u8=True, probs_u8=True))),
+    "bounded": (None, QuantConfig(u8s8=U8S8Form.BOUNDED)),
+    "7-bit linear inputs (8-bit weights) + q7 + uint8 P": (
+        None,
+        _Ablation(override=Forms(query_u8=True, probs_u8=True, act_u8=True)),
+    ),
 }
+# --gps: PTQ4ARVG's pair (gain-projected scaling + static per-step scales), as sasq eval's
+# gps-stwq row; GPS balanced for 8-bit weights, and for the bounded form's 7-bit ones
+GPS_ROWS = {
+    "gps full": (8, QuantConfig(u8s8=U8S8Form.FULL, static_per_step=True)),
+    "gps bounded": (8, QuantConfig(static_per_step=True)),
+    "gps (balanced for 7-bit weights) bounded": (7, QuantConfig(static_per_step=True)),
+    "gps, 7-bit linear inputs (8-bit weights) + q7 + uint8 P": (
+        8,
+        _Ablation(static_per_step=True, override=Forms(query_u8=True, probs_u8=True, act_u8=True)),
+    ),
+}
+
+
+def _export(model, tmp: Path, gps_w_bits: int | None, seed: int) -> Path:
+    """The FP export, or one with GPS balanced for W{gps_w_bits}A8 (as sasq eval makes)."""
+    out = tmp / f"fp-gps{gps_w_bits}"
+    if gps_w_bits is None:
+        export_model(model, out)
+        return out
+    from sasq.calib.gps import GPSConfig, apply_gps
+    from sasq.exporter import ExportConfig
+
+    gc = GPSConfig(num_samples=32, w_bits=gps_w_bits, a_bits=8, resample="none", seed=seed,
+                   progress=False)  # fmt: skip
+    gps_model, notes = apply_gps(model, gc)
+    export_model(gps_model, out, ExportConfig(progress=False), notes={"gps": notes})
+    return out
 
 
 def _per_sample(model, backend, labels, seed, fp):
@@ -84,20 +118,23 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--gps", action="store_true", help="the GPS + per-step rows instead")
     args = ap.parse_args()
+    rows = GPS_ROWS if args.gps else ROWS
     model = load_model(args.model)
     K = model.var.num_classes
     labels = torch.tensor([c for c in range(K) for _ in range(args.per_class)])
     with tempfile.TemporaryDirectory() as tmp:
-        fp_dir = Path(tmp) / "fp"
-        export_model(model, fp_dir)
         cc = CalibConfig(num_samples=32, resample="none", observer="minmax", seed=args.seed,
                          progress=False)  # fmt: skip
-        cache = calibrate(fp_dir, cc).cache
-        dirs = {r: quantize(fp_dir, cache, qc, Path(tmp) / f"q{i}")
-                for i, (r, qc) in enumerate(ROWS.items())}  # fmt: skip
+        exports = {}
+        for gps_w in {g for g, _ in rows.values()}:
+            fp_dir = _export(model, Path(tmp), gps_w, args.seed)
+            exports[gps_w] = fp_dir, calibrate(fp_dir, cc).cache
+        dirs = {r: quantize(*exports[g], qc, Path(tmp) / f"q{i}")
+                for i, (r, (g, qc)) in enumerate(rows.items())}  # fmt: skip
         backends = {r: make_backend("ort", None, d) for r, d in dirs.items()}
-        got = {r: ([], [], []) for r in ROWS}
+        got = {r: ([], [], []) for r in rows}
         torch_fp = make_backend("torch", model)
         for i, chunk in enumerate(labels.split(args.batch)):
             fp = generate(torch_fp, chunk, model.var.patch_nums, model.cfg.sampling,
@@ -116,23 +153,24 @@ def main() -> None:
               np.array([10 * np.log10(s[i].sum() / n[i].sum()) for i in idx]))  # fmt: skip
         return {"token_agreement": ta, "logit_sqnr_db": db}
 
-    st = {r: stats(r) for r in ROWS}
+    st = {r: stats(r) for r in rows}
+    base = next(iter(rows))
     result = {"model": args.model, "samples": len(labels), "cpu": cpu_int8().as_dict(),
               "rows": {}}  # fmt: skip
     lines = [f"{args.model}, {len(labels)} samples, CPU u8s8 kernel {cpu_int8().kernel}", "",
-             "| form | token agreement | vs full | logits SQNR dB | vs full |",
+             f"| form | token agreement | vs {base} | logits SQNR dB | vs {base} |",
              "|---|---|---|---|---|"]  # fmt: skip
-    for r in ROWS:
+    for r in rows:
         row, cells = {}, []
         for m in ("token_agreement", "logit_sqnr_db"):
             v, reps = st[r][m]
             iv = percentile_interval(v, reps)
-            d = percentile_interval(v - st["full"][m][0], reps - st["full"][m][1])
-            row[m] = {"value": iv.as_dict(), "vs_full": d.as_dict() | {
+            d = percentile_interval(v - st[base][m][0], reps - st[base][m][1])
+            row[m] = {"value": iv.as_dict(), "vs_first_row": d.as_dict() | {
                 "significant": d.excludes(0.0)}}  # fmt: skip
             cells += [
                 f"{v:.4f} [{iv.lo:.4f}, {iv.hi:.4f}]",
-                "-" if r == "full" else f"{d.value:+.4f} [{d.lo:+.4f}, {d.hi:+.4f}]",
+                "-" if r == base else f"{d.value:+.4f} [{d.lo:+.4f}, {d.hi:+.4f}]",
             ]
         result["rows"][r] = row
         lines.append(f"| {r} | " + " | ".join(cells) + " |")

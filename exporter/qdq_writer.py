@@ -38,7 +38,7 @@ from sasq.exporter.qdq_edit import GraphEdit
 from sasq.exporter.qdq_per_step import PerStepScaling, StepKey
 from sasq.exporter.shift_sum import LayerPlan, expand_av, extra_keys_per_layer, plan_layer
 from sasq.exporter.shift_sum_cache import CachePlan, plan_cache_layer
-from sasq.exporter.u8s8 import centered_u8_qdq, weight_grid
+from sasq.exporter.u8s8 import weight_grid
 
 
 @dataclass
@@ -170,26 +170,19 @@ class _Writer:
                             "recalibrate")  # fmt: skip
         return activation_scale(r.amax, self.cfg.a_bits)
 
-    def act(
-        self, x: str, user: str, per_step: bool = True, linear: bool = False
-    ) -> tuple[str, str | None]:
+    def act(self, x: str, user: str, per_step: bool = True) -> tuple[str, str | None]:
         """One shared Q/DQ pair per (tensor, scale): (its DQ output, the per-step ratio r
-        the GEMM output must be multiplied by, or None). ``linear``: a linear's input, which
-        a u8 x s8 form may write as uint8 (u8s8.py)."""
+        the GEMM output must be multiplied by, or None)."""
         scale = self.act_scale(x, user)
         ps = self.per_step if per_step else None
-        u8 = linear and self.cfg.forms.act_u8
-        key = (x, scale, u8) if ps is None else (f"{x}/per_step", scale, u8)
+        key = (x, scale) if ps is None else (f"{x}/per_step", scale)
         if key not in self._acts:
             ratios = ps.ratios(x, self.cache.ranges[x]) if ps is not None else None
-            x_in = x
-            if ratios is not None:
-                x_in = self.edit.node("Mul", [x, ratios[0]], f"{x}_per_step")[0]
-            if u8:
-                dq = centered_u8_qdq(self.edit, x_in, scale, qmax(self.cfg.a_bits), f"{x}_act")
+            if ratios is None:
+                self._acts[key] = (self.qdq(x, scale, f"{x}_act"), None)
             else:
-                dq = self.qdq(x_in, scale, f"{x}_act")
-            self._acts[key] = (dq, ratios[1] if ratios is not None else None)
+                x_in = self.edit.node("Mul", [x, ratios[0]], f"{x}_per_step")[0]
+                self._acts[key] = (self.qdq(x_in, scale, f"{x}_act"), ratios[1])
         return self._acts[key]
 
     def weight(self, w: str, axis: int) -> str:
@@ -299,7 +292,7 @@ def write_qdq(
             i_w = list(node.input[:2]).index(t.weight)
             biased = node.op_type == "Gemm" and len(node.input) > 2 and node.input[2] != ""
             # a row scaling of the output would scale Gemm's bias too: fixed scale there
-            node.input[1 - i_w], r = w.act(node.input[1 - i_w], t.node, not biased, linear=True)
+            node.input[1 - i_w], r = w.act(node.input[1 - i_w], t.node, per_step=not biased)
             node.input[i_w] = w.weight(t.weight, t.weight_axis)
             replaced.add(t.weight)
             rs.append(r)

@@ -54,7 +54,6 @@ class Forms:
     weight_qmax: int = 127
     query_u8: bool = False
     probs_u8: bool = False
-    act_u8: bool = False  # linears' activations as uint8 zp 64 within +-64 steps
 
 
 SIGNED = Forms()  # 8-bit signed int8 everywhere (the tensorrt target's numbers)
@@ -84,13 +83,8 @@ def weight_grid(W: np.ndarray, scale: np.ndarray, qmax: int, axis: int, bits_qma
 
 
 def query_qdq(e: GraphEdit, x: str, scale: float, bits_qmax: int, base: str) -> str:
-    """The queries' Q/DQ (``centered_u8_qdq``)."""
-    return centered_u8_qdq(e, x, scale, bits_qmax, base)
-
-
-def centered_u8_qdq(e: GraphEdit, x: str, scale: float, bits_qmax: int, base: str) -> str:
-    """x -> Clip(+-64 steps) -> Q(uint8, zero point 64) -> DQ: x on a 7-bit grid (scale
-    stretched from ``bits_qmax`` steps to 64) whose raw values are 0..128."""
+    """x -> Clip(+-64 steps) -> Q(uint8, zero point 64) -> DQ: the queries on a 7-bit grid
+    (scale stretched from ``bits_qmax`` steps to 64) whose raw values are 0..128."""
     s = scale * bits_qmax / SAFE_QMAX
     lim = np.float32(SAFE_QMAX * np.float32(s))
     lo, hi = e.const(f"{base}_lo", -lim), e.const(f"{base}_hi", lim)

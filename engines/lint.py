@@ -145,13 +145,17 @@ def _check_qparams(g: _Graph, cfg: LintConfig) -> Iterator[Violation]:
             bad = scale[~(np.isfinite(scale) & (scale > 0))].ravel()[:3].tolist()
             yield Violation(Rule.SCALE_VALUE, name, f"scale must be positive and finite: {bad}")
         has_zp = len(n.input) > 2 and n.input[2] != ""
+        # ORT target: uint8 activations (any zero point) are what its x86 kernels take; the
+        # bounded u8 x s8 form writes queries and probabilities so (exporter/u8s8.py)
+        ort_u8 = has_zp and cfg.target == Target.ORT and not weight
+        ort_u8 = ort_u8 and g.dtype(n.input[2]) == TensorProto.UINT8
         if has_zp:
             ztype = g.dtype(n.input[2])
             zp = g.value(n.input[2])
             if g.const_tensor(n.input[2]) is None:
                 msg = f"zero point {n.input[2]!r} is not a constant"
                 yield Violation(Rule.SCALE_NOT_CONSTANT, name, msg)
-            elif zp is not None and np.any(zp.astype(np.int64) != 0):
+            elif zp is not None and np.any(zp.astype(np.int64) != 0) and not ort_u8:
                 msg = f"zero point must be 0 (symmetric), got {zp.ravel()[:3].tolist()}"
                 yield Violation(Rule.ZERO_POINT_NONZERO, name, msg)
         elif n.op_type == "QuantizeLinear":
@@ -159,7 +163,7 @@ def _check_qparams(g: _Graph, cfg: LintConfig) -> Iterator[Violation]:
         else:
             ztype = g.dtype(n.input[0])
         int4_ok = cfg.allow_int4_weights and weight and ztype == TensorProto.INT4
-        if ztype is not None and ztype != cfg.quant_dtype and not int4_ok:
+        if ztype is not None and ztype != cfg.quant_dtype and not (int4_ok or ort_u8):
             tname = TensorProto.DataType.Name(ztype)
             hint = " (no zero point: ONNX defaults to uint8)" if not has_zp else ""
             want = TensorProto.DataType.Name(cfg.quant_dtype)

@@ -21,7 +21,11 @@ import onnxruntime as ort
 import torch
 from onnx import TensorProto
 
-from sasq.engines.ort_session import Provider, SessionConfig, make_session
+from sasq.engines.ort_session import (
+    Provider,
+    SessionConfig,
+    open_session,
+)
 from sasq.engines.trt_plan import BatchRange
 from sasq.errors import UserError
 from sasq.exporter.manifest import CacheTensor, Manifest, verify
@@ -116,6 +120,16 @@ class OrtBackend:
         """The step graph's ORT session (e.g. to end its profiling)."""
         return self._step
 
+    def int8_report(self) -> dict:
+        """Where this backend's int8 numbers come from, for reports: the step session's
+        kernels and why (``KernelChoice``, the CPU's int8 features included) and the
+        export's u8 x s8 form (``extra.quant.u8s8``; None for an FP or older export)."""
+        from sasq.exporter.u8s8 import read_record
+
+        quant = self.manifest.extra.get("quant")
+        form = read_record(quant, str(self.dir)) if isinstance(quant, dict) else None
+        return {**self.int8_kernels.as_dict(), "export_u8s8": form}
+
     # ----- StepBackend -----
 
     def reset(self, label_2B: torch.Tensor) -> None:
@@ -180,7 +194,12 @@ class OrtBackend:
         with the GPU providers' options for it."""
         path = self.dir / self.manifest.graphs[key].file
         ext = self.dir if model is not None else None
-        return make_session(model or path, self._session_cfg, ext, self._provider_options(key))
+        sess, choice = open_session(
+            model or path, self._session_cfg, ext, self._provider_options(key)
+        )
+        if key == "step":  # the int8 kernels that matter: reports record them
+            self.int8_kernels = choice
+        return sess
 
     def _provider_options(self, key: str) -> dict[str, dict[str, str]] | None:
         provider = self._session_cfg.provider

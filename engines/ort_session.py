@@ -1,6 +1,16 @@
 """ONNX Runtime sessions from one frozen config: provider, threads, optimization level,
 disabled graph optimizers (e.g. ``MatMulAddFusion``, which breaks int8 Q/DQ MatMuls on CPU),
-profiling."""
+profiling, and the int8 kernel policy.
+
+The int8 kernel policy (``int8_kernels``, default AUTO): on x86 ONNX Runtime runs int8
+products as u8 x s8, whose kernel saturates on CPUs without VNNI (``int8_kernels.py``). A
+CPU-EP session of a graph with a product that can saturate there (``int8_graph``: an 8-bit
+export such as the tensorrt target or ORT's ``quantize_static`` run on the CPU) is opened
+with ``session.qdqisint8allowed=1``: s8 x s8, exact on every CPU, slower on AVX2. Graphs
+whose u8 x s8 operands are bounded (the ``ort`` target's default form) keep the fast
+kernels. ``open_session`` returns what was chosen and why (``KernelChoice``), which the
+tools record beside every number.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +20,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from sasq.engines.int8_kernels import CpuInt8, Int8Kernels, cpu_int8
 from sasq.errors import UserError
 
 
@@ -66,11 +77,17 @@ class SessionConfig:
     # 36 layers (~24 GB) on VAR-d36.
     priority_order: bool = False
     profile_prefix: str = "ort_profile"
+    # The int8 kernel policy (module docstring). u8s8_saturates: None reads this CPU; True /
+    # False decide as on a CPU whose u8 x s8 kernel does / does not saturate, so tests take
+    # the no-VNNI path on any machine.
+    int8_kernels: Int8Kernels = Int8Kernels.AUTO
+    u8s8_saturates: bool | None = None
 
     def __post_init__(self) -> None:
         try:
             object.__setattr__(self, "provider", Provider(self.provider))
             object.__setattr__(self, "graph_optimization", GraphOpt(self.graph_optimization))
+            object.__setattr__(self, "int8_kernels", Int8Kernels(self.int8_kernels))
         except ValueError as e:
             raise UserError(str(e)) from None
         object.__setattr__(self, "disabled_optimizers", tuple(self.disabled_optimizers))
@@ -90,6 +107,60 @@ def providers_for(provider: Provider | str) -> list[str]:
     return list(chain)
 
 
+@dataclass(frozen=True)
+class KernelChoice:
+    """The int8 kernels a session runs and why. kernels: "u8s8" (ORT's x86 default),
+    "s8s8" (``session.qdqisint8allowed=1``, or ORT's default off x86), "none" (no int8
+    product), or "provider" (a GPU provider's own). products / can_saturate: the graph's
+    integer GEMMs and those whose u8 x s8 pair sums can overflow int16 (None: not needed
+    for the decision, so not analyzed)."""
+
+    kernels: str
+    reason: str
+    cpu: CpuInt8
+    products: int | None = None
+    can_saturate: int | None = None
+
+    def as_dict(self) -> dict:
+        return {"kernels": self.kernels, "reason": self.reason, "int8_products": self.products,
+                "can_saturate": self.can_saturate, "cpu": self.cpu.as_dict()}  # fmt: skip
+
+
+def choose_kernels(
+    path: str | Path | bytes,
+    cfg: SessionConfig,
+    external_data_dir: str | Path | None = None,
+) -> KernelChoice:
+    """The int8 kernels of a session on ``path`` under ``cfg`` (module docstring)."""
+    cpu = cpu_int8()
+    default = "u8s8" if cpu.x86 else "s8s8"
+    if cfg.provider != Provider.CPU:
+        return KernelChoice("provider", f"{cfg.provider.value} provider's own kernels", cpu)
+    if cfg.int8_kernels == Int8Kernels.S8S8:
+        return KernelChoice("s8s8", "asked for (int8_kernels=s8s8)", cpu)
+    if cfg.int8_kernels == Int8Kernels.U8S8:
+        return KernelChoice(default, "asked for (int8_kernels=u8s8)", cpu)
+    saturates = cpu.u8s8_saturates if cfg.u8s8_saturates is None else cfg.u8s8_saturates
+    if not saturates:
+        return KernelChoice(default, f"u8 x s8 is exact on this CPU ({cpu.kernel})", cpu)
+    import onnx
+
+    from sasq.engines.int8_graph import has_qdq, int8_products
+
+    src = onnx.load_from_string(path) if isinstance(path, bytes) else onnx.load(
+        str(path), load_external_data=False)  # fmt: skip
+    if not has_qdq(src):
+        return KernelChoice(default, "no int8 product", cpu, 0, 0)
+    found = int8_products(path, cfg.disabled_optimizers, external_data_dir)
+    bad = sum(p.can_saturate for p in found)
+    where = "this CPU" if cfg.u8s8_saturates is None else "a CPU without VNNI (assumed)"
+    if bad:
+        why = f"{bad} of {len(found)} int8 products can saturate u8 x s8 on {where}"
+        return KernelChoice("s8s8", why, cpu, len(found), bad)
+    why = f"every u8 x s8 operand pair fits int16: exact on {where}"
+    return KernelChoice(default, why, cpu, len(found), 0)
+
+
 def make_session(
     path: str | Path | bytes,
     cfg: SessionConfig | None = None,
@@ -102,10 +173,23 @@ def make_session(
     provider name -> its options (``engines.ort_gpu``). A session that did not get the
     provider asked for is refused: ORT falls back to the CPU silently when a GPU provider
     fails to load (a missing libcudnn, a TensorRT it was not built against)."""
+    return open_session(path, cfg, external_data_dir, provider_options)[0]
+
+
+def open_session(
+    path: str | Path | bytes,
+    cfg: SessionConfig | None = None,
+    external_data_dir: str | Path | None = None,
+    provider_options: dict[str, dict[str, str]] | None = None,
+) -> tuple[ort.InferenceSession, KernelChoice]:
+    """``make_session``, and the int8 kernels it chose (``choose_kernels``)."""
     cfg = cfg or SessionConfig()
     chain = providers_for(cfg.provider)
     opts = provider_options or {}
     providers = [(p, opts[p]) if p in opts else p for p in chain]
+    if not isinstance(path, bytes) and not Path(path).is_file():
+        raise UserError(f"{path}: no such ONNX file")
+    choice = choose_kernels(path, cfg, external_data_dir)
     so = ort.SessionOptions()
     so.intra_op_num_threads = cfg.intra_op_threads
     so.inter_op_num_threads = 1
@@ -121,8 +205,8 @@ def make_session(
     if cfg.enable_profiling:
         so.enable_profiling = True
         so.profile_file_prefix = cfg.profile_prefix
-    if not isinstance(path, bytes) and not Path(path).is_file():
-        raise UserError(f"{path}: no such ONNX file")
+    if choice.kernels == "s8s8":  # no s8 -> u8 rewrite: s8 x s8 kernels, exact everywhere
+        so.add_session_config_entry("session.qdqisint8allowed", "1")
     sess = ort.InferenceSession(
         path if isinstance(path, bytes) else str(path),
         so,
@@ -131,7 +215,7 @@ def make_session(
     )
     check_providers(sess.get_providers(), chain, "a model in memory" if isinstance(path, bytes)
                     else str(path))  # fmt: skip
-    return sess
+    return sess, choice
 
 
 def check_providers(got: list[str], chain: list[str], where: str) -> None:

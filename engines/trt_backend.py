@@ -123,6 +123,14 @@ class TrtBackend(OrtBackend):
         with contextlib.suppress(Exception):
             self.close()
 
+    def int8_report(self) -> dict:
+        """Where this backend's int8 numbers come from (reports): TensorRT's own kernels, or
+        in the simulator the ONNX Runtime kernels its engine's session chose."""
+        if not self.simulated:
+            return {"kernels": "tensorrt", "reason": "TensorRT engine (int32 accumulation)"}
+        k = next(iter(self._engines.values())).kernels.as_dict()
+        return k | {"reason": f"contract simulator on ONNX Runtime: {k['reason']}"}
+
     # ----- StepBackend -----
 
     def reset(self, label_2B: torch.Tensor) -> None:

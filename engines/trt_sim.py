@@ -132,7 +132,7 @@ class SimEngine:
     def __init__(self, onnx_path: Path, profiles: list[dict[str, tuple]], memory: SimMemory):
         import onnx
 
-        from sasq.engines.ort_session import SessionConfig, make_session
+        from sasq.engines.ort_session import SessionConfig, open_session
 
         model = onnx.load(str(onnx_path), load_external_data=False)
         inits = {i.name for i in model.graph.initializer}
@@ -153,7 +153,7 @@ class SimEngine:
         # exact int8 kernels on every CPU are ORT's session policy; MatMulAddFusion off as
         # in every int8 session (DESIGN.md, runtime facts)
         cfg = SessionConfig(disabled_optimizers=("MatMulAddFusion",))
-        self.session = make_session(onnx_path, cfg)
+        self.session, self.kernels = open_session(onnx_path, cfg)
 
     @classmethod
     def from_plan(cls, plan: Path, onnx_dir: Path, memory: SimMemory) -> SimEngine:

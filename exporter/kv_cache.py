@@ -39,6 +39,7 @@ from sasq.exporter.qdq_per_step import StepKey, step_index
 from sasq.exporter.qdq_writer import add_qdq, add_quantize, qmax, qparams
 from sasq.exporter.shift_sum import SUM_SUFFIX
 from sasq.exporter.shift_sum_cache import CachePlan, CopyBranch
+from sasq.exporter.u8s8 import SIGNED, Forms, probs_qdq, query_qdq
 
 
 @dataclass(frozen=True)
@@ -147,11 +148,13 @@ def int8_kv_cache(
     plans: Mapping[int, CachePlan] | None = None,
     prob_shift: bool = True,
     operands_qdq: bool = True,
+    forms: Forms = SIGNED,
 ) -> Int8Cache:
     """Rewrite ``model`` (edited in place) to the int8 cache. ``step`` finds the scale
     step from a cache length (the shift-and-sum tables are indexed by it); ``plans``:
     block -> its copies; ``operands_qdq``: also Q/DQ the queries and probabilities (int8
-    products), else they stay float."""
+    products), else they stay float; ``forms``: how they are written (signed int8, or the
+    ``ort`` target's bounded uint8 forms of ``u8s8``; the cache itself is the same)."""
     layers = find_cache_layers(model)
     plans = plans or {}
     g = model.graph
@@ -182,7 +185,9 @@ def int8_kv_cache(
         qk = nodes[L.qk]
         qk.input[1] = e.node("DequantizeLinear", [L.present_key, k_s, k_zp], f"{b}_kread")[0]
         aliases[L.k_range] = qk.input[1]
-        if operands_qdq:
+        if operands_qdq and forms.query_u8:
+            qk.input[0] = query_qdq(e, L.q, s.q, qmax(a_bits), f"{b}_q")
+        elif operands_qdq:
             qk.input[0] = add_qdq(e, L.q, s.q, f"{b}_q", a_bits)
         g.node.remove(nodes[L.k_transpose])
         shape_k = _retype(g, L.past_key, TensorProto.INT8, (0, 1, 3, 2))
@@ -202,8 +207,15 @@ def int8_kv_cache(
         def dequant(x: str, base: str, v_s=v_s, v_zp=v_zp) -> str:
             return e.node("DequantizeLinear", [x, v_s, v_zp], f"{base}_DQ")[0]
 
-        def qdq_p(x: str, base: str) -> str:
-            return add_qdq(e, x, p_scale, base, a_bits) if operands_qdq else x
+        def qdq_p(x: str, base: str, clip: bool = False) -> str:
+            if not operands_qdq:
+                return x
+            if forms.probs_u8:  # clip: the copies' probabilities are no Softmax output
+                return probs_qdq(e, x, p_scale, base, clip)
+            return add_qdq(e, x, p_scale, base, a_bits)
+
+        def qdq_copies(x: str, base: str) -> str:
+            return qdq_p(x, base, clip=True)
 
         plan = plans.get(L.index)
         branch = None
@@ -231,7 +243,7 @@ def int8_kv_cache(
         if branch is not None:
             out = av.output[0]
             av.output[0] = e.fresh(f"{out}_main")
-            extra = branch.read(L.probs, f"present_vcopy_{L.index}", dequant, qdq_p)
+            extra = branch.read(L.probs, f"present_vcopy_{L.index}", dequant, qdq_copies)
             e.node_to("Sum", [av.output[0], extra], [out], f"{L.av}{SUM_SUFFIX}")
     return Int8Cache(e.finish(), _ordered(g, cache), aliases)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from sasq.errors import UserError
+from sasq.exporter.u8s8 import Forms, U8S8Form, forms_for, record
 
 # The bit widths of the quality studies: name -> (weight bits, activation bits).
 BIT_WIDTHS = {"W8A8": (8, 8), "W6A6": (6, 6), "W4A8": (4, 8), "W4A6": (4, 6)}
@@ -109,7 +110,11 @@ class QuantConfig:
     over the dequantized cache, for studying the cache's own error (not TensorRT-legal).
     precision: int8, or fp8 (E4M3, the tensorrt target's form, ``exporter/fp8.py``). rest:
     fp16 writes everything not quantized in fp16 (``exporter/fp16_pass.py``), for TensorRT
-    11's strongly typed int8 + fp16 engine."""
+    11's strongly typed int8 + fp16 engine.
+    u8s8: the ``ort`` target's operand forms for ONNX Runtime's u8 x s8 kernels (``u8s8.py``):
+    bounded (7-bit weights and queries, uint8 probabilities: exact on every CPU) or full
+    (8 bits, the tensorrt numbers: exact where the CPU has VNNI); the tensorrt target
+    ignores it (signed int8, full range, as TensorRT's rules want)."""
 
     w_bits: int = 8
     a_bits: int = 8
@@ -123,6 +128,7 @@ class QuantConfig:
     attention_qdq: bool = True
     precision: Precision = Precision.INT8
     rest: RestDtype = RestDtype.FP32
+    u8s8: U8S8Form = U8S8Form.BOUNDED
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "float_nodes", tuple(self.float_nodes))
@@ -131,6 +137,7 @@ class QuantConfig:
             object.__setattr__(self, "kv_cache", KvCache(self.kv_cache))
             object.__setattr__(self, "precision", Precision(self.precision))
             object.__setattr__(self, "rest", RestDtype(self.rest))
+            object.__setattr__(self, "u8s8", U8S8Form(self.u8s8))
         except ValueError as e:
             raise UserError(str(e)) from None
         self._check_fp8()
@@ -167,6 +174,11 @@ class QuantConfig:
         return s.enabled and s.fuse and self.target == Target.TENSORRT
 
     @property
+    def forms(self) -> Forms:
+        """How the operands of ORT's u8 x s8 kernels are written (``u8s8.forms_for``)."""
+        return forms_for(self.target == Target.ORT, self.u8s8, self.w_bits, self.a_bits)
+
+    @property
     def simulated(self) -> bool:
         """Narrower than int8: the graph simulates it (Clip between Q and DQ)."""
         return self.w_bits < 8 or self.a_bits < 8 or self.cache_bits < 8
@@ -186,6 +198,7 @@ class QuantConfig:
             "attention_qdq": self.attention_qdq,
             "precision": self.precision.value,
             "rest": self.rest.value,
+            "u8s8": record(self.u8s8, self.forms) if self.target == Target.ORT else None,
             "shift_sum": {
                 "enabled": s.enabled,
                 "mode": s.mode.value,

@@ -38,6 +38,7 @@ from sasq.exporter.qdq_edit import GraphEdit
 from sasq.exporter.qdq_per_step import PerStepScaling, StepKey
 from sasq.exporter.shift_sum import LayerPlan, expand_av, extra_keys_per_layer, plan_layer
 from sasq.exporter.shift_sum_cache import CachePlan, plan_cache_layer
+from sasq.exporter.u8s8 import weight_grid
 
 
 @dataclass
@@ -192,10 +193,9 @@ class _Writer:
         e = self.edit
         W = numpy_helper.to_array(e.inits[w]).astype(np.float32)
         scale = weight_scales_per_channel(W, self.cfg.w_bits, axis).astype(np.float32)
-        shape = [1] * W.ndim
-        shape[axis] = -1
-        m = qmax(self.cfg.w_bits)
-        q = np.clip(np.rint(W / scale.reshape(shape)), -m, m).astype(np.int8)
+        # the grid: the bits', or narrower for ORT's u8 x s8 kernels (u8s8.py)
+        m = self.cfg.forms.weight_qmax
+        q, scale = weight_grid(W, scale, m, axis, qmax(self.cfg.w_bits))
         qi = e.const(f"{w}_int8", q)
         s = e.const(f"{w}_scale", scale)
         zp = e.const(f"{w}_zp", np.zeros_like(scale, dtype=np.int8))

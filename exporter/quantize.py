@@ -75,6 +75,7 @@ def quantize_step(
             plans,
             cfg.shift_sum.prob_shift,
             cfg.attention_qdq,
+            cfg.forms,
         )
         out = QuantizedStep(kv.model, report, kv.cache, kv.aliases)
         for name in copy_node_names(kv.model):

@@ -23,6 +23,10 @@ def test_bench_reports_medians_and_ratios_side_by_side(tmp_path_factory, tmp_pat
     assert res["settings"]["repeats"] == 3 and res["settings"]["backends"] == ("torch", "ort")
     assert res["settings"]["model"]["onnx_bytes"] > 0
     assert {"platform", "cpu_count", "versions"} <= set(res["machine"])
+    # the CPU's int8 features and each backend's int8 kernels (an FP export: none to run)
+    assert res["machine"]["int8"]["u8s8_kernel"] and res["int8_kernels"]["torch"] is None
+    ort_rec = res["int8_kernels"]["ort"]
+    assert ort_rec["export_u8s8"] is None and ort_rec["cpu"] == res["machine"]["int8"]
     assert [r["batch"] for r in res["runs"]] == [1, 2]
     for run in res["runs"]:
         assert [s["l"] for s in run["scales"]] == [1, 4, 9, 16]

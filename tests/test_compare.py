@@ -80,6 +80,11 @@ def test_healthy_int8_export_passes_by_tokens_and_layer_sqnr(
     assert r["b"]["quant"]["bits"] == "W8A8"
     assert r["b"]["quant"]["source_step_sha256"] == r["a"]["step_sha256"]
     assert len(r["b"]["step_sha256"]) == 64 and r["b"]["step_sha256"] != r["a"]["step_sha256"]
+    # where the int8 numbers came from: the export's form and the kernels of this CPU
+    assert r["b"]["quant"]["u8s8"]["form"] == "bounded"
+    b8 = r["int8"]["b"]
+    assert b8["export_u8s8"]["form"] == "bounded" and b8["kernels"] in ("u8s8", "s8s8")
+    assert b8["can_saturate"] in (0, None) and "kernel here:" in out
 
 
 def test_broken_int8_export_fails_and_names_the_layer(

@@ -51,6 +51,13 @@ def _inputs():
                  for b in (1, 8)],
         "warnings": ["1-min load average was 7.06 before the run: rerun on a quiet machine"],
     }  # fmt: skip
+    bench["machine"]["int8"] = {"machine": "x86_64", "int8_flags": ["avx2"],
+                                "u8s8_kernel": "avx2", "u8s8_saturates": True}  # fmt: skip
+    bench["int8_kernels"] = {
+        "ort": {"kernels": "u8s8", "reason": "no int8 product", "export_u8s8": None},
+        "int8-ss": {"kernels": "u8s8", "reason": "every u8 x s8 operand pair fits int16",
+                    "export_u8s8": {"form": "bounded"}},
+    }  # fmt: skip
     return stages, ev, bench
 
 
@@ -67,6 +74,9 @@ def test_report_is_one_document_without_json():
     assert "load average 7.06" in md and "Warnings" in md
     assert "| eval | 150 |" in md and "| generate ort fp32 | 1.2 |" in md
     assert max(len(line.split("|")) for line in lines) <= 6  # short tables
+    # where the int8 numbers came from: the CPU and each backend's kernels (issue 27)
+    assert "kernel here: avx2, saturates on 8-bit operands" in md
+    assert "- int8-ss: u8s8 (every u8 x s8 operand pair fits int16); export u8s8 form bounded" in md
 
 
 def test_report_without_eval_and_the_short_summary(tmp_path):

@@ -56,6 +56,11 @@ def test_eval_table_small(tmp_path, capsys):
     d = r["differences"]["W6A6"]["v-only-shift-sum"]
     assert d["baseline"] == "v-only" and d["AV_SQNR_dB"]["significant"]
     assert r["differences"]["W8A8"]["peer-minmax"]["baseline"] == "plain"
+    # each ORT cell records its int8 kernels; sasq's export form is bounded, the peer's none
+    cells = r["int8"]["cells"]
+    assert cells["plain"]["W8A8"]["export_u8s8"]["form"] == "bounded"
+    assert cells["peer-minmax"]["W8A8"]["export_u8s8"] is None and "v-only" not in cells
+    assert "int8 kernels" in out and r["int8"]["cpu"]["u8s8_kernel"]
 
 
 def test_eval_refuses_unknown_bits(capsys):

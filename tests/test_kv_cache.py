@@ -12,10 +12,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from int8_sessions import NO_VNNI_BACKEND
 
 from sasq.engines.decode import generate
 from sasq.engines.generate import make_backend
 from sasq.engines.lint import LintConfig, lint
+from sasq.engines.ort_backend import OrtBackend
 from sasq.engines.torch_backend import CacheQuant, TorchBackend
 from sasq.exporter.kv_cache import find_cache_layers
 from sasq.exporter.manifest import load_manifest, verify
@@ -33,10 +35,12 @@ def _key(export) -> StepKey:
 
 
 def _rollout(export_or_backend, n=16, hook=None, seed=7):
+    """An export runs as make_backend("ort", threads=1) would, with its int8 products
+    exact on every CPU (``int8_sessions``: the kernels a CPU without VNNI gets)."""
     model = load_model()
     be = export_or_backend
     if not hasattr(be, "step"):
-        be = make_backend("ort", None, be, threads=1)
+        be = OrtBackend(be, NO_VNNI_BACKEND)
     labels = torch.arange(n) % model.var.num_classes
     return generate(be, labels, model.var.patch_nums, model.cfg.sampling, seed,
                     model.var.num_classes, keep_logits=True, hook=hook)  # fmt: skip
@@ -64,19 +68,30 @@ def test_cache_io_is_int8_and_no_transpose_reads_the_cache(default_export, defau
     assert sum(n.op_type == "Transpose" for n in g.node) == sum(
         n.op_type == "Transpose" for n in fp.graph.node
     )  # the cache's Transpose became one of the l new keys
-    for target in ("ort", "tensorrt"):
-        cfg = LintConfig(float_nodes=q.report.float_nodes, target=target, int8_cache=True)
-        assert lint(q.model, cfg) == [], target
+    trt = quantize_step(copy.deepcopy(fp), default_calib, QuantConfig(target="tensorrt"),
+                        _key(default_export))  # fmt: skip
+    for target, x in (("ort", q), ("tensorrt", trt)):  # each lints clean for its own rules
+        cfg = LintConfig(float_nodes=x.report.float_nodes, target=target, int8_cache=True)
+        assert lint(x.model, cfg) == [], target
     assert lint(fp, LintConfig(int8_cache=True, coverage="touched"))  # FP cache is flagged
 
 
 def test_int8_cache_keeps_the_numbers_of_the_float_cache_graph(default_export, default_calib,
                                                                tmp_path):  # fmt: skip
     """Quantizing each token once when stored gives the same values as re-quantizing the
-    float cache at every step (same scales): the int8 cache costs no accuracy."""
-    a = quantize(default_export, default_calib, QuantConfig(), tmp_path / "int8")
-    b = quantize(default_export, default_calib, QuantConfig(kv_cache=KvCache.FP32),
+    float cache at every step (same scales): the int8 cache costs no accuracy.
+
+    Both graphs in the full 8-bit form: the ort target's bounded form narrows the queries
+    of the int8-cache graph only (its QK^T is u8 x s8 over the cache; the float-cache
+    graph's is u8 x u8, exact without it), which would compare two different roundings.
+    Both run with exact integer sums on every CPU (``_rollout``: s8 x s8 for these graphs,
+    as ort_session's policy opens them on a CPU without VNNI); same tolerances as before."""
+    full = QuantConfig(u8s8="full")
+    a = quantize(default_export, default_calib, full, tmp_path / "int8")
+    b = quantize(default_export, default_calib, QuantConfig(kv_cache=KvCache.FP32, u8s8="full"),
                  tmp_path / "fp32")  # fmt: skip
+    for out in (a, b):
+        assert OrtBackend(out, NO_VNNI_BACKEND).int8_kernels.kernels == "s8s8"
     ra, rb = _rollout(a), _rollout(b)
     assert token_agreement(ra.idx, rb.idx) == [1.0] * len(ra.idx)
     for x, y in zip(ra.logits, rb.logits, strict=True):

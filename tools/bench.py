@@ -19,6 +19,7 @@ from sasq.engines.decode import StepBackend, generate
 from sasq.models import LoadedModel
 from sasq.tools import atomic
 from sasq.tools.errors import UserError
+from sasq.tools.int8_record import backend_record, cpu_record, report_lines
 from sasq.tools.steadiness import load_warning, spread_warning, summary
 from sasq.tools.steadiness import loadavg as _loadavg
 
@@ -83,8 +84,15 @@ class BenchConfig:
     threads: int = field(default_factory=default_threads)
     io_binding: bool | None = None  # OrtBackend's default: on for GPU providers
     gemm_peak: bool = True  # also time plain int8 / fp32 MatMuls of the model's GEMM shapes
+    int8_kernels: str = "auto"  # ONNX Runtime sessions' int8 kernel policy (ort_session)
 
     def __post_init__(self) -> None:
+        from sasq.engines.int8_kernels import Int8Kernels
+
+        try:
+            Int8Kernels(self.int8_kernels)
+        except ValueError as e:
+            raise UserError(str(e)) from None
         unknown = [b for b in self.backends if b not in KNOWN_BACKENDS and "=" not in b]
         if unknown or not self.backends:
             raise UserError(
@@ -154,6 +162,7 @@ def _make(spec: str, model: LoadedModel, onnx_dir: Path | None, cfg: BenchConfig
         provider=provider,
         intra_op_threads=cfg.threads,
         disabled_optimizers=("MatMulAddFusion",),
+        int8_kernels=cfg.int8_kernels,
     )
     lo, hi = min(cfg.batch_sizes), max(cfg.batch_sizes)
     return OrtBackend(folder, sc, cfg.io_binding, batch=BatchRange(lo, hi, hi))
@@ -186,6 +195,9 @@ def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig)
     finally:
         torch.set_num_threads(old_threads)
     machine = _machine()
+    # which int8 kernels each backend ran, and why (the same graph is exact or not by CPU)
+    machine["int8"] = cpu_record()
+    int8 = {name: backend_record(be) for name, be in backends.items()}
     # Other processes' load makes timings noisy (and oversubscribed OpenMP threads spin):
     # the 1-minute load average before and after the run says how quiet the machine was.
     machine["loadavg_1min"] = {"before": load_before, "after": _loadavg()}
@@ -211,6 +223,7 @@ def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig)
         },
         "machine": machine,
         "runs": runs,
+        "int8_kernels": int8,
         "gemm_peak": peak,
         "warnings": warnings,
     }
@@ -393,6 +406,7 @@ def to_markdown(result: dict) -> str:
         note = (f"Simulated rows ({', '.join(sim)}): TensorRT's I/O contract over ONNX "
                 "Runtime's CPU math, no GPU: their times say nothing about TensorRT.")  # fmt: skip
         lines += ["", note]
+    lines += report_lines(m.get("int8"), result.get("int8_kernels"))
     if result.get("warnings"):
         lines += ["", "**Warnings** (these ratios are doubtful):", ""]
         lines += [f"- {w}" for w in result["warnings"]]

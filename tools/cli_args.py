@@ -259,7 +259,16 @@ def args_quantize(p: argparse.ArgumentParser) -> None:
         choices=["ort", "tensorrt"],
         help="runtime the graph is written for: ort (ONNX Runtime CPU kernels; shift-and-sum "
         "as two int8 products) or tensorrt (explicit quantization; shift-and-sum fused into "
-        "one GEMM); both share the int8 weights and KV cache (default: ort)",
+        "one GEMM); both share the calibration and the int8 KV cache (default: ort)",
+    )
+    p.add_argument(
+        "--u8s8",
+        default="bounded",
+        choices=["bounded", "full"],
+        help="ort target: bounded writes 7-bit weights and queries and uint8 probabilities, "
+        "so ONNX Runtime's u8 x s8 int8 kernels are exact on every x86 CPU (without VNNI "
+        "they saturate on 8-bit operands); full keeps 8 bits everywhere, exact where the CPU "
+        "has VNNI, run as slower s8 x s8 elsewhere (default: bounded)",
     )
     p.add_argument(
         "--kv-cache",
@@ -316,6 +325,14 @@ def args_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=T.non_negative, default=1, help="untimed runs per backend")
     p.add_argument("--seed", type=T.seed, default=0, help="sampling seed")
     p.add_argument("--out", default="out/bench", help="folder for bench.json and bench.md")
+    p.add_argument(
+        "--int8-kernels",
+        default="auto",
+        choices=["auto", "u8s8", "s8s8"],
+        help="ONNX Runtime's int8 kernels: auto runs a graph whose u8 x s8 products could "
+        "saturate on this CPU (no VNNI) as exact s8 x s8, else u8 x s8; u8s8 / s8s8 force "
+        "one (default: auto)",
+    )
 
 
 def args_build(p: argparse.ArgumentParser) -> None:

@@ -188,6 +188,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         kv_bits=args.kv_bits,
         precision=args.precision,
         rest=args.rest,
+        u8s8=args.u8s8,
     )
     out = Path(args.out)  # quantize builds beside it and swaps it into place
     quantize(args.onnx, load_cache(args.calib), cfg, out)
@@ -210,6 +211,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 "target": cfg.target.value,
                 "precision": cfg.precision.value,
                 "rest": cfg.rest.value,
+                "u8s8": quant["u8s8"]["form"] if cfg.target.value == "ort" else None,
                 "kv_cache": f"{cfg.kv_cache.value} ({cfg.cache_bits} bits)",
                 "attention_forms": " ".join(forms) or None,
                 "step_graphs": sorted({s.step_graph for s in manifest.scales}),
@@ -239,6 +241,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         seed=args.seed,
         threads=args.threads,
+        int8_kernels=args.int8_kernels,
     )
     out = checks.out_folder(args.out)
     result = run_bench(_load(args), args.onnx, cfg)

@@ -32,6 +32,7 @@ from sasq.metrics import sqnr_db, token_agreement
 from sasq.models import ModelConfig
 from sasq.models.memory import Estimate, generation_estimate, require_fits
 from sasq.tools import atomic
+from sasq.tools.int8_record import backend_record, cpu_record, report_lines
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,12 @@ class QuantFloors:
 
 # Floors by the narrowest of the weight, activation and KV-cache widths. Measured on the
 # embedded default model (8 samples, seed 0, entropy calibration of 16 images; README,
-# "compare"): healthy exports' lowest layer SQNR / pooled agreement were W8A8 22.8 dB /
-# 0.91, W6A6 16.3 / 0.78, W4A8 13.6 / 0.70, W4A6 12.3 / 0.68, W8A8 with a 4-bit cache 14.4 /
-# 0.83; broken W8A8 ones: one tensor's range x100 5.3 dB / 0.64, /100 0.3 dB / 0.49, every
-# range x100 -2.5 dB / 0.04. digits32 W8A8: 17.4 dB / 0.90. Each SQNR floor sits ~6 dB (a
-# bit) or more under the healthy minimum; a range 10x too wide (20.1 dB) passes.
+# "compare"; scripts/compare_floors.py, the ort target's bounded u8 x s8 form): healthy
+# exports' lowest layer SQNR / pooled agreement were W8A8 22.5 dB / 0.92 (full 8-bit form
+# 22.8 / 0.91), W6A6 16.3 / 0.78, W4A8 13.6 / 0.70, W4A6 12.3 / 0.68, W8A8 with a 4-bit cache
+# 13.9 / 0.82; broken W8A8 ones: one tensor's range x100 5.3 dB / 0.62, /100 0.3 dB / 0.47,
+# every range x100 -2.0 dB / 0.06. digits32 W8A8: 17.3 dB / 0.91. Each SQNR floor sits ~6 dB
+# (a bit) or more under the healthy minimum; a range 10x too wide (20.1 dB) passes.
 FLOORS: dict[int, QuantFloors] = {
     8: QuantFloors(sqnr_db=15.0, token_agreement=0.75),
     6: QuantFloors(sqnr_db=10.0, token_agreement=0.60),
@@ -124,6 +126,8 @@ def compare_backends(cfg: ModelConfig, a: StepBackend, b: StepBackend, cc: Compa
         "image_max_abs": float(img.max()),
         "token_agreement_forced": sum(agree) / tokens,
         "token_agreement_free_running": token_agreement(ga.idx, free.idx),
+        # the int8 kernels each side ran and why (ORT's int8 numbers depend on the CPU)
+        "int8": {"cpu": cpu_record(), "a": backend_record(a), "b": backend_record(b)},
         "within_tolerance": all(s["passed"] for s in scales),
         "passed": all(s["passed"] for s in scales),
     }
@@ -228,7 +232,8 @@ def to_markdown(r: dict) -> str:
             q = s.get("quant")
             kind = f"quantized {q['bits']}" if q else "FP"
             lines.append(f"- {key}: `{s['folder']}` ({kind}), step sha256 {s['step_sha256'][:16]}")
-    lines.append("")
+    int8 = r.get("int8") or {}
+    lines += [*report_lines(int8.get("cpu"), {k: int8.get(k) for k in ("a", "b")}), ""]
     if quant and v["failures"]:
         lines.append("**FAILED**: " + "; ".join(v["failures"]))
     elif quant:
@@ -265,6 +270,7 @@ def describe_side(spec: str) -> dict:
     """What one side of ``sasq compare`` is: its spec, backend, export folder, the sha256 of
     the step graph (as its verified manifest lists it), and the quantization if any."""
     from sasq.exporter.manifest import verify
+    from sasq.exporter.u8s8 import read_record
 
     backend, _, rest = spec.partition("=")
     if not rest:
@@ -284,6 +290,7 @@ def describe_side(spec: str) -> dict:
             "bits": label,
             "narrowest_bits": min(w, a, kv),
             "target": q.get("target"),
+            "u8s8": read_record(q, folder),  # None: a peer, the tensorrt target's or older
             "source_step_sha256": q.get("source_step_sha256"),
         }
     return {

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sasq.tools.int8_record import report_lines
+
 _EVAL_METRICS = (
     ("token_agreement", "token agreement"),
     ("FID2FP", "FID2FP"),
@@ -133,6 +135,9 @@ def demo_report(stages: dict, ev: dict | None, bench: dict, model: str) -> str:
     ]
     if warnings:
         lines += ["", "Warnings (these ratios are doubtful):", "", *_short(warnings)]
+    int8 = report_lines(m.get("int8"), bench.get("int8_kernels"))
+    if int8:  # ONNX Runtime's int8 results depend on the CPU where u8 x s8 can saturate
+        lines += ["", "## int8 kernels (what the numbers above ran on)", *int8]
     lines += [
         "",
         "## Stages",

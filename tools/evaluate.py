@@ -41,6 +41,7 @@ from sasq.tools.eval_precision import (
     PRECISION_ROWS,
     precision_backend,
 )
+from sasq.tools.int8_record import backend_record, cpu_record, grouped_lines
 from sasq.tools.intervals import (
     SampleScores,
     difference_dicts,
@@ -279,6 +280,7 @@ def evaluate(model: LoadedModel, clf: DigitsClassifier, ec: EvalConfig) -> dict:
             )
         },
     }
+    int8: dict[str, dict] = {}  # row -> bits -> the int8 kernels the cell ran, and why
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace(model, Path(tmp), ec)
         cells = [(r, b) for r in ec.rows for b in ec.bits]
@@ -287,10 +289,13 @@ def evaluate(model: LoadedModel, clf: DigitsClassifier, ec: EvalConfig) -> dict:
             table.setdefault(row, {})[bits] = (
                 None if backend is None else score(row, bits, sc.run(backend), backend)
             )
+            if (rec := backend_record(backend)) is not None:
+                int8.setdefault(row, {})[bits] = rec
     return {
         "config": asdict(ec),
         "samples": len(sc.labels),
         "table": table,
+        "int8": {"cpu": cpu_record(), "cells": int8},
         "differences": _differences(reps, ec),
         "seconds": round(time.perf_counter() - t0, 1),
         "notes": _notes(ec),
@@ -428,7 +433,8 @@ def to_markdown(r: dict) -> str:
                     f"[{dv['lo']:+.2f}, {dv['hi']:+.2f}]"
                     + (" (significant)." if dv["significant"] else " (not significant).")
                 )
-    return "\n".join([*lines, "", "Notes:", "", *[f"- {n}" for n in r["notes"]], ""])
+    return "\n".join([*lines, "", "Notes:", "", *[f"- {n}" for n in r["notes"]],
+                      *grouped_lines(r.get("int8")), ""])  # fmt: skip
 
 
 def write_report(r: dict, out_dir: Path) -> tuple[Path, Path, Path]:

@@ -167,6 +167,29 @@ def test_half_samples_are_distinct_and_the_same_for_every_row():
     assert interval(1.0, np.zeros(50)).as_dict() == {"value": 1.0, "lo": 1.0, "hi": 1.0}
 
 
+def test_intervals_stay_in_the_range_of_their_metric():
+    """An accuracy of 0.998 (one miss in 500): half-samples hold the miss or not, so the
+    deviations are +-0.002 and the interval is [0.996, 1.000] up to the draws' imbalance;
+    wider deviations would reflect past 1 and are cut there. FID is cut at 0 only where
+    the reflection reaches it, and a difference (no range) is never cut."""
+    n = 500
+    correct = np.ones(n, bool)
+    correct[7] = False
+    s = SampleScores(np.full((n, 10), 0.1), np.zeros((n, 2)), correct, np.ones(n))
+    fns = {"class_acc": lambda s, i: float(s.correct[i].mean())}
+    iv = intervals(replicates(fns, s, draws(n, 200, 0)))["class_acc"]
+    # 200 draws: the share holding the miss is 0.5 +- 0.035, which moves both ends by
+    # 0.004 * that: three of those is 0.0005.
+    assert iv.value == 0.998 and iv.lo <= 0.998 <= iv.hi <= 1.0
+    assert iv.lo == pytest.approx(0.996, abs=5e-4) and iv.hi == pytest.approx(1.0, abs=5e-4)
+    wide = np.repeat([-0.004, 0.004], 100)
+    assert intervals({"class_acc": (0.998, wide)})["class_acc"].hi == 1.0
+    dev = np.linspace(-1.0, 1.0, 201)
+    assert intervals({"FID": (0.5, dev)})["FID"].lo == 0.0
+    assert intervals({"FID": (5.0, dev)})["FID"].lo == pytest.approx(5.0 - 0.95)
+    assert interval(0.5, dev).lo == pytest.approx(0.5 - 0.95)  # q97.5 of dev: 0.95
+
+
 def test_draws_refuse_too_few_samples():
     with pytest.raises(ValueError, match="n >= 4"):
         draws(3, 10, 0)

@@ -18,9 +18,10 @@ agreement, SQNR in dB) the half-sample's deviation from the full value has, give
 sample, variance s^2 (1/m - 1/n) (the finite-population correction), against s^2 / n for
 the full value around its mean: so sqrt(m / (n - m)) * (theta_m - theta_n), which is 1 at
 m = n/2, has the spread of theta_n around its mean. Its centre is shifted by the bias of m
-samples over n (E theta_m - E theta_n); the deviations are centred on their median, which
+samples over n (E theta_m - E theta_n); the deviations are centred on their mean, which
 removes that shift, and the interval is the basic one, [theta_n - q97.5, theta_n - q2.5]
-of the centred deviations. It contains theta_n by construction (q2.5 <= 0 <= q97.5).
+of the centred deviations. It holds theta_n (q2.5 <= 0 <= q97.5 of centred deviations;
+``interval`` makes sure of it where a lopsided distribution would not).
 Where a statistic is degenerate (FID2FP of nearly identical rows, whose spread falls as
 1/n rather than 1/sqrt(n)) the sqrt-rate correction makes the interval wider than needed:
 conservative, never too narrow. tests/test_intervals.py measures the coverage.
@@ -34,6 +35,7 @@ they are linear in the replicates), much tighter than two separate intervals sug
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -43,6 +45,16 @@ from sasq.metrics import frechet_distance, inception_score
 
 LEVEL = 0.95
 MIN_SAMPLES = 4  # two per half: FID needs two samples to estimate a covariance
+# The range each quality number can take. A basic interval reflects the deviations about
+# the value and can cross a bound (an accuracy of 0.998 with [0.998, 1.002]); the quantity
+# it is for cannot, so the interval is cut there (its coverage is unchanged).
+BOUNDS = {
+    "class_acc": (0.0, 1.0),
+    "token_agreement": (0.0, 1.0),
+    "FID": (0.0, math.inf),
+    "FID2FP": (0.0, math.inf),
+    "IS": (1.0, math.inf),
+}
 
 
 @dataclass(frozen=True)
@@ -93,13 +105,19 @@ def draws(n: int, replicates: int, seed: int) -> HalfSamples:
     return HalfSamples(n, np.ascontiguousarray(idx[:, :m]))
 
 
-def interval(value: float, dev: np.ndarray) -> Interval:
+def interval(
+    value: float, dev: np.ndarray, bounds: tuple[float, float] = (-math.inf, math.inf)
+) -> Interval:
     """The basic interval of ``value`` from its rate-corrected deviations, centred on their
-    median: [value - (q97.5 - q50), value - (q2.5 - q50)], which holds ``value``."""
+    mean: [value - (q97.5 - mean), value - (q2.5 - mean)]; cut to ``bounds``, the range of
+    the statistic. The mean lies between the quantiles unless over 97.5% of the deviations
+    fall on one side of it; should that happen the interval is widened to hold ``value``
+    (which can only raise its coverage)."""
     a = (1 - LEVEL) / 2
-    q_lo, q_mid, q_hi = np.quantile(dev, [a, 0.5, 1 - a])
-    # max/min: quantiles are monotone, but keep round-off from pushing value outside.
-    return Interval(float(value), value - max(q_hi - q_mid, 0.0), value - min(q_lo - q_mid, 0.0))
+    q_lo, q_hi = np.quantile(dev, [a, 1 - a])
+    centre = float(np.mean(dev))
+    lo, hi = min(value - (q_hi - centre), value), max(value - (q_lo - centre), value)
+    return Interval(float(value), max(lo, bounds[0]), min(hi, bounds[1]))
 
 
 @dataclass
@@ -155,7 +173,8 @@ def replicates(
 
 
 def intervals(reps: Mapping[str, tuple[float, np.ndarray]]) -> dict[str, Interval]:
-    return {m: interval(v, d) for m, (v, d) in reps.items()}
+    """metric -> its interval, cut to the metric's range (``BOUNDS``)."""
+    return {m: interval(v, d, BOUNDS.get(m, (-math.inf, math.inf))) for m, (v, d) in reps.items()}
 
 
 def difference(

@@ -22,6 +22,9 @@ memory a fresh process measures, on configs with per-block and shared AdaLN:
   still held, through the decoder's widest full-resolution stage (five live tensors of
   B x channels x S x S) and its mid attention (B x (hw)^2, twice). Images kept (a grid,
   earlier batches) come on top.
+- calibrating: the larger of opening the recording step session (its weights six times)
+  and the rollout (the sessions' weights, a generation, the recorded activations); see
+  ``calibration_estimate``.
 - exporting: graph by graph, so the weights of the largest graph (the step, or start with
   every per-block AdaLN linear) three times (torch.export, the ONNX IR, serialization),
   the dense resampling matrices of the scale transitions, built in float64 from an
@@ -99,11 +102,16 @@ def _meta_modules(cfg: ModelConfig):
         return VAR(cfg.var, cfg.vqvae), VQVAE(cfg.vqvae)
 
 
-@functools.lru_cache(maxsize=16)
 def _largest_graph(cfg: ModelConfig) -> int:
-    """Parameters of the largest graph of an export: the step (the blocks without their
-    AdaLN linears, and the head), start (class embedding and every AdaLN linear: the
-    modulation is computed once per label), the decoder, or a scale transition."""
+    """Parameters of the largest graph of an export."""
+    return max(_graph_params(cfg).values())
+
+
+@functools.lru_cache(maxsize=16)
+def _graph_params(cfg: ModelConfig) -> dict[str, int]:
+    """Parameters of each graph of an export: the step (the blocks without their AdaLN
+    linears, and the head), start (class embedding and every AdaLN linear: the modulation
+    is computed once per label), the decoder, and the scale transitions."""
     var, vae = _meta_modules(cfg)
     graphs = {"step": 0, "start": 0, "decoder": 0, "next": 0}
     for name, p in var.named_parameters():
@@ -118,7 +126,7 @@ def _largest_graph(cfg: ModelConfig) -> int:
             graphs["decoder"] += p.numel()
         elif name.startswith("quantize."):
             graphs["next"] += p.numel()
-    return max(graphs.values())
+    return graphs
 
 
 def var_params(cfg: ModelConfig) -> int:
@@ -198,14 +206,26 @@ def generation_estimate(cfg: ModelConfig, batch: int, images: int = 0) -> Estima
 
 
 def calibration_estimate(cfg: ModelConfig, batch: int) -> Estimate:
-    """A calibration rollout of ``batch`` images: a generation plus, at the last scale, the
-    inputs of every quantized op of every layer handed back to the host (twice: ONNX
-    Runtime's output and the observers' float64 copies)."""
-    v = cfg.var
-    rows, l_last, C = 2 * batch, v.patch_nums[-1] ** 2, v.embed_dim
-    per_layer = rows * l_last * (8 * C + round(C * v.mlp_ratio)) * F32
-    recorded = Estimate((("recorded activations", 2 * v.depth * per_layer),))
-    return generation_estimate(cfg, batch) + recorded
+    """Calibrating with rollouts of ``batch`` images under ONNX Runtime, at the larger of
+    its two peaks. Opening the recording step session: the other graphs' sessions are
+    open (their weights once) while the step graph's weights are held six times at once
+    (loaded, copied by ``expose``, through shape inference's serialize and parse, then
+    serialized for ONNX Runtime, which parses and copies them). The rollout: the step's
+    weights twice (ONNX Runtime's copy and its pre-packed MatMul weights), the others once,
+    a generation's buffers, and at the last scale the recorded inputs of every quantized
+    op of every layer (queries and the layer input of each linear over the new tokens, the
+    keys and values over all of them, the MLP's hidden activations), handed to the host."""
+    v, g = cfg.var, _graph_params(cfg)
+    R, L, l, C = 2 * batch, _tokens(cfg), v.patch_nums[-1] ** 2, v.embed_dim
+    step_w = g["step"] * F32
+    others = (g["start"] + g["decoder"] + g["next"]) * F32
+    per_layer = R * ((5 * l + 2 * L) * C + l * round(C * v.mlp_ratio)) * F32
+    recorded = v.depth * per_layer
+    rollout = generation_estimate(cfg, batch)
+    if 6 * step_w >= 2 * step_w + rollout.total + recorded:
+        return Estimate((("step graph, opening its session", 6 * step_w), ("other graphs", others)))
+    weights = (("step graph", 2 * step_w), ("other graphs", others))
+    return Estimate(weights) + rollout + Estimate((("recorded activations", recorded),))
 
 
 def export_estimate(cfg: ModelConfig) -> Estimate:

@@ -50,6 +50,9 @@ GB = 1e9
 # size (measured with torch 2.13 / onnxscript, after a first export loaded their modules:
 # 20-30 MB on models of 17 M to 28 M parameters).
 EXPORTER_BYTES = 25_000_000
+# Graphs whose weights exceed this store them in a file beside the graph: the exporter's
+# default (ExportConfig.external_data_threshold; models/ sits below exporter/).
+EXTERNAL_DATA_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -205,12 +208,17 @@ def generation_estimate(cfg: ModelConfig, batch: int, images: int = 0) -> Estima
     return Estimate((*peak, ("AdaLN modulation", modulation), ("images", kept)))
 
 
-def calibration_estimate(cfg: ModelConfig, batch: int) -> Estimate:
+def calibration_estimate(
+    cfg: ModelConfig, batch: int, external_weights: bool | None = None
+) -> Estimate:
     """Calibrating with rollouts of ``batch`` images under ONNX Runtime, at the larger of
     its two peaks. Opening the recording step session: the other graphs' sessions are
     open (their weights once) while the step graph's weights are held six times at once
     (loaded, copied by ``expose``, through shape inference's serialize and parse, then
-    serialized for ONNX Runtime, which parses and copies them). The rollout: the step's
+    serialized for ONNX Runtime, which parses and copies them), or twice when they are
+    stored outside the graph (``external_weights``; by default, as the exporter does, above
+    1 GiB): the graph is then loaded without them and ONNX Runtime reads them (its copy and
+    its pre-packed MatMul weights). The rollout: the step's
     weights twice (ONNX Runtime's copy and its pre-packed MatMul weights), the others once,
     a generation's buffers, and at the last scale the recorded inputs of every quantized
     op of every layer (queries and the layer input of each linear over the new tokens, the
@@ -222,8 +230,11 @@ def calibration_estimate(cfg: ModelConfig, batch: int) -> Estimate:
     per_layer = R * ((5 * l + 2 * L) * C + l * round(C * v.mlp_ratio)) * F32
     recorded = v.depth * per_layer
     rollout = generation_estimate(cfg, batch)
-    if 6 * step_w >= 2 * step_w + rollout.total + recorded:
-        return Estimate((("step graph, opening its session", 6 * step_w), ("other graphs", others)))
+    if external_weights is None:
+        external_weights = step_w > EXTERNAL_DATA_BYTES
+    opening = (2 if external_weights else 6) * step_w
+    if opening >= 2 * step_w + rollout.total + recorded:
+        return Estimate((("step graph, opening its session", opening), ("other graphs", others)))
     weights = (("step graph", 2 * step_w), ("other graphs", others))
     return Estimate(weights) + rollout + Estimate((("recorded activations", recorded),))
 

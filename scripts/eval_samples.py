@@ -78,7 +78,9 @@ def _fmt(iv) -> str:
 def print_intervals(out: Path, replicates_n: int = 1000) -> None:
     fp = _load(out / "FP.npz")
     fns = metric_fns(fp.feats, np.load(out / "real.npy"))
-    hs = draws(len(fp.agreement), replicates_n, 0)
+    n, K = fp.probs.shape
+    labels = np.repeat(np.arange(K), n // K)  # the Scorer's order: every class in turn
+    hs = draws(n, replicates_n, 0, strata=labels)
     reps = {p.stem: replicates(fns, _load(p), hs) for p in sorted(out.glob("*.npz"))}
     print("| cell | " + " | ".join(METRICS) + " |\n|---|" + "---|" * len(METRICS))
     for cell, r in reps.items():

@@ -123,6 +123,41 @@ def test_coverage_of_a_known_frechet_distance(stat):
     assert _fd_batch(x[None], sd_r)[0] == pytest.approx(direct, rel=1e-9)
 
 
+def test_fixed_class_counts_are_kept_by_stratified_half_samples():
+    """eval generates 200 images of each of two classes, far apart in feature space: every
+    draw of its samples has those counts. Half-samples that keep them (strata) give the
+    FID's spread over 4,000 simulated evaluations (error of that reference: 1/sqrt(8000),
+    1%) and cover its mean as the binomial allows (B = 200: 0.94, as above); half-samples
+    that ignore the classes vary the counts, a variance the number never has, and come
+    out twice as wide (2.1 measured; asserted: beyond 1.5)."""
+    n, D, T, B = 400, 2, 300, 200
+    labels = np.repeat([0, 1], n // 2)
+    mean_by_class = np.array([[-1.5, 0.0], [1.5, 0.0]])
+    sd_r = np.array([np.sqrt(1.5**2 + 0.5), np.sqrt(0.8)])  # the real set's moments, fixed
+    shift_r = np.array([0.3, 0.0])
+    rng = np.random.default_rng(11)
+
+    def evaluations(R: int) -> np.ndarray:
+        return mean_by_class[labels] - shift_r + np.sqrt(0.5) * rng.normal(size=(R, n, D))
+
+    ref = _fd_batch(evaluations(4000), sd_r)
+    expected, spread = ref.mean(), ref.std()
+    hits, widths = 0, {"strata": [], "none": []}
+    for t in range(T):
+        x = evaluations(1)[0]
+        v = _fd_batch(x[None], sd_r)[0]
+        for kind, strata in (("strata", labels), ("none", None)):
+            hs = draws(n, B, seed=t, strata=strata)
+            iv = interval(v, hs.rate * (_fd_batch(x[hs.idx], sd_r) - v))
+            widths[kind].append(iv.hi - iv.lo)
+            hits += kind == "strata" and iv.lo <= expected <= iv.hi
+    assert abs(hits / T - 0.94) <= 3 * math.sqrt(0.94 * 0.06 / T)
+    assert np.mean(widths["strata"]) == pytest.approx(2 * 1.96 * spread, rel=0.1)
+    assert np.mean(widths["none"]) > 1.5 * np.mean(widths["strata"])
+    hs = draws(n, 10, 0, strata=labels)
+    assert all(np.bincount(labels[row]).tolist() == [100, 100] for row in hs.idx)
+
+
 def test_interval_of_a_mean_matches_the_normal_theory():
     rng = np.random.default_rng(1)
     n = 2000

@@ -128,7 +128,8 @@ class Scorer:
         fp_scores = _samples(clf, self.fp, self._labels_np, self.fp.idx)
         _, real = predict(clf, load_split(model.cfg.vqvae.image_size).test_x)
         self.fns = metric_fns(fp_scores.feats, real)
-        self.idx = draws(len(self.labels), ec.bootstrap, ec.seed)
+        # Half of each class per draw: eval generates fixed counts of every class.
+        self.idx = draws(len(self.labels), ec.bootstrap, ec.seed, strata=self._labels_np)
 
     def run(self, backend: StepBackend, seed: int | None = None, show: bool = False):
         seed = self.ec.seed if seed is None else seed

@@ -158,6 +158,25 @@ def test_fixed_class_counts_are_kept_by_stratified_half_samples():
     assert all(np.bincount(labels[row]).tolist() == [100, 100] for row in hs.idx)
 
 
+def test_one_differing_image_is_never_a_significant_difference():
+    """Two rows that classify 499 of 500 images alike: the paired accuracy difference is
+    0.002, and whether a half-sample holds the one differing image is a coin toss, so its
+    deviations are +-0.002 and the interval [0, 0.004] touches 0, whatever the draws (a
+    mean is not biased by half-sampling: its deviations are not re-centred on the draws'
+    imbalance, which once made such a difference "exclude 0")."""
+    n = 500
+    labels = np.repeat(np.arange(10), 50)
+    a, b = np.ones(n, bool), np.ones(n, bool)
+    b[123] = False
+    fns = {"class_acc": lambda s, i: float(s.correct[i].mean())}
+    for seed in range(20):
+        hs = draws(n, 1000, seed, strata=labels)
+        ra = replicates(fns, SampleScores(np.zeros((n, 1)), np.zeros((n, 1)), a, a), hs)
+        rb = replicates(fns, SampleScores(np.zeros((n, 1)), np.zeros((n, 1)), b, a), hs)
+        d = difference(ra, rb)["class_acc"]
+        assert d.value == pytest.approx(0.002) and not d.excludes(0.0), (seed, d)
+
+
 def test_interval_of_a_mean_matches_the_normal_theory():
     rng = np.random.default_rng(1)
     n = 2000

@@ -170,9 +170,11 @@ CASES: dict[str, Case] = {
     "7 edit --n 100000000": Case(
         cmd("edit", "--task", "outpaint", "--image", PNG("s.png", small_png()), "--n",
             "100000000", "--out", sandbox("e.png")), 2, "editing 100000000 samples needs about"),
+    # Loading builds on the meta device (nothing allocated: issue 27), so the weights' shapes
+    # refuse this config; building it for real is refused by its estimate (test_memory).
     "7 config with patch size 300": Case(
         model_cfg(lambda c: [set_("patch_nums", [1, 2, 3, 300])(c[s]) for s in ("var", "vqvae")]),
-        2, "building this model needs about"),
+        2, "does not fit VAR: 3 shape mismatches (e.g. attn_bias_for_masking"),
     "7 100-megapixel PNG": Case(
         cmd("edit", "--task", "inpaint", "--image", PNG("b.png", png_header(10000, 10000)),
             "--mask", PNG("m.png", small_png(16)), "--out", sandbox("e.png")),

@@ -133,3 +133,22 @@ def test_shared_adaln_counts_one_linear_and_the_meta_device_costs_nothing(monkey
     monkeypatch.setattr(M, "available_bytes", lambda: 1)  # even with nothing free
     with torch.device("meta"):
         build(cfg)
+
+
+def test_a_model_too_large_to_build_is_refused_before_allocating(monkeypatch):
+    """A config whose last scale is 300 x 300 tokens: its L x L attention mask is
+    90,014^2 x 4 bytes, 32.4 GB, made from an 8.1 GB boolean comparison: refused by the
+    estimate (40.8 GB) before anything is allocated."""
+    from sasq.errors import UserError
+    from sasq.models import build
+
+    cfg = CONFIGS["shared AdaLN"]
+    pn = (1, 2, 3, 300)
+    big = ModelConfig(
+        dataclasses.replace(cfg.vqvae, patch_nums=pn), dataclasses.replace(cfg.var, patch_nums=pn)
+    )
+    L = 1 + 4 + 9 + 300 * 300
+    assert M.build_estimate(big).total > 4 * L * L
+    monkeypatch.setattr(M, "available_bytes", lambda: 24 * 10**9)
+    with pytest.raises(UserError, match=r"needs about 40\.8 GB of memory \(buffers 32\.4"):
+        build(big)

@@ -14,6 +14,7 @@ import pytest
 
 from sasq.metrics import frechet_distance
 from sasq.tools.intervals import (
+    Interval,
     SampleScores,
     difference,
     difference_dicts,
@@ -175,6 +176,9 @@ def test_one_differing_image_is_never_a_significant_difference():
         rb = replicates(fns, SampleScores(np.zeros((n, 1)), np.zeros((n, 1)), b, a), hs)
         d = difference(ra, rb)["class_acc"]
         assert d.value == pytest.approx(0.002) and not d.excludes(0.0), (seed, d)
+    # Round-off: -2/300 minus its own deviation ends 1e-16 below 0 (digits32's evidence).
+    assert not Interval(-2 / 300, -0.013333333333333334, -1.1102230246251565e-16).excludes(0.0)
+    assert Interval(0.01, 0.001, 0.02).excludes(0.0)
 
 
 def test_interval_of_a_mean_matches_the_normal_theory():

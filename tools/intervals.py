@@ -80,7 +80,11 @@ class Interval:
         return (self.hi - self.lo) / 2
 
     def excludes(self, x: float) -> bool:
-        return not self.lo <= x <= self.hi
+        """``x`` outside the interval by more than round-off: a bound computed as value minus
+        a deviation that equals it (two misses of 300: 0.00667 - 0.00667) can land 1e-16
+        short of 0, which must not read as a significant difference."""
+        tol = 1e-12 * max(1.0, abs(self.lo), abs(self.hi))
+        return not self.lo - tol <= x <= self.hi + tol
 
 
 @dataclass(frozen=True)

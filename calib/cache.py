@@ -39,8 +39,14 @@ from sasq.calib.selection import SelectionMethod
 from sasq.calib.validate import validate_cache
 from sasq.errors import UserError
 from sasq.exporter.plain_names import check_plain_name
+from sasq.untrusted import json_loads, read_capped
 
 FORMAT_VERSION = 1
+# The most a real cache holds. Its bulk is the attention lists: per AV node and step, one
+# float (up to ~24 characters) per key position so far; VAR-d36 at 512 px writes about
+# 36 x 4,675 x 24 = 4 MB. 128 MB leaves room for models 30 times that while a refused file
+# is never read (a 2 GB one was once read whole before being refused: 4.5 GB of memory).
+MAX_CACHE_BYTES = 128 << 20
 
 
 @dataclass(frozen=True)
@@ -217,16 +223,15 @@ def load_cache(path: str | Path, expect_model_hash: str | None = None) -> CalibC
     """Read a cache; ``UserError`` (one line) if it is missing, corrupt, of another format
     version, or made for another model than ``expect_model_hash``."""
     path = Path(path)
+    data = read_capped(path, "calibration cache", MAX_CACHE_BYTES)  # a fifo or 2 GB: refused
     try:
-        d = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such calibration cache") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        d = json_loads(data)
+    except ValueError as e:  # invalid JSON or UTF-8, or nested too deeply to parse
         raise UserError(f"{path}: not a calibration cache (invalid JSON: {e})") from None
     if not isinstance(d, dict):
         raise _malformed(path, "top level is not an object")
     version = d.get("format_version")
-    if version != FORMAT_VERSION:
+    if isinstance(version, bool) or version != FORMAT_VERSION:  # true == 1 in Python
         raise UserError(
             f"{path}: calibration cache format_version {version!r} is not supported "
             f"(this sasq reads {FORMAT_VERSION}); recalibrate"
@@ -249,7 +254,8 @@ def load_cache(path: str | Path, expect_model_hash: str | None = None) -> CalibC
         raise _malformed(path, "ranges and attention must be objects")
     ranges = {}
     for name, r in ranges_in.items():
-        if not isinstance(r, dict) or not isinstance(r.get("all"), int | float):
+        amax = r.get("all") if isinstance(r, dict) else None
+        if isinstance(amax, bool) or not isinstance(amax, int | float):  # bool is an int
             raise _malformed(path, f"range of {name} has no number 'all'")
         ranges[name] = TensorRange(float(r["all"]), _floats(path, r.get("steps", []), name))
     attention = {}

@@ -204,8 +204,11 @@ def calibrate(onnx_dir: str | Path, cfg: CalibConfig) -> CalibResult:
     refuse_quantized(onnx_dir, manifest.extra)
     model_cfg = ModelConfig.from_dict(manifest.model_config)
     batch = min(cfg.batch, cfg.num_samples)
+    external = manifest.graphs["step"].external_data is not None
     require_fits(
-        calibration_estimate(model_cfg, batch), f"a rollout batch of {batch}", "lower --batch"
+        calibration_estimate(model_cfg, batch, external),
+        f"a rollout batch of {batch}",
+        "lower --batch",
     )
     step_path = onnx_dir / manifest.graphs["step"].file
     targets, names, av_probs = _targets(step_path)

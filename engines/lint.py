@@ -364,6 +364,12 @@ def _load(model: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, Path | 
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf's DecodeError and friends
         raise UserError(f"{path} is not a readable ONNX model: {e}") from e
+    if not proto.HasField("graph") or not proto.ir_version:
+        # Protobuf parses zero bytes (and some junk) as an empty message, which then
+        # linted as a model with no opset; a model always has a graph and an IR version.
+        size = path.stat().st_size
+        why = "an empty file" if size == 0 else f"{size} bytes holding no ONNX graph"
+        raise UserError(f"{path}: cannot be read as ONNX ({why})")
     check_external_data(path, model=proto)  # scales are read from it: inside its folder only
     return proto, path.parent
 

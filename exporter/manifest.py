@@ -14,6 +14,7 @@ from typing import Any
 from sasq.errors import UserError
 from sasq.exporter.manifest_schema import validate_manifest
 from sasq.exporter.plain_names import check_external_data, inside
+from sasq.untrusted import json_loads, read_capped
 
 MANIFEST = "manifest.json"
 FORMAT = "sasq-onnx-export"
@@ -203,8 +204,8 @@ def load_manifest(folder: str | Path) -> Manifest:
     if path.stat().st_size > MAX_MANIFEST_BYTES:
         raise UserError(f"{path}: {path.stat().st_size} bytes, too large for a manifest")
     try:
-        d = json.loads(path.read_text())
-    except ValueError as e:  # invalid JSON or UTF-8
+        d = json_loads(read_capped(path, "manifest", MAX_MANIFEST_BYTES))
+    except ValueError as e:  # invalid JSON or UTF-8, or nested too deeply to parse
         raise UserError(f"{path}: invalid manifest (not JSON: {e})") from None
     validate_manifest(d, path)  # every field's type and range, plain file names
     return Manifest.from_dict(d)

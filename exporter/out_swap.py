@@ -19,11 +19,16 @@ How the swap stays atomic. The new export is built in a hidden folder beside ``-
    XXXX)`` then ``rename(tmp, out)``. A kill between the two leaves ``--out`` missing for an
    instant that the next run repairs: it restores the old export from ``.NAME.old-*``.
 
-Leftovers. Each run holds an exclusive ``flock`` on the hidden folders it is using (the
-lock dies with the process, however it ends). At the start of every run, hidden
-``.NAME.tmp-*`` / ``.NAME.old-*`` folders of the same ``--out`` that nobody holds are
-leftovers of interrupted runs: if ``--out`` is missing the newest complete ``.old-*`` is
-renamed back first, then the rest is removed. Folders a live run holds are left alone, so
+Leftovers. Every hidden folder a run makes or moves an export to gets a marker file beside
+it, ``.NAME.tmp-XXXX.sasq-made`` (made with O_EXCL before the folder is used, removed
+after it is gone), and each run holds an exclusive ``flock`` on the hidden folders it is
+using (the lock dies with the process, however it ends). At the start of every run, the
+marked ``.NAME.tmp-*`` / ``.NAME.old-*`` folders of the same ``--out`` that nobody holds
+are leftovers of interrupted runs: if ``--out`` is missing the newest ``.old-*`` is renamed
+back first, then the rest is removed. A folder without sasq's marker is the user's, whatever
+its name (``.NAME.tmp-notes``, ``.NAME.old-backup``): never removed, never renamed. The
+marker sits beside the folder, not in it, because the atomic exchange swaps folders whole:
+a marker inside would travel into ``--out``. Folders a live run holds are left alone, so
 two runs at once do not destroy each other's work.
 
 A file that appears in the old export during the instant of the swap is not deleted: the
@@ -36,10 +41,10 @@ import contextlib
 import ctypes
 import errno
 import fcntl
-import json
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -47,9 +52,15 @@ from pathlib import Path
 
 from sasq.errors import UserError
 from sasq.exporter.plain_names import is_plain_name
+from sasq.untrusted import json_loads, read_capped
 
 MANIFEST = "manifest.json"
 _LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-\w+")
+MARK_SUFFIX = ".sasq-made"
+_MARK_TEXT = (
+    "sasq made the folder named as this file without '.sasq-made' while replacing an "
+    "export; an interrupted run's folder is removed by the next run, then this file\n"
+)
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 _UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
@@ -60,11 +71,12 @@ _UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
 
 def _manifest_files(folder: Path) -> set[str] | None:
     """The file names a sasq export's manifest lists, or None if it is not one."""
-    try:
-        d = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
+    from sasq.exporter.manifest import FORMAT, MAX_MANIFEST_BYTES
+
+    try:  # a stranger's folder: a fifo, a huge or a deeply nested manifest.json is not ours
+        d = json_loads(read_capped(folder / MANIFEST, "manifest", MAX_MANIFEST_BYTES))
+    except (OSError, ValueError, UserError):
         return None
-    from sasq.exporter.manifest import FORMAT
 
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         return None
@@ -122,25 +134,71 @@ def _lock(folder: Path) -> int | None:
     return fd
 
 
+def _marker(folder: Path) -> Path:
+    return folder.with_name(folder.name + MARK_SUFFIX)
+
+
+def _mark(folder: Path) -> None:
+    """Say that ``folder`` is sasq's: a new marker file beside it (never a user's file)."""
+    fd = os.open(_marker(folder), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(_MARK_TEXT)
+
+
+def _unmark(folder: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_marker(folder))
+
+
+def _is_marked(folder: Path) -> bool:
+    """Checked before anything is removed or renamed: the marker is a regular file (not a
+    link), with sasq's words in it."""
+    try:
+        fd = os.open(_marker(folder), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        return f.read(len(_MARK_TEXT) + 1) == _MARK_TEXT.encode()
+
+
 def recover(out: Path) -> None:
-    """Restore ``out`` from an interrupted swap if it is missing; remove unheld leftovers."""
+    """Restore ``out`` from an interrupted swap if it is missing; remove unheld leftovers.
+    Only folders with sasq's marker beside them are touched (then their markers)."""
     found: list[tuple[Path, str, int]] = []
+    strays: list[Path] = []
     with contextlib.suppress(OSError):
         for entry in os.scandir(out.parent):
+            if entry.name.endswith(MARK_SUFFIX):  # a marker whose folder is already gone
+                folder = Path(entry.path[: -len(MARK_SUFFIX)])
+                m = _LEFTOVER.fullmatch(folder.name)
+                if m and m["name"] == out.name and not os.path.lexists(folder):
+                    strays.append(folder)
+                continue
             m = _LEFTOVER.fullmatch(entry.name)
-            if m and m["name"] == out.name and entry.is_dir(follow_symlinks=False):
-                fd = _lock(Path(entry.path))
-                if fd is not None:
-                    found.append((Path(entry.path), m["kind"], fd))
+            if not (m and m["name"] == out.name and entry.is_dir(follow_symlinks=False)):
+                continue
+            if not _is_marked(Path(entry.path)):
+                continue  # the user's folder, whatever its name
+            fd = _lock(Path(entry.path))
+            if fd is not None:
+                found.append((Path(entry.path), m["kind"], fd))
     try:
         if not out.exists() and not out.is_symlink():
             olds = [p for p, kind, _ in found if kind == "old"]  # the moved-away --out
             if olds:
                 newest = max(olds, key=lambda p: p.stat().st_ctime)  # rename sets ctime
                 os.rename(newest, out)
+                _unmark(newest)
                 found = [f for f in found if f[0] != newest]
         for path, _, _ in found:
             shutil.rmtree(path, ignore_errors=True)
+            if not os.path.lexists(path):
+                _unmark(path)
+        for folder in strays:
+            if _is_marked(folder):
+                _unmark(folder)
     finally:
         for _, _, fd in found:
             os.close(fd)
@@ -200,9 +258,11 @@ def install(tmp: Path, out: Path) -> None:
     try:
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         os.rmdir(old)  # only the unique name is needed; rename needs it free
+        _mark(old)  # before the rename: a kill between the renames is then repaired
         os.rename(out, old)
         os.rename(tmp, out)
         _discard_old(old, out)
+        _unmark(old)
     finally:
         if fd is not None:
             os.close(fd)
@@ -232,12 +292,15 @@ def staged_export(out_dir: str | Path) -> Iterator[Path]:
         raise UserError(f"cannot write beside {out}: {e.strerror}") from None
     fd = _lock(tmp)
     try:
+        _mark(tmp)
         tmp.chmod(0o755)  # mkdtemp makes it private; the export is an ordinary folder
         yield tmp
-        install(tmp, out)
+        install(tmp, out)  # the tmp name now holds nothing, or the old export to discard
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
         if fd is not None:
             os.close(fd)
+        if not os.path.lexists(tmp):
+            _unmark(tmp)

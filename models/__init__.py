@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from sasq.models.config import (
 from sasq.models.released import RELEASED_VAE, infer_config, released_vae, released_var
 from sasq.models.var import VAR
 from sasq.models.vqvae import VQVAE
+from sasq.untrusted import json_loads
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "default"
 # The embedded models by name: ``--model digits32`` where no folder of that name exists.
@@ -89,7 +89,7 @@ def load_model(
     cfg_path = d / "config.json" if d is not None else None
     if cfg_path is not None and cfg_path.is_file():
         try:
-            cfg = ModelConfig.from_dict(json.loads(cfg_path.read_text()))
+            cfg = ModelConfig.from_dict(json_loads(cfg_path.read_text()))
         except (ValueError, TypeError) as e:
             raise CheckpointError(f"{cfg_path}: invalid model config ({e})") from None
     else:

@@ -88,3 +88,32 @@ def default_calib(default_export, tmp_path_factory):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a small sample may not cover every class
         return calibrate(default_export, cfg).cache
+
+
+# ----- the world of the hostile-input tests (test_hardening*.py) -----
+
+
+@pytest.fixture(scope="module")
+def shared(default_export, tiny_model_dir, tmp_path_factory) -> tuple[Path, Path, Path, Path]:
+    """The FP export of the default model, a cache of it (2 samples) and its int8 export."""
+    from sasq.calib.cache import load_cache, save_cache
+    from sasq.calib.calibrate import CalibConfig, calibrate
+    from sasq.exporter.qdq_config import QuantConfig
+    from sasq.exporter.quantize import quantize
+
+    root = tmp_path_factory.mktemp("hardening")
+    calib = root / "calib" / "calib.json"
+    calib.parent.mkdir()
+    cc = CalibConfig(num_samples=2, batch=2, threads=1, progress=False)
+    with pytest.warns(UserWarning, match="cover only"):
+        save_cache(calibrate(default_export, cc).cache, calib)
+    int8 = quantize(default_export, load_cache(calib), QuantConfig(), root / "int8")
+    return default_export, calib, int8, tiny_model_dir
+
+
+@pytest.fixture
+def world(shared, tmp_path):
+    """A fresh sandbox for one case, beside the shared artifacts (``hostile_inputs.World``)."""
+    from hostile_inputs import World
+
+    return World(tmp_path, *shared)

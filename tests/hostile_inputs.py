@@ -8,12 +8,14 @@ traceback, and that nothing outside ``--out`` (for a refusal: nothing at all) ch
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import stat
 import struct
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -297,4 +299,95 @@ def put(w: World, name: str, data: bytes | None = None) -> Path:
         (p / "keep.txt").write_text("mine")
     else:
         p.write_bytes(data)
+    return p
+
+
+# ----- command lines of the cases, built in the case's world -----
+
+
+Argv = Callable[[World], list]
+
+
+def gen_ort(folder: Callable[[World], Path]) -> Argv:
+    """``generate`` of one image on ONNX Runtime from the folder ``folder(world)``."""
+    return lambda w: [
+        "generate", "--backend", "ort", "--onnx", folder(w), "--n", "1", "--out", w.sandbox / "g"
+    ]  # fmt: skip
+
+
+def quant(onnx_dir=None, calib=None, *extra: str) -> Argv:
+    """``quantize`` of ``onnx_dir(world)`` (the FP export) with ``calib(world)``."""
+    return lambda w: [
+        "quantize", "--onnx", (onnx_dir or (lambda w: w.fp))(w),
+        "--calib", (calib or (lambda w: w.calib))(w), "--out", w.sandbox / "q", *extra,
+    ]  # fmt: skip
+
+
+def quant_out(out: Callable[[World], Path]) -> Argv:
+    """``quantize`` of the FP export to the prepared ``--out`` ``out(world)``."""
+    return lambda w: ["quantize", "--onnx", w.fp, "--calib", w.calib, "--out", out(w)]
+
+
+def cmd(*args) -> Argv:
+    """A command line; callables among ``args`` are built in the world."""
+    return lambda w: [a(w) if callable(a) else a for a in args]
+
+
+def sandbox(name: str) -> Callable[[World], Path]:
+    return lambda w: w.sandbox / name
+
+
+def model_cfg(fn: Callable[[dict], object]) -> Argv:
+    """``generate`` with a model folder whose config.json ``fn`` edited."""
+    return cmd("generate", "--model", lambda w: model_with(w, lambda c, t: fn(c)), "--out",
+               sandbox("g.png"))  # fmt: skip
+
+
+def set_(key: str, value) -> Callable[[dict], None]:
+    return lambda d: d.__setitem__(key, value)
+
+
+def nan_export_with_cache(w: World) -> list:
+    """A hostile export with a NaN weight and a cache made for exactly its step graph."""
+    fp = fp_with(nan_weight_step)(w)
+    step_hash = hashlib.sha256((fp / "step.onnx").read_bytes()).hexdigest()
+    calib = cache_with(set_("model_hash", step_hash))(w)
+    return ["quantize", "--onnx", fp, "--calib", calib, "--out", w.sandbox / "q"]
+
+
+# ----- files that are not what they claim: deep JSON, a fifo, a sparse giant -----
+
+
+def deep_json(levels: int = 100_000) -> bytes:
+    """``[[[...]]]``: valid JSON nested deeper than Python's parser can recurse."""
+    return b"[" * levels + b"]" * levels
+
+
+def fifo(name: str) -> Callable[[World], Path]:
+    """A builder: a named pipe in the sandbox. Opening it for reading blocks until a writer
+    comes; a watchdog opens it for writing after a minute, so code that wrongly reads it
+    fails the case instead of hanging the test run."""
+
+    def build(w: World) -> Path:
+        p = w.sandbox / name
+        os.mkfifo(p)
+
+        def unblock() -> None:
+            with contextlib.suppress(OSError):  # no reader: ENXIO, nothing to unblock
+                os.close(os.open(p, os.O_WRONLY | os.O_NONBLOCK))
+
+        timer = threading.Timer(60.0, unblock)
+        timer.daemon = True
+        timer.start()
+        return p
+
+    return build
+
+
+def sparse(w: World, name: str, size: int) -> Path:
+    """A file of ``size`` bytes that takes no disk space (a hole): cheap to make, costly
+    to read whole."""
+    p = w.sandbox / name
+    with open(p, "wb") as f:
+        f.truncate(size)
     return p

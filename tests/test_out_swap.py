@@ -143,16 +143,44 @@ def test_a_live_runs_folders_are_left_alone(tmp_path):
     write_export(live, "being built")
     dead = tmp_path / ".out.tmp-dead"
     write_export(dead, "abandoned")
+    for folder in (live, dead):  # as staged_export marks what it makes
+        out_swap._mark(folder)
     other = tmp_path / ".outer.tmp-x"  # another --out's leftover: not this run's business
     other.mkdir()
+    out_swap._mark(other)
     fd = out_swap._lock(live)
     try:
         out_swap.recover(out)
-        assert leftovers(out) == [".out.tmp-live"] and other.is_dir()
+        assert leftovers(out) == [".out.tmp-live", ".out.tmp-live.sasq-made"] and other.is_dir()
     finally:
         os.close(fd)
     out_swap.recover(out)
     assert leftovers(out) == [] and tag_of(out) == "old"
+
+
+def test_folders_sasq_did_not_make_are_never_touched(tmp_path):
+    """A user's folders named like leftovers, one of them a whole export (a backup), and
+    a marker that is not sasq's (a symlink to a copy of its words): recovery leaves them
+    all as they are, and does not rename the backup into a missing --out."""
+    out, out2 = tmp_path / "qq", tmp_path / "qq2"
+    write_export(out, "old")
+    notes, backup, mine = (
+        tmp_path / ".qq.tmp-notes",
+        tmp_path / ".qq.old-backup",
+        tmp_path / ".qq2.old-mine",
+    )
+    for folder in (notes, backup, mine):
+        write_export(folder, folder.name)
+    words = tmp_path / "words"
+    words.write_text(out_swap._MARK_TEXT)
+    out_swap._marker(notes).symlink_to(words)
+    before = {p.name: sorted(os.listdir(p)) for p in (notes, backup, mine)}
+    replace(out, "new")
+    out_swap.recover(out2)
+    assert tag_of(out) == "new" and not out2.exists()
+    assert {p.name: sorted(os.listdir(p)) for p in (notes, backup, mine)} == before
+    assert [tag_of(p) for p in (notes, backup, mine)] == [p.name for p in (notes, backup, mine)]
+    assert out_swap._marker(notes).is_symlink() and not out_swap._is_marked(notes)
 
 
 def test_what_may_be_replaced(tmp_path):

@@ -4,7 +4,7 @@ For each bit width and cache width, the same FP export and calibration are quant
 shift-and-sum at every budget (0 = plain). One budget sets both caps of the int8 cache's
 copies: the extra AV work and the cache rows they add (``ShiftSumConfig.budget`` and
 ``cache_budget``). Every cell is scored against FP on the same samples as ``sasq eval``
-(95% paired bootstrap intervals, and each budget's paired difference from budget 0); the
+(95% paired half-sampling intervals, and each budget's paired difference from budget 0); the
 real-int8 exports (W8A8, int8 cache) are then timed side by side in one ``sasq bench`` run,
 so the extra time is a ratio of medians from one run. Writes sweep.json, sweep.md and
 sweep.png.
@@ -125,8 +125,9 @@ def sweep_budget(model: LoadedModel, clf: DigitsClassifier, sc_cfg: SweepConfig)
         "seconds": round(time.perf_counter() - t0, 1),
         "notes": [
             "one budget caps both the copies' extra AV work and the int8 cache rows they add",
-            "every number: value with its 95% bootstrap interval; vs_plain: the paired "
-            "difference from budget 0 (same seeds, same draws), significant when it excludes 0",
+            "every number: value with its 95% half-sampling interval; vs_plain: the paired "
+            "difference from budget 0 (same seeds, same half-samples), significant when it "
+            "excludes 0",
             "cache=A: the int8 cache at the activations' bits; cache=4: 4 bits (simulated)",
             "time: W8A8 exports on ONNX Runtime CPU in one bench run (median of repeats, "
             "min-max spread), extra time relative to budget 0",
@@ -158,7 +159,7 @@ def to_markdown(r: dict) -> str:
     lines = [
         f"# sasq sweep-budget ({r['samples']} samples, {r['seconds']} s)",
         "",
-        "Every number: value ± half-width of its 95% bootstrap interval; † marks a difference",
+        "Every number: value ± half-width of its 95% half-sampling interval; † marks a difference",
         "from budget 0 that is significant (paired).",
     ]
     for group, cells in r["groups"].items():
@@ -200,8 +201,8 @@ def plot(r: dict, path: Path) -> Path:
         for group, cells in r["groups"].items():
             x = np.array([100 * c["budget"] for c in cells])
             v = np.array([c["metrics"][m]["value"] for c in cells])
-            # A percentile interval need not contain the full-sample value (FID's bootstrap
-            # is biased upwards), so a bar can have no length on one side.
+            # Half-sampling intervals hold their value; the clip at 0 only keeps round-off in
+            # a stored (rounded) interval from giving a bar negative length.
             lo = np.maximum(v - np.array([c["metrics"][m]["lo"] for c in cells]), 0)
             hi = np.maximum(np.array([c["metrics"][m]["hi"] for c in cells]) - v, 0)
             ax.errorbar(x, v, yerr=(lo, hi), marker="o", capsize=3, label=group)

@@ -9,6 +9,7 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import re
 import sys
@@ -208,6 +209,21 @@ def _one_line_warning(command: str):
     return show
 
 
+def _os_error(e: OSError, args: argparse.Namespace) -> str:
+    """One line for a refusal of the file system. A full disk is the disk being written:
+    a copy that runs out of space (shutil's sendfile path) reports the file it was reading
+    as ``filename`` and the one it was writing as ``filename2``, so the line named the
+    read-only input; it names ``--out`` instead (or the file written, without one)."""
+    why = e.strerror or type(e).__name__
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        out = getattr(args, "out", None)
+        if out is not None:
+            return f"{out}: {why} while writing --out"
+        if e.filename2:
+            return f"{e.filename2}: {why}"
+    return f"{e.filename}: {why}" if e.filename else why
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -233,9 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sasq {args.command}: error: {ORT_MISSING}", file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as e:  # the file system said no: a path, permissions, a full disk
-        where = f"{e.filename}: " if e.filename else ""
-        why = e.strerror or type(e).__name__
-        print(f"sasq {args.command}: error: {where}{why}", file=sys.stderr)
+        print(f"sasq {args.command}: error: {_os_error(e, args)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except MemoryError:
         print(f"sasq {args.command}: error: out of memory", file=sys.stderr)

@@ -438,7 +438,7 @@ def args_eval(p: argparse.ArgumentParser) -> None:
         "--bootstrap",
         type=T.int_in(100, 100_000),
         default=d.bootstrap,
-        help="bootstrap replicates of every 95%% interval",
+        help="half-samples drawn for every 95%% interval (tools/intervals.py)",
     )
     p.add_argument("--calib-n", type=T.samples, default=d.calib_samples, help="calibration images")
     p.add_argument("--seed", type=T.seed, default=d.seed, help="sampling seed")
@@ -613,7 +613,7 @@ def args_sweep_budget(p: argparse.ArgumentParser) -> None:
         "--bootstrap",
         type=T.int_in(100, 100_000),
         default=d.bootstrap,
-        help=f"bootstrap replicates (default {d.bootstrap})",
+        help=f"half-samples drawn for the 95%% intervals (default {d.bootstrap})",
     )
     p.add_argument(
         "--bench-batch", type=T.count, default=d.bench_batch, help="batch of the timing run"

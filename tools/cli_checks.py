@@ -75,14 +75,14 @@ def quant_of_export(onnx_path: Path) -> dict:
     cache, and the GEMMs it kept float, and why), for the lint to apply its rules. A
     manifest.json that is not a sasq export's is none of ours ({}); a sasq export's must be
     valid (``UserError`` otherwise)."""
-    import json
-
-    from sasq.exporter.manifest import FORMAT, MANIFEST, load_manifest
+    from sasq.exporter.manifest import FORMAT, MANIFEST, MAX_MANIFEST_BYTES, load_manifest
+    from sasq.untrusted import json_loads, read_capped
 
     path = onnx_path.parent / MANIFEST
     try:
-        ours = path.is_file() and json.loads(path.read_text()).get("format") == FORMAT
-    except (ValueError, AttributeError, OSError):
+        text = read_capped(path, "manifest", MAX_MANIFEST_BYTES) if path.is_file() else b"{}"
+        ours = json_loads(text).get("format") == FORMAT
+    except (ValueError, AttributeError, OSError, UserError):
         ours = False
     if not ours:
         return {}

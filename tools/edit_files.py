@@ -10,6 +10,8 @@ Images are strangers' files too: the size in the PNG header is checked before a 
 is decoded (sides up to ``MAX_SIDE``, and PIL's pixel-count limit turned from a warning into
 a refusal: a 100-megapixel PNG was once decoded in full, and a larger one ended in PIL's
 decompression-bomb traceback), and every way PIL can fail becomes a one-line ``UserError``.
+Only regular files are opened (``sasq.untrusted.open_regular``): a fifo given as ``--image``
+once blocked the command forever, waiting for a writer.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 
 from sasq.models import ModelConfig
 from sasq.tools.errors import UserError
+from sasq.untrusted import open_regular
 
 _IMAGE_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")
 MAX_SIDE = 16384  # larger sides are refused from the header (a 24 MP photo is 6000x4000)
@@ -41,12 +44,10 @@ def load_image(
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"no such image file: {p}")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), open_regular(p, "image") as f:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as im:
+            with Image.open(f) as im:
                 w, h = im.size
                 if max_side is not None and max(w, h) > max_side:
                     raise UserError(f"{p}: image is {w}x{h}, sides above {max_side} px are refused")
@@ -78,9 +79,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
     from PIL import Image
 
     try:
-        with warnings.catch_warnings():  # a huge image: load_image refuses it in one line
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+        with warnings.catch_warnings(), open_regular(path, "image") as f:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # load_image says
+            with Image.open(f) as im:
                 return im.size
     except Exception:  # unreadable: load_image says so in one line
         return (0, 0)
@@ -109,6 +110,9 @@ def load_inputs(
     S, task = cfg.vqvae.image_size, EditTask(task)
     if mask_path is not None and task == EditTask.OUTPAINT:
         raise UserError("outpaint makes its own mask (everything around the input); drop --mask")
+    for p in (image_path, mask_path):  # a fifo, a device: refused before anything reads it
+        if p is not None:
+            open_regular(p, "image").close()
     w, h = image_size(image_path)
     fits = w <= S and h <= S and (w, h) != (0, 0)
     keep = task == EditTask.OUTPAINT and fits  # outpaint centres a smaller input as it is

@@ -43,12 +43,13 @@ from sasq.tools.eval_precision import (
 )
 from sasq.tools.int8_record import backend_record, cpu_record, grouped_lines
 from sasq.tools.intervals import (
+    HalfSamples,
     SampleScores,
     difference_dicts,
     draws,
+    interval,
     intervals,
     metric_fns,
-    percentile_interval,
     replicates,
 )
 
@@ -103,7 +104,7 @@ def _samples(clf: DigitsClassifier, gen, labels: np.ndarray, fp_idx) -> SampleSc
     )
 
 
-def _av_sqnr(backend, idx: np.ndarray) -> dict:
+def _av_sqnr(backend, hs: HalfSamples) -> dict:
     """The V-only rows: AV-output SQNR (dB) pooled over layers and per layer, with intervals
     over images (signal and noise energies summed over the drawn images)."""
     sig, noise = backend.av_error.per_image()
@@ -111,18 +112,21 @@ def _av_sqnr(backend, idx: np.ndarray) -> dict:
     def db(s: np.ndarray, n: np.ndarray) -> float:
         return float(10 * np.log10(s.sum() / max(n.sum(), 1e-300)))
 
-    def interval(s: np.ndarray, n: np.ndarray):
-        return percentile_interval(db(s, n), np.array([db(s[i], n[i]) for i in idx]))
+    def reps(s: np.ndarray, n: np.ndarray) -> tuple[float, np.ndarray]:
+        v = db(s, n)
+        return v, hs.deviations(v, lambda i: db(s[i], n[i]))
 
     return {
-        "AV_SQNR_dB": (db(sig, noise), np.array([db(sig[i], noise[i]) for i in idx])),
-        "per_layer": [interval(sig[:, L], noise[:, L]).as_dict(2) for L in range(sig.shape[1])],
+        "AV_SQNR_dB": reps(sig, noise),
+        "per_layer": [
+            interval(*reps(sig[:, L], noise[:, L])).as_dict(2) for L in range(sig.shape[1])
+        ],
     }
 
 
 class Scorer:
     """Generates the FP reference once and scores any backend's samples against it: the
-    same labels and seed for every backend, one set of bootstrap draws for all (paired)."""
+    same labels and seed for every backend, one set of half-samples for all (paired)."""
 
     def __init__(self, model: LoadedModel, clf: DigitsClassifier, ec: EvalConfig):
         self.model, self.clf, self.ec = model, clf, ec
@@ -134,7 +138,8 @@ class Scorer:
         fp_scores = _samples(clf, self.fp, self._labels_np, self.fp.idx)
         _, real = predict(clf, load_split(model.cfg.vqvae.image_size).test_x)
         self.fns = metric_fns(fp_scores.feats, real)
-        self.idx = draws(len(self.labels), ec.bootstrap, ec.seed)
+        # Half of each class per draw: eval generates fixed counts of every class.
+        self.idx = draws(len(self.labels), ec.bootstrap, ec.seed, strata=self._labels_np)
 
     def run(self, backend: StepBackend, seed: int | None = None, show: bool = False):
         seed = self.ec.seed if seed is None else seed
@@ -258,7 +263,7 @@ def _backend_for(ws: Workspace, row: str, bits: str) -> StepBackend | None:
 
 
 def evaluate(model: LoadedModel, clf: DigitsClassifier, ec: EvalConfig) -> dict:
-    """Every (row, bits) cell against FP, each number with its 95% bootstrap interval, and
+    """Every (row, bits) cell against FP, each number with its 95% interval, and
     each row's paired difference from its baseline; FP vs FP with another seed is the noise
     floor."""
     t0 = time.perf_counter()
@@ -304,8 +309,9 @@ def evaluate(model: LoadedModel, clf: DigitsClassifier, ec: EvalConfig) -> dict:
 
 # (the rows a note is about, or None for every table; the note)
 _NOTES: tuple[tuple[tuple[str, ...] | None, str], ...] = (
-    (None, "every number: value ± half-width of its 95% bootstrap interval over the samples "
-     "(the interval itself in eval.json); FID's real test digits held fixed"),
+    (None, "every number: value ± half-width of its 95% interval over the samples, by "
+     "half-sampling without replacement (the interval itself in eval.json); FID's real "
+     "test digits held fixed"),
     (None, "FP (seed+1): FP against FP with another seed, the noise floor of FID2FP and token "
      "agreement"),
     (("peer-minmax", "peer-entropy", "peer-linears"),
@@ -339,8 +345,8 @@ def _notes(ec: EvalConfig) -> list[str]:
     said = [f"{r} vs {b}" for r, b in pairs] + [f"{r} vs plain" for r in peers]
     if said:
         notes.append(
-            f"† differs from the row's baseline ({'; '.join(said)}) on the same bootstrap "
-            "draws (paired: same seeds and labels), the 95% interval of the difference "
+            f"† differs from the row's baseline ({'; '.join(said)}) on the same half-samples "
+            "(paired: same seeds and labels), the 95% interval of the difference "
             "excluding 0"
         )
     return notes
@@ -392,7 +398,7 @@ def to_markdown(r: dict) -> str:
     lines = [
         f"# sasq eval ({r['samples']} samples, {r['seconds']} s)",
         "",
-        "Every number: value ± half-width of its 95% bootstrap interval. FP against FP with",
+        "Every number: value ± half-width of its 95% half-sampling interval. FP against FP with",
         "another seed is the noise floor of FID2FP and token agreement.",
         "",
         "## FP reference",

@@ -1,0 +1,85 @@
+"""Run one operation in a fresh process and print its peak RSS next to sasq's estimate.
+
+    python tests/memory_probe.py OP CONFIG_JSON [BATCH]    # OP: build generate export calibrate
+
+The peak is the kernel's high-water mark of resident memory (VmHWM) after the operation
+minus the resident memory just before it, with the mark reset first (``clear_refs`` 5), so
+imports, the model built for the later operations and earlier work do not count: what is
+left is what the operation itself needed, the quantity ``sasq.models.memory`` estimates.
+Run in its own process so the test's own memory does not pollute it. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import re
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+
+def _rss(key: str) -> int:
+    return int(re.search(rf"{key}:\s+(\d+) kB", Path("/proc/self/status").read_text())[1]) * 1024
+
+
+def _start() -> int:
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    return _rss("VmRSS")
+
+
+def main(op: str, cfg_json: str, batch: int) -> dict:
+    from sasq.models import ModelConfig, build
+    from sasq.models import memory as M
+
+    torch.set_num_threads(1)
+    cfg = ModelConfig.from_dict(json.loads(cfg_json))
+    if op == "build":
+        est = M.build_estimate(cfg)
+        base = _start()
+        model = build(cfg)
+        return {"peak": _rss("VmHWM") - base, "est": est.total, "parts": est.parts}
+    model = build(cfg)
+    tmp = Path(tempfile.mkdtemp())
+    if op == "generate":
+        from sasq.engines.generate import GenerateConfig, generate_many, make_backend
+
+        backend = make_backend("torch", model)
+        labels = tuple(i % cfg.var.num_classes for i in range(batch))
+        generate_many(cfg, backend, GenerateConfig(labels[:1], 0, 1, progress=False))  # warm
+        est = M.generation_estimate(cfg, batch, images=batch)
+        base = _start()
+        generate_many(cfg, backend, GenerateConfig(labels, 0, batch, progress=False))
+    elif op == "export":
+        from sasq.exporter import ExportConfig, export_model
+
+        export_model(model, tmp / "warm", ExportConfig(progress=False))  # the exporter's imports
+        est = M.export_estimate(cfg)
+        base = _start()
+        export_model(model, tmp / "e", ExportConfig(progress=False))
+    elif op == "calibrate":
+        from sasq.calib.calibrate import CalibConfig, calibrate
+        from sasq.exporter import ExportConfig, export_model
+
+        export_model(model, tmp / "e", ExportConfig(progress=False))
+        del model
+        est = M.calibration_estimate(cfg, batch)
+        warm = CalibConfig(num_samples=1, batch=1, threads=1, progress=False)
+        cc = CalibConfig(num_samples=batch, batch=batch, threads=1, progress=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "N samples cover only N of K classes"
+            calibrate(tmp / "e", warm)  # ONNX Runtime's library and first-use allocations
+            base = _start()
+            calibrate(tmp / "e", cc)
+    else:
+        raise SystemExit(f"unknown operation {op}")
+    return {"peak": _rss("VmHWM") - base, "est": est.total, "parts": est.parts}
+
+
+if __name__ == "__main__":
+    out = main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 1)
+    print(json.dumps(out))

@@ -3,7 +3,7 @@
 instance group as ``sasq serve``), ``OUT/sasq/1/model.py`` (a Python-backend model, the
 ``TritonPythonModel`` below) and ``OUT/sasq/1/export/`` (a copy of the export, so the
 repository is whole on any machine). The Python environment the backend runs needs sasq
-installed (``pip install sasq``); the server then needs no PyTriton.
+installed (``pip install 'sasq[cpu]'``); the server then needs no PyTriton.
 
 Here errors are per request (a Python-backend model answers each request on its own), so a
 bad value fails exactly its request, batched or not.

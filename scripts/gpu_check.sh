@@ -7,4 +7,9 @@ cd "$(dirname "$0")/.."
 OUT="${1:?usage: scripts/gpu_check.sh OUT}"
 PY=.venv/bin/python
 [ -x "$PY" ] || PY=python3
+if ! "$PY" -c "import sasq.engines" 2>/dev/null; then
+  # a GPU image with its own Python (CUDA PyTorch, no network): install sasq itself, offline
+  echo "gpu_check: sasq is not installed for $PY; pip install --no-deps -e . (offline)"
+  "$PY" -m pip install -q --no-deps --no-build-isolation -e . || true
+fi
 exec "$PY" scripts/gpu_check.py "$OUT"

@@ -195,3 +195,20 @@ def test_two_step_graphs_get_two_engines_and_the_same_tokens(
         gc = GenerateConfig((1, 2, 3), seed=seed, batch=3)
         a, t = generate_many(model, ort, gc), generate_many(model, trt, gc)
         assert all(torch.equal(x, y) for x, y in zip(a.idx, t.idx, strict=True))
+
+
+@pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here; this checks its absence")
+def test_gpu_check_says_what_is_missing():
+    """scripts/gpu_check.py's environment probe, the part of it a CPU machine can check:
+    it names the missing GPU packages (it then times what it can and exits 0)."""
+    import importlib.util as iu
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+    spec = iu.spec_from_file_location("gpu_check", path)
+    mod = iu.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    env = mod.environment()
+    assert "tensorrt" in env["missing"] and env["cuda_gpus"] == 0 and env["gpu"] is None
+    assert not [m for m in env["missing"] if m in mod.CORE or m.startswith("sasq")]
+    assert mod.main([]) == 2  # usage

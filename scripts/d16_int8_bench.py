@@ -22,6 +22,8 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
+
 from sasq.calib.cache import load_cache, save_cache
 from sasq.calib.calibrate import CalibConfig, calibrate
 from sasq.calib.data_reader import record_step_feeds
@@ -90,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     vae = VQVAEConfig(
         ch=32, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=1, using_sa=False, patch_nums=var.patch_nums
     )
+    torch.manual_seed(0)  # the same random weights in every process (--bench-only checks them)
     model = build(ModelConfig(vqvae=vae, var=var))
     if args.bench_only:
         rows = [*QUANTIZED, *(PEERS if args.peer else ())]

@@ -27,10 +27,14 @@ def concat_graph(tmp_path):
     g = h.make_graph(
         nodes,
         "g",
-        [h.make_tensor_value_info("past", T.FLOAT, [2, "P", 4]),
-         h.make_tensor_value_info("new", T.FLOAT, [2, "l", 4])],  # fmt: skip
-        [h.make_tensor_value_info("present", T.FLOAT, [2, "Q", 4]),
-         h.make_tensor_value_info("s", T.FLOAT, [])],  # fmt: skip
+        [
+            h.make_tensor_value_info("past", T.FLOAT, [2, "P", 4]),
+            h.make_tensor_value_info("new", T.FLOAT, [2, "l", 4]),
+        ],  # fmt: skip
+        [
+            h.make_tensor_value_info("present", T.FLOAT, [2, "Q", 4]),
+            h.make_tensor_value_info("s", T.FLOAT, []),
+        ],  # fmt: skip
         [two],
     )
     path = tmp_path / "g.onnx"

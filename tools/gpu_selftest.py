@@ -80,7 +80,7 @@ def _exports(out: Path, model, checks: Checks) -> dict[str, Path]:
     if (fp := checks.run("export FP32", lambda: export("fp32"))) is None:
         return folders
     folders["fp32"] = fp
-    if (f16 := checks.run("export fp16 (sasq writes the casts)", lambda: export("fp16"))):
+    if f16 := checks.run("export fp16 (sasq writes the casts)", lambda: export("fp16")):
         folders["fp16"] = f16
     calib_cfg = CalibConfig(num_samples=16, batch=16, progress=False)
     cache = checks.run("calibrate", lambda: (calibrate(fp, calib_cfg).cache, True, "16 images"))

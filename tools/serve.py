@@ -292,8 +292,10 @@ class Server:
             from sasq.engines.trt_plan import load_plan_info
 
             # a simulated plan (sasq build --simulate) runs anywhere; everything else needs a GPU
-            simulated = sc.backend == "trt" and sc.engine is not None and (
-                load_plan_info(Path(sc.engine)).simulated
+            simulated = (
+                sc.backend == "trt"
+                and sc.engine is not None
+                and (load_plan_info(Path(sc.engine)).simulated)
             )
             if not simulated and gpu_count() == 0:
                 raise UserError(

@@ -10,13 +10,9 @@ import torch
 
 from sasq import progress
 from sasq.engines.decode import Generation, StepBackend, generate
-from sasq.engines.trt_plan import BatchRange
 from sasq.errors import UserError
 from sasq.models import LoadedModel, ModelConfig, SamplingConfig
 from sasq.models.memory import generation_estimate, require_fits
-
-BACKENDS = ("torch", "torch-int8-cache", "ort", "ort-cuda", "ort-trt", "trt")
-_ORT_PROVIDERS = {"ort": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}
 
 
 @dataclass(frozen=True)
@@ -26,53 +22,6 @@ class GenerateConfig:
     batch: int = 64  # chunk i of the labels is sampled with seed + i
     sampling: SamplingConfig | None = None  # None: the model's own defaults
     progress: bool = False  # a bar over the batches (on a terminal, ``sasq.progress``)
-
-
-def make_backend(
-    name: str,
-    model: LoadedModel | None,
-    onnx_dir: str | Path | None = None,
-    threads: int = 0,
-    engine: str | Path | None = None,
-    batch: BatchRange | None = None,
-) -> StepBackend:
-    """``torch`` runs the PyTorch model (``torch-int8-cache``: with the int8 KV cache of a
-    quantized export, the reference of its numerics); ``ort*`` run an export folder
-    (``sasq export``) under ONNX Runtime's CPU, CUDA or TensorRT execution provider; ``trt``
-    runs the step graph as a TensorRT engine (``sasq build``), the rest under ORT. ``batch``:
-    the batches the TensorRT execution provider builds its engines for (``ort-trt``; a
-    ``trt`` plan carries its own range)."""
-    if name == "torch":
-        from sasq.engines.torch_backend import TorchBackend
-
-        return TorchBackend(model)
-    if name == "torch-int8-cache":
-        if onnx_dir is None:
-            raise UserError(f"--backend {name} needs --onnx DIR (a quantized export)")
-        from sasq.engines.torch_backend import CacheQuant, TorchBackend
-
-        return TorchBackend(model, CacheQuant.from_export(onnx_dir))
-    if name == "trt":
-        if onnx_dir is None or engine is None:
-            raise UserError("--backend trt needs --onnx DIR and --engine PLAN (sasq build)")
-        from sasq.engines.trt_backend import TrtBackend
-
-        return TrtBackend(onnx_dir, engine)
-    if name in _ORT_PROVIDERS:
-        if onnx_dir is None:
-            raise UserError(f"--backend {name} needs --onnx DIR (an export folder)")
-        from sasq.engines.ort_backend import OrtBackend
-        from sasq.engines.ort_session import SessionConfig
-
-        # int8 GEMMs need DQ -> MatMul -> Add left unfused (DESIGN.md, runtime facts), as in
-        # bench and profile
-        cfg = SessionConfig(
-            provider=_ORT_PROVIDERS[name],
-            intra_op_threads=threads,
-            disabled_optimizers=("MatMulAddFusion",),
-        )
-        return OrtBackend(onnx_dir, cfg, batch=batch)
-    raise UserError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
 
 
 def labels_for(cfg: ModelConfig, cls: int | None, n: int) -> tuple[int, ...]:

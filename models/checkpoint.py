@@ -16,14 +16,16 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from sasq.errors import UserError
 from sasq.models.validate import first_non_finite
 
 log = logging.getLogger(__name__)
 EMA_HITS = "quantize.ema_vocab_hit_SV"  # the VQVAE's codebook usage statistics of training
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded safely or does not fit the model."""
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that cannot be loaded safely or does not fit the model: a user's file,
+    so the CLI reports it in one line like any ``UserError``."""
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

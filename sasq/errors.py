@@ -1,7 +1,7 @@
 """The one exception type a user's mistake raises; the CLI prints it as one line, exit 2.
 
 It lives at the package root so every layer (models included) can raise it without
-importing from ``sasq.tools``; ``sasq.tools.errors`` re-exports it for existing imports."""
+importing from ``sasq.tools``; ``sasq.errors`` re-exports it for existing imports."""
 
 
 class UserError(Exception):

@@ -1,7 +1,7 @@
 """Quality numbers for the FP-vs-quantized comparisons, in plain numpy.
 
 FID and Inception Score take features/probabilities from the digits classifier
-(tools/classifier.py); PSNR and SQNR compare images or tensors element-wise; token agreement
+(tools/quality/classifier.py); PSNR and SQNR compare images or tensors element-wise; token agreement
 says at which scale a quantized rollout first departs from the FP one under the same seed.
 """
 

@@ -33,7 +33,7 @@ from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
 from sasq.exporter.quantize import quantize
 from sasq.models import build
 from sasq.models.config import ModelConfig, VQVAEConfig, official_var
-from sasq.tools.bench import BenchConfig, run_bench, to_markdown, write_report
+from sasq.tools.measure.bench import BenchConfig, run_bench, to_markdown, write_report
 
 QUANTIZED = {
     "int8": QuantConfig(),

@@ -4,7 +4,7 @@
 per-sample numbers are needed. This runs the same cells as ``sasq eval`` (same Scorer,
 Workspace and backends, so the same samples for the same seed) and saves each cell's
 classifier outputs and token agreement; ``intervals`` then prints every number and every
-paired difference from the saved scores with the current ``sasq.tools.intervals``.
+paired difference from the saved scores with the current ``sasq.tools.quality.intervals``.
 
     python scripts/eval_samples.py run MODEL PER_CLASS ROWS BITS OUT   # e.g. default 50
     python scripts/eval_samples.py intervals OUT [REPLICATES]
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sasq.tools.evaluate import (
+from sasq.tools.quality.evaluate import (
     BASELINE,
     METRICS,
     EvalConfig,
@@ -26,7 +26,14 @@ from sasq.tools.evaluate import (
     _backend_for,
     _samples,
 )
-from sasq.tools.intervals import SampleScores, difference, draws, intervals, metric_fns, replicates
+from sasq.tools.quality.intervals import (
+    SampleScores,
+    difference,
+    draws,
+    intervals,
+    metric_fns,
+    replicates,
+)
 
 
 def _save(path: Path, s: SampleScores) -> None:
@@ -42,11 +49,11 @@ def _load(path: Path) -> SampleScores:
 def run(model_name: str, per_class: int, rows: list[str], bits: list[str], out: Path) -> None:
     import tempfile
 
-    from sasq.engines.generate import make_backend
+    from sasq.engines.backends import make_backend
     from sasq.models import load_model
-    from sasq.tools.classifier import predict
-    from sasq.tools.digits import load_split
-    from sasq.tools.quality import default_classifier
+    from sasq.tools.quality.classifier import predict
+    from sasq.tools.quality.digits import load_split
+    from sasq.tools.quality.scores import default_classifier
 
     out.mkdir(parents=True, exist_ok=True)
     model, clf = load_model(model_name), default_classifier()

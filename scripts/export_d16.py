@@ -4,7 +4,7 @@ Not run in CI (minutes of CPU, ~6 GB of memory): a manual check that the exporte
 to the official size. It builds VAR-d16 with the official patch_nums, exports it (the step
 graph is ~1.2 GB, so it goes to external data at the default 1 GiB threshold), compares ONNX
 Runtime with torch on one or two samples (tokens, logits per scale, image), and times
-per-scale step latency and images/s of both with ``sasq.tools.bench``.
+per-scale step latency and images/s of both with ``sasq.tools.measure.bench``.
 
     .venv/bin/python scripts/export_d16.py --out out/d16 --threads 2
 
@@ -33,7 +33,7 @@ from sasq.engines.ort_session import SessionConfig
 from sasq.engines.torch_backend import TorchBackend
 from sasq.exporter import ExportConfig, export_model
 from sasq.models.config import official
-from sasq.tools.bench import BenchConfig, run_bench, write_report
+from sasq.tools.measure.bench import BenchConfig, run_bench, write_report
 
 
 def build(vqvae: str) -> M.LoadedModel:

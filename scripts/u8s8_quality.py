@@ -30,15 +30,15 @@ import numpy as np
 import torch
 
 from sasq.calib.calibrate import CalibConfig, calibrate
+from sasq.engines.backends import make_backend
 from sasq.engines.decode import generate
-from sasq.engines.generate import make_backend
 from sasq.engines.int8_kernels import cpu_int8
 from sasq.exporter import export_model
 from sasq.exporter.qdq_config import QuantConfig
 from sasq.exporter.quantize import quantize
 from sasq.exporter.u8s8 import Forms, U8S8Form
 from sasq.models import load_model
-from sasq.tools.intervals import draws, percentile_interval
+from sasq.tools.quality.intervals import draws, percentile_interval
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,8 @@ def main(op: str, cfg_json: str, batch: int) -> dict:
     model = build(cfg)
     tmp = Path(tempfile.mkdtemp())
     if op == "generate":
-        from sasq.engines.generate import GenerateConfig, generate_many, make_backend
+        from sasq.engines.backends import make_backend
+        from sasq.engines.generate import GenerateConfig, generate_many
 
         backend = make_backend("torch", model)
         labels = tuple(i % cfg.var.num_classes for i in range(batch))

@@ -12,8 +12,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from sasq.engines.backends import make_backend
 from sasq.engines.decode import generate
-from sasq.engines.generate import make_backend
 from sasq.engines.lint import config_for_export, lint
 from sasq.engines.ort_backend import empty_cache
 from sasq.errors import UserError

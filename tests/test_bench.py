@@ -10,8 +10,8 @@ import pytest
 from test_export import exported, tiny_model
 
 import sasq.models as M
-from sasq.tools.bench import BenchConfig, run_bench, write_report
-from sasq.tools.errors import UserError
+from sasq.errors import UserError
+from sasq.tools.measure.bench import BenchConfig, run_bench, write_report
 
 
 @pytest.mark.slow  # 52 s on a busy 2-core machine
@@ -87,7 +87,7 @@ def test_bench_refuses_an_export_of_another_model(tmp_path_factory):
 
 
 def test_noisy_rows_and_a_loaded_machine_are_flagged():
-    from sasq.tools.bench import _warnings
+    from sasq.tools.measure.bench import _warnings
 
     def row(ms):
         return {"e2e_ms_min": min(ms), "e2e_ms_max": max(ms),

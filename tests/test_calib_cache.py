@@ -21,7 +21,7 @@ from sasq.calib.cache import (
 from sasq.calib.observers import ObserverMethod
 from sasq.calib.resample import ResampleMode
 from sasq.calib.selection import SelectionMethod
-from sasq.tools.errors import UserError
+from sasq.errors import UserError
 
 HASH = "ab" * 32
 

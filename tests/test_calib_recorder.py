@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from sasq.calib.recorder import ActivationRecorder, OpKind, QuantTarget, expose, quantizable_inputs
-from sasq.tools.errors import UserError
+from sasq.errors import UserError
 
 B, S, D = 2, 4, 8
 SCALE = 0.35

@@ -12,8 +12,8 @@ from sasq.calib.cache import load_cache, save_cache
 from sasq.calib.calibrate import CalibConfig, calibrate
 from sasq.calib.data_reader import FeedsReader, ranges_from_reader, record_step_feeds
 from sasq.calib.recorder import OpKind
+from sasq.errors import UserError
 from sasq.tools.cli import main
-from sasq.tools.errors import UserError
 
 
 @pytest.fixture(scope="module")

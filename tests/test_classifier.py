@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from sasq.tools.classifier import (
+from sasq.tools.quality.classifier import (
     DigitsClassifier,
     load_classifier,
     predict,
     save_classifier,
     train_classifier,
 )
-from sasq.tools.digits import DigitsSplit, load_split
+from sasq.tools.quality.digits import DigitsSplit, load_split
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sasq.tools.cli import COMMANDS, build_parser, main
+from sasq.tools.cli.commands import all_commands
+from sasq.tools.cli.entry import build_parser, main
+
+COMMANDS = all_commands()
 
 
 def test_every_subcommand_has_help(capsys):
@@ -60,8 +63,8 @@ def test_every_option_has_help_and_shows_its_default():
 
 def test_help_defaults_match_the_code():
     """Defaults the help spells out are the ones the code uses."""
-    from sasq.tools.bench import default_threads
-    from sasq.tools.evaluate import EvalConfig
+    from sasq.tools.measure.steadiness import default_threads
+    from sasq.tools.quality.evaluate import EvalConfig
 
     subs = _subparsers()
     ev = subs["eval"].parse_args([])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from sasq.engines.generate import make_backend
+from sasq.engines.backends import make_backend
 from sasq.models import load_model
 from sasq.tools.cli import main
-from sasq.tools.compare import CompareConfig, compare_backends
+from sasq.tools.quality.compare import CompareConfig, compare_backends
 
 
 def test_torch_and_ort_fp32_agree_per_scale(default_export):
@@ -61,7 +61,7 @@ def test_healthy_int8_export_passes_by_tokens_and_layer_sqnr(
     verdict passes it, with every layer named and above the W8A8 floor."""
     from sasq.exporter.qdq_config import QuantConfig
     from sasq.exporter.quantize import quantize
-    from sasq.tools.compare import floors_for
+    from sasq.tools.quality.compare import floors_for
 
     q = quantize(default_export, default_calib, QuantConfig(), tmp_path / "int8")
     rc, r = _compare(default_export, q, tmp_path / "cmp")
@@ -121,7 +121,7 @@ def test_broken_int8_export_fails_and_names_the_layer(
 
 
 def test_floors_by_bit_width():
-    from sasq.tools.compare import FLOORS, floors_for
+    from sasq.tools.quality.compare import FLOORS, floors_for
 
     assert floors_for(8) == FLOORS[8] and floors_for(7) == FLOORS[6]
     assert floors_for(4) == floors_for(2) == FLOORS[4]

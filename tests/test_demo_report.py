@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sasq.tools.demo_report import demo_report, demo_summary
+from sasq.tools.apps.demo_report import demo_report, demo_summary
 
 
 def _iv(v, lo, hi):

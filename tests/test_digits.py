@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sasq.tools.digits import DigitsSplit, load_split, to_uint8
+from sasq.tools.quality.digits import DigitsSplit, load_split, to_uint8
 
 
 def test_split_sizes_dtypes_and_range():

@@ -11,24 +11,23 @@ import torch
 from PIL import Image
 
 import sasq.models as M
+from sasq.engines.backends import make_backend
 from sasq.engines.decode import generate
-from sasq.engines.generate import make_backend
-from sasq.engines.torch_backend import TorchBackend
-from sasq.tools.cli import main
-from sasq.tools.digits import load_split, to_uint8
-from sasq.tools.edit import (
+from sasq.engines.edit import (
     EditConfig,
     EditHook,
-    EditQualityConfig,
     EditTask,
     TokenRule,
     edit,
-    edit_quality,
     masked_psnr,
     outpaint_canvas,
     token_masks,
 )
-from sasq.tools.quality import default_classifier
+from sasq.engines.torch_backend import TorchBackend
+from sasq.tools.cli import main
+from sasq.tools.quality.digits import load_split, to_uint8
+from sasq.tools.quality.edit_quality import EditQualityConfig, edit_quality
+from sasq.tools.quality.scores import default_classifier
 
 PNS = (1, 2, 3, 4)
 
@@ -252,7 +251,7 @@ def test_generate_out_dir_feeds_edit(tmp_path, capsys):
     small, big = Image.open(d / "0001_class7.png"), Image.open(d / "0001_class7_x4.png")
     assert small.size == (16, 16) and small.mode == "L" and big.size == (64, 64)
     from sasq.models import load_model
-    from sasq.tools.edit_files import load_image, load_inputs
+    from sasq.tools.apps.edit_files import load_image, load_inputs
 
     cfg = load_model().cfg
     image, _, notes = load_inputs(d / "0001_class7_x4.png", None, cfg, "class-edit")

@@ -1,4 +1,4 @@
-"""sasq eval's TensorRT precision rows (tools/eval_precision.py): fp16 close to FP, fp8 and
+"""sasq eval's TensorRT precision rows (tools/quality/eval_precision.py): fp16 close to FP, fp8 and
 int8 close but not identical, W8A8 only, differences against their own baselines."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import pytest
 
 from sasq.tools.cli import main
-from sasq.tools.evaluate import DEFAULT_ROWS, ROWS, EvalConfig
+from sasq.tools.quality.evaluate import DEFAULT_ROWS, ROWS, EvalConfig
 
 
 def test_precision_rows_are_selectable_not_default():

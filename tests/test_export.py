@@ -20,6 +20,7 @@ import torch
 from conftest import random_tiny
 
 import sasq.models as M
+from sasq.errors import UserError
 from sasq.exporter import (
     ExportConfig,
     attention_chains,
@@ -29,7 +30,6 @@ from sasq.exporter import (
     verify,
 )
 from sasq.exporter import export as export_mod
-from sasq.tools.errors import UserError
 
 CONFIGS = {
     "inline": ExportConfig(),

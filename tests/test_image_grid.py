@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sasq.tools.image_grid import (
+from sasq.tools.report.image_grid import (
     LABEL_H,
     PAD,
     TITLE_H,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from sasq.metrics import frechet_distance
-from sasq.tools.intervals import (
+from sasq.tools.quality.intervals import (
     Interval,
     SampleScores,
     difference,

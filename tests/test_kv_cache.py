@@ -14,8 +14,8 @@ import pytest
 import torch
 from int8_sessions import NO_VNNI_BACKEND
 
+from sasq.engines.backends import make_backend
 from sasq.engines.decode import generate
-from sasq.engines.generate import make_backend
 from sasq.engines.lint import LintConfig, lint
 from sasq.engines.ort_backend import OrtBackend
 from sasq.engines.torch_backend import CacheQuant, TorchBackend

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from qdq_builders import ACT_RANGE, attention, fake_quant, init, linear
 
 from sasq.engines.lint import Coverage, LintConfig, Rule, format_violations, lint, lint_or_raise
-from sasq.tools.errors import UserError
+from sasq.errors import UserError
 
 
 def rules(model: onnx.ModelProto, cfg: LintConfig | None = None) -> set[Rule]:

@@ -13,7 +13,7 @@ from sasq.engines.decode import Generation, generate
 from sasq.engines.ort_backend import OrtBackend
 from sasq.engines.ort_session import SessionConfig, make_session
 from sasq.engines.torch_backend import TorchBackend
-from sasq.tools.errors import UserError
+from sasq.errors import UserError
 
 LABELS = (0, 1, 2, 3, 4, 5, 6, 7)
 CPU1 = SessionConfig(intra_op_threads=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sasq.engines.generate import make_backend
+from sasq.engines.backends import make_backend
 from sasq.engines.paper_quant import (
     PaperQuantBackend,
     PaperQuantConfig,
@@ -14,7 +14,7 @@ from sasq.engines.paper_quant import (
     shift_sum_v,
 )
 from sasq.models import load_model
-from sasq.tools.compare import CompareConfig, compare_backends
+from sasq.tools.quality.compare import CompareConfig, compare_backends
 
 
 def test_log2_softmax_levels():

@@ -52,7 +52,7 @@ def test_quiet_ort_logging_restores_the_root_logger():
 def test_python_warnings_print_as_one_line_and_main_restores_the_hook(capsys):
     import warnings
 
-    from sasq.tools.cli import _one_line_warning
+    from sasq.tools.cli.entry import _one_line_warning
 
     _one_line_warning("calibrate")("8 samples cover\\nonly 8", UserWarning, "/x/f.py", 12)
     assert capsys.readouterr().err == "sasq calibrate: warning: 8 samples cover\\nonly 8\n"

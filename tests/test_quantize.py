@@ -12,15 +12,15 @@ import torch
 
 from sasq.calib.cache import load_cache, save_cache
 from sasq.calib.calibrate import CalibConfig, calibrate
+from sasq.engines.backends import make_backend
 from sasq.engines.decode import generate
-from sasq.engines.generate import make_backend
 from sasq.engines.lint import config_for_export, lint
+from sasq.errors import UserError
 from sasq.exporter.manifest import load_manifest, verify
 from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
 from sasq.exporter.quantize import quantize
 from sasq.metrics import sqnr_db, token_agreement
 from sasq.models.config import ModelConfig
-from sasq.tools.errors import UserError
 
 
 @pytest.fixture(scope="module")

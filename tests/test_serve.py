@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from sasq.tools.errors import UserError
+from sasq.errors import UserError
 
 HAVE_SERVE = all(importlib.util.find_spec(m) for m in ("pytriton", "tritonclient"))
 # a mark, not only a skip in the server fixture: pytest makes the session's export first
@@ -64,8 +64,8 @@ def test_rows_in_one_batch_equal_each_row_alone(default_export, model_cfg):
     batched beside it (ONNX Runtime CPU logits are row-independent, bitwise). Not so with
     more_smooth (the soft latent's GEMM rounds by batch size): the server decodes those rows
     one by one."""
+    from sasq.engines.backends import make_backend
     from sasq.engines.decode import generate_rows
-    from sasq.engines.generate import make_backend
 
     backend = make_backend("ort", None, default_export, 1)
     rows = _rows(model_cfg)
@@ -79,7 +79,7 @@ def test_rows_in_one_batch_equal_each_row_alone(default_export, model_cfg):
 
 
 def test_loadtest_refuses_a_remote_url():
-    from sasq.tools.loadtest import loopback_hostport
+    from sasq.tools.serve.loadtest import loopback_hostport
 
     assert loopback_hostport("http://127.0.0.1:8000") == "127.0.0.1:8000"
     with pytest.raises(UserError, match="loopback"):
@@ -100,7 +100,7 @@ def test_gpu_backends_refused_in_one_line(default_export, capsys):
 
 @pytest.fixture(scope="module")
 def server(request):
-    from sasq.tools.serve import ServeConfig, Server
+    from sasq.tools.serve.server import ServeConfig, Server
 
     default_export = request.getfixturevalue("default_export")
 
@@ -121,10 +121,10 @@ def _client(server):
 @pytest.mark.serve
 @needs_serve
 def test_served_rows_equal_sasq_generate(server, default_export, model_cfg, tmp_path, capsys):
-    from sasq.engines.generate import make_backend
+    from sasq.engines.backends import make_backend
     from sasq.tools.cli import main
-    from sasq.tools.loadtest import infer_rows
-    from sasq.tools.serve import to_uint8_hwc
+    from sasq.tools.serve.loadtest import infer_rows
+    from sasq.tools.serve.server import to_uint8_hwc
 
     rows = _rows(model_cfg)
     got: dict[int, tuple] = {}
@@ -195,7 +195,7 @@ def test_malformed_requests_get_errors_and_the_server_keeps_serving(server):
     import tritonclient.http as th
     from tritonclient.utils import InferenceServerException
 
-    from sasq.tools.loadtest import infer_rows
+    from sasq.tools.serve.loadtest import infer_rows
 
     client = _client(server)
     try:
@@ -273,7 +273,7 @@ def test_sigterm_lets_the_request_in_flight_finish(default_export):
     the command exits 0."""
     import tritonclient.http as th
 
-    from sasq.tools.loadtest import infer_rows
+    from sasq.tools.serve.loadtest import infer_rows
 
     # a 1.5 s queue delay: the lone request below waits in the batcher when SIGTERM comes
     cmd = [sys.executable, "-m", "sasq", "serve", "--onnx", str(default_export), "--port", "0"]
@@ -321,11 +321,11 @@ def test_written_repository_on_a_stock_tritonserver(default_export, model_cfg, t
     between): the same rows as generate, and a bad request fails alone even when batched."""
     import tritonclient.http as th
 
-    from sasq.engines.generate import make_backend
+    from sasq.engines.backends import make_backend
     from sasq.tools.cli import main
-    from sasq.tools.loadtest import infer_rows
-    from sasq.tools.serve import free_ports, to_uint8_hwc
-    from sasq.tools.triton_repo import bundled_tritonserver
+    from sasq.tools.serve.loadtest import infer_rows
+    from sasq.tools.serve.server import free_ports, to_uint8_hwc
+    from sasq.tools.serve.triton_repo import bundled_tritonserver
 
     repo = tmp_path / "repo"
     args = ["serve", "--onnx", str(default_export), "--max-batch", "8"]

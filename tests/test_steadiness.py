@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sasq.tools import steadiness as S
+from sasq.tools.measure import steadiness as S
 
 
 def test_summary_and_spread():

@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import random_tiny
 
+from sasq.engines.backends import make_backend
 from sasq.engines.decode import generate
-from sasq.engines.generate import make_backend
 from sasq.exporter import ExportConfig, export_model, verify
 from sasq.exporter.graph_types import value_types
 

@@ -13,13 +13,14 @@ import sys
 import pytest
 import torch
 
-from sasq.engines.generate import GenerateConfig, generate_many, make_backend
+from sasq.engines.backends import make_backend
+from sasq.engines.generate import GenerateConfig, generate_many
 from sasq.engines.trt_engine import TRT_MISSING, EngineConfig, build_engine
 from sasq.engines.trt_plan import BatchRange, load_plan_info, profile_shapes
+from sasq.errors import UserError
 from sasq.exporter import verify
 from sasq.models import load_model
 from sasq.tools.cli import main
-from sasq.tools.errors import UserError
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 SIM = EngineConfig(batch=BatchRange(1, 2, 4), simulate=True)

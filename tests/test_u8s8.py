@@ -19,12 +19,12 @@ from onnx import numpy_helper
 
 from sasq.engines.int8_graph import int8_products
 from sasq.engines.lint import LintConfig, Rule, lint
+from sasq.errors import UserError
 from sasq.exporter.manifest import load_manifest, verify
 from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
 from sasq.exporter.qdq_per_step import StepKey
 from sasq.exporter.quantize import quantize, quantize_step
 from sasq.exporter.u8s8 import SIGNED, Forms, U8S8Form, forms_for, read_record
-from sasq.tools.errors import UserError
 
 SS = ShiftSumConfig(enabled=True, budget=0.05, cache_budget=0.2)  # copies on the default
 SETTINGS = {

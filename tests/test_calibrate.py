@@ -8,10 +8,10 @@ import numpy as np
 import onnx
 import pytest
 
-from sasq.calib.cache import load_cache, save_cache
 from sasq.calib.calibrate import CalibConfig, calibrate
 from sasq.calib.data_reader import FeedsReader, ranges_from_reader, record_step_feeds
-from sasq.calib.recorder import OpKind
+from sasq.quant.cache import load_cache, save_cache
+from sasq.quant.targets import OpKind
 from sasq.tools.cli import main
 from sasq.tools.errors import UserError
 

@@ -10,7 +10,6 @@ import onnx
 import pytest
 import torch
 
-from sasq.calib.cache import load_cache, save_cache
 from sasq.calib.calibrate import CalibConfig, calibrate
 from sasq.engines.decode import generate
 from sasq.engines.generate import make_backend
@@ -20,6 +19,7 @@ from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
 from sasq.exporter.quantize import quantize
 from sasq.metrics import sqnr_db, token_agreement
 from sasq.models.config import ModelConfig
+from sasq.quant.cache import load_cache, save_cache
 from sasq.tools.errors import UserError
 
 

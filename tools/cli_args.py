@@ -166,9 +166,7 @@ def args_export(p: argparse.ArgumentParser) -> None:
 
 
 def args_calibrate(p: argparse.ArgumentParser) -> None:
-    from sasq.calib.observers import ObserverMethod
-    from sasq.calib.resample import ResampleMode
-    from sasq.calib.selection import SelectionMethod
+    from sasq.quant.settings import ObserverMethod, ResampleMode, SelectionMethod
 
     _add_onnx(p, required=True)
     p.add_argument("--n", type=T.samples, default=32, help="calibration images (CFG pairs)")

@@ -123,8 +123,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from sasq.calib.cache import save_cache
     from sasq.calib.calibrate import CalibConfig, calibrate
+    from sasq.quant.cache import save_cache
 
     out = checks.out_file(args.out)
     cfg = CalibConfig(
@@ -162,11 +162,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from sasq.calib.cache import load_cache
     from sasq.engines.lint import config_for_export, lint
     from sasq.exporter.manifest import verify
     from sasq.exporter.qdq_config import BIT_WIDTHS, QuantConfig, ShiftSumConfig
     from sasq.exporter.quantize import quantize
+    from sasq.quant.cache import load_cache
 
     w, a = BIT_WIDTHS[args.bits]
     shift = ShiftSumConfig(

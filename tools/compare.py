@@ -314,9 +314,9 @@ def layer_sqnr(
     import onnx
 
     from sasq.calib.layer_names import layer_names
-    from sasq.calib.recorder import quantizable_inputs
     from sasq.engines.ort_backend import OrtBackend
     from sasq.exporter.manifest import verify
+    from sasq.quant.targets import quantizable_inputs
 
     step = onnx.load(str(fp_dir / verify(fp_dir).graphs["step"].file), load_external_data=False)
     targets = quantizable_inputs(step)

@@ -66,9 +66,9 @@ def run_demo(
 ) -> tuple[Path, str]:
     """Run every stage; write ``out/report.md``; return its path and a short summary.
     ``threads``: the bench's (None: ``bench.default_threads()``, half the logical cores)."""
-    from sasq.calib.cache import save_cache
     from sasq.exporter import export_model
     from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
+    from sasq.quant.cache import save_cache
     from sasq.tools.bench import BenchConfig, default_threads, run_bench
     from sasq.tools.bench import write_report as write_bench
 

@@ -172,7 +172,7 @@ class Workspace:
 
     def cache(self, resample: str, fp: Path | None = None, dgc: bool = False):
         from sasq.calib.calibrate import CalibConfig, calibrate
-        from sasq.calib.selection import SelectionMethod
+        from sasq.quant.settings import SelectionMethod
 
         fp = fp or self.fp
         if (fp, resample, dgc) not in self._caches:

@@ -48,7 +48,7 @@ class ProfileConfig:
 def attention_nodes(onnx_dir: Path, manifest: Manifest) -> tuple[list[str], list[str]]:
     """Names of the attention-value and QK^T MatMuls. The AV names of a shift-and-sum
     export are those the quantizer recorded (their nodes were replaced)."""
-    from sasq.calib.recorder import OpKind, quantizable_inputs
+    from sasq.quant.targets import OpKind, quantizable_inputs
 
     step = onnx.load(str(onnx_dir / manifest.graphs["step"].file), load_external_data=False)
     targets = quantizable_inputs(step)

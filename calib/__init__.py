@@ -1,13 +1,12 @@
-"""sasq.calib: see DESIGN.md.
+"""sasq.calib: calibration of the FP model for int8 Q/DQ (docs/architecture.md, "The
+pipeline"), one job per module:
 
-Calibration of the FP model for int8 Q/DQ, one job per module:
-
+- ``calibrate``: rollouts of the FP export through the decoding loop -> a range cache;
 - ``resample``: codebook resampling of each scale's tokens (Shift-and-Sum), a decode hook;
 - ``selection``: distribution-guided choice of calibration rows (PTQ4ARVG's DGC);
-- ``recorder``: the MatMul/Gemm inputs of an ONNX graph, recorded under ONNX Runtime;
-- ``observers`` (+ ``thresholds``): streaming ranges (minmax, percentile, entropy, mse)
-  and per-channel weight scales;
-- ``cache``: the versioned, diffable JSON (+ .npz) of ranges and attention statistics.
+- ``observers`` (+ ``thresholds``): streaming ranges (minmax, percentile, entropy, mse);
+- ``gps``: PTQ4ARVG's gain-projected scaling; ``data_reader``: ORT calibration interop.
 
-Submodules are imported on use, so ``import sasq.calib`` stays light.
+The cache format, scales and quantization targets are ``sasq.quant``'s (shared with the
+exporter). Submodules are imported on use, so ``import sasq.calib`` stays light.
 """

@@ -28,18 +28,20 @@ import onnx
 import torch
 
 from sasq import progress
-from sasq.calib.cache import CalibCache, CalibSettings, TensorRange, file_sha256
-from sasq.calib.observers import ObserverConfig, ObserverMethod, make_observer
-from sasq.calib.recorder import OpKind, QuantTarget, quantizable_inputs
-from sasq.calib.resample import ResampleHook, ResampleMode
-from sasq.calib.selection import SelectionMethod, select
+from sasq.calib.observers import ObserverConfig, make_observer
+from sasq.calib.resample import ResampleHook
+from sasq.calib.selection import select
 from sasq.engines.decode import generate
 from sasq.engines.ort_backend import OrtBackend
 from sasq.engines.ort_session import SessionConfig
 from sasq.errors import UserError
 from sasq.exporter.manifest import verify
+from sasq.files import sha256_file
 from sasq.models.config import ModelConfig
 from sasq.models.memory import calibration_estimate, require_fits
+from sasq.quant.cache import CalibCache, TensorRange
+from sasq.quant.settings import CalibSettings, ObserverMethod, ResampleMode, SelectionMethod
+from sasq.quant.targets import OpKind, QuantTarget, quantizable_inputs
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,9 @@ def refuse_quantized(onnx_dir: Path, extra: dict) -> None:
 def calibrate(onnx_dir: str | Path, cfg: CalibConfig) -> CalibResult:
     """Calibrate the FP export in ``onnx_dir``; the cache is keyed by its step.onnx hash."""
     if cfg.num_samples < 1:
-        raise UserError(f"--n must be at least 1, got {cfg.num_samples}")
+        raise UserError(
+            f"`num_samples` must be at least 1, got {cfg.num_samples}", param="num_samples"
+        )
     t0 = time.perf_counter()
     onnx_dir = Path(onnx_dir)
     manifest = verify(onnx_dir)
@@ -208,7 +212,7 @@ def calibrate(onnx_dir: str | Path, cfg: CalibConfig) -> CalibResult:
     require_fits(
         calibration_estimate(model_cfg, batch, external),
         f"a rollout batch of {batch}",
-        "lower --batch",
+        "lower `batch`",
     )
     step_path = onnx_dir / manifest.graphs["step"].file
     targets, names, av_probs = _targets(step_path)
@@ -287,7 +291,7 @@ def _build_cache(
         seed=cfg.seed,
     )
     return CalibCache(
-        model_hash=file_sha256(step_path),
+        model_hash=sha256_file(step_path),
         settings=settings,
         ranges=ranges,
         attention=attention,

@@ -1,43 +1,29 @@
 """Interop with ONNX Runtime's quantization: calibration data both ways.
 
 ``record_step_feeds`` captures the step graph's own inputs during sasq's rollouts (with the
-same resampling), and ``FeedsReader`` hands them to ORT's ``quantize_static`` as a
-``CalibrationDataReader``, so the peer quantizer sees exactly our calibration data.
+same resampling), and a ``FeedsReader`` (``sasq.exporter.peer``, its consumer) hands them
+to ORT's ``quantize_static`` as a ``CalibrationDataReader``, so the peer quantizer sees
+exactly our calibration data.
 ``ranges_from_reader`` goes the other way: any ``CalibrationDataReader`` of step-graph
 feeds drives our observers.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader
 
-from sasq.calib.cache import TensorRange
-from sasq.calib.observers import ObserverConfig, ObserverMethod, make_observer
-from sasq.calib.recorder import ActivationRecorder, quantizable_inputs
+from sasq.calib.observers import ObserverConfig, make_observer
+from sasq.engines.recorder import ActivationRecorder
 from sasq.errors import UserError
-
-
-class FeedsReader(CalibrationDataReader):
-    """A ``CalibrationDataReader`` over a list of feed dicts (one per step run)."""
-
-    def __init__(self, feeds: list[dict[str, np.ndarray]]):
-        self.feeds = feeds
-        self._it: Iterator[dict[str, np.ndarray]] = iter(feeds)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._it, None)
-
-    def rewind(self) -> None:
-        self._it = iter(self.feeds)
-
-    def __len__(self) -> int:
-        return len(self.feeds)
+from sasq.exporter.peer import FeedsReader
+from sasq.files import atomic_path
+from sasq.quant.cache import TensorRange
+from sasq.quant.settings import ObserverMethod
+from sasq.quant.targets import quantizable_inputs
 
 
 def record_step_feeds(onnx_dir: str | Path, cfg) -> FeedsReader:
@@ -64,10 +50,9 @@ def record_step_feeds(onnx_dir: str | Path, cfg) -> FeedsReader:
 def save_feeds(reader: FeedsReader, path: str | Path) -> Path:
     """All feeds in one npz (``{run}/{input}`` keys), written atomically."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
     arrays = {f"{i}/{k}": v for i, f in enumerate(reader.feeds) for k, v in f.items()}
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npz") as tmp:  # np.savez appends .npz to other names
+        np.savez(tmp, **arrays)
     return path
 
 

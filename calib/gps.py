@@ -38,10 +38,11 @@ from dataclasses import dataclass, field
 import torch
 
 from sasq import progress
-from sasq.calib.resample import ResampleHook, ResampleMode
+from sasq.calib.resample import ResampleHook
 from sasq.engines.paper_quant import fake_quant, per_channel_weight
 from sasq.errors import UserError
 from sasq.models import LoadedModel
+from sasq.quant.settings import ResampleMode
 
 RATIO_CLAMP = 1e8  # a_i / b_i within [1/RATIO_CLAMP, RATIO_CLAMP]: s within s0 * [0.01, 100]
 
@@ -156,7 +157,10 @@ def collect_stats(model: LoadedModel, cfg: GPSConfig) -> dict[str, ChannelStats]
     from sasq.engines.torch_backend import TorchBackend
 
     if cfg.num_samples < 1:
-        raise UserError(f"--gps-n must be at least 1, got {cfg.num_samples}")
+        raise UserError(
+            f"`GPSConfig.num_samples` must be at least 1, got {cfg.num_samples}",
+            param="GPSConfig.num_samples",
+        )
     mc = model.cfg
     tokens = 2 * cfg.num_samples * sum(p * p for p in mc.vqvae.patch_nums)
     keep = min(1.0, cfg.max_tokens / tokens)

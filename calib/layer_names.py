@@ -17,7 +17,7 @@ import ast
 
 import onnx
 
-from sasq.calib.recorder import OpKind, QuantTarget, quantizable_inputs
+from sasq.quant.targets import OpKind, QuantTarget, quantizable_inputs
 
 _SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 _ROOT = "var."  # the export wraps the VAR as ``var`` (sasq.exporter.modules.Step)

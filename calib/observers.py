@@ -1,4 +1,4 @@
-"""Streaming range observers for activations, and per-channel scales for weights.
+"""Streaming range observers for activations (their scales: ``sasq.quant.scales``).
 
 An observer sees one tensor's values over many calibration batches (``update`` per batch)
 and returns one symmetric amax (signed int8, zero point 0). Memory stays bounded whatever
@@ -9,30 +9,19 @@ one new bin, so no count is ever split by interpolation.
 
 Non-finite values (NaN/Inf) are dropped and counted, never fatal: ``warning`` says how many,
 for the calibration report. A tensor that was only ever zero has range 0 and ``is_zero``
-set; ``activation_scale`` turns such a range into a tiny positive scale so that a Q/DQ
-writer never divides by zero.
+set; ``sasq.quant.scales.activation_scale`` turns such a range into a tiny positive scale
+so that a Q/DQ writer never divides by zero.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import Enum
 
 import numpy as np
 
 from sasq.calib.thresholds import entropy_threshold, mse_threshold, percentile_threshold
-
-# The scale given to an all-zero tensor or channel, where any positive scale is exact: the
-# smallest normal fp16 (exact in fp32 too), so it survives a graph whose rest runs in fp16.
-MIN_SCALE = 2.0**-14
-
-
-class ObserverMethod(str, Enum):
-    MINMAX = "minmax"
-    PERCENTILE = "percentile"
-    ENTROPY = "entropy"
-    MSE = "mse"
+from sasq.quant.settings import ObserverMethod
 
 
 @dataclass(frozen=True)
@@ -171,23 +160,3 @@ _OBSERVERS: dict[ObserverMethod, type[MinMaxObserver]] = {
 def make_observer(method: ObserverMethod | str, cfg: ObserverConfig | None = None) -> Observer:
     """A fresh observer of the given method."""
     return _OBSERVERS[ObserverMethod(method)](cfg)
-
-
-def activation_scale(amax: float, bits: int = 8) -> float:
-    """Per-tensor Q/DQ scale amax / (2^(bits-1) - 1); ``MIN_SCALE`` for a zero range, which
-    would otherwise make QuantizeLinear divide by zero."""
-    return float(amax) / (2 ** (bits - 1) - 1) if amax > 0 else MIN_SCALE
-
-
-def weight_scales_per_channel(W: np.ndarray, bits: int = 8, axis: int = 1) -> np.ndarray:
-    """Symmetric per-output-channel scales along ``axis`` (1: the N axis of a MatMul weight
-    [K, N]; 0 for a Gemm weight with transB): amax over the other axes / (2^(bits-1) - 1),
-    all-zero channels get ``MIN_SCALE``. Raises ValueError on non-finite weights, which no
-    scale can represent."""
-    W = np.asarray(W, dtype=np.float64)
-    if not np.all(np.isfinite(W)):
-        raise ValueError("weight has non-finite values (NaN/Inf): cannot choose a scale")
-    axis = axis % W.ndim
-    other = tuple(d for d in range(W.ndim) if d != axis)
-    amax_N = np.abs(W).max(axis=other) if other else np.abs(W)
-    return np.where(amax_N > 0, amax_N / (2 ** (bits - 1) - 1), MIN_SCALE)

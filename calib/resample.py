@@ -24,17 +24,12 @@ a token is only ever moved to an entry it could have been sampled as.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 import torch
 
 from sasq.models.config import SamplingConfig
 from sasq.models.sampling import filter_logits
-
-
-class ResampleMode(str, Enum):
-    NONE = "none"  # keep the sampled tokens (plain rollouts)
-    OURS = "ours"  # the Shift-and-Sum paper's resampling, this module
+from sasq.quant.settings import ResampleMode
 
 
 def largest_remainder(real_V: torch.Tensor, total: int) -> torch.Tensor:

@@ -43,12 +43,6 @@ from enum import Enum
 import numpy as np
 
 
-class SelectionMethod(str, Enum):
-    ALL = "all"  # keep every row
-    RANDOM = "random"  # a seeded random subset
-    DGC = "dgc"  # distribution-guided (this module)
-
-
 class Reference(str, Enum):
     POOLED = "pooled"  # distance to the distribution of both halves together
     PER_HALF = "per_half"  # distance of each half to itself (PTQ4ARVG's released code)

@@ -1,1 +1,2 @@
-"""sasq.engines: see DESIGN.md."""
+"""sasq.engines: the decoding loop and every backend it drives, and the lint
+(docs/architecture.md, "The decoding loop and its backends")."""

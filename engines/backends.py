@@ -116,11 +116,16 @@ def check_spec(spec: BackendSpec) -> None:
     """What the spec's kind needs, in one line."""
     kind = KINDS[spec.kind]
     if kind.folder and spec.folder is None:
-        raise UserError(f"backend {spec.label} runs an export folder: none given")
+        raise UserError(
+            f"backend {spec.label} needs `onnx_dir` (an export folder): none given",
+            param="onnx_dir",
+        )
     if kind.plan and spec.plan is None:
-        raise UserError(f"backend {spec.label} needs a TensorRT plan (sasq build)")
+        raise UserError(
+            f"backend {spec.label} needs `engine` (a TensorRT plan: build_engine)", param="engine"
+        )
     if not kind.plan and spec.plan is not None:
-        raise UserError(f"backend {spec.label} takes no plan: only {spec.kind}=DIR")
+        raise UserError(f"backend {spec.label} takes no plan: only {spec.kind}=DIR", param="engine")
 
 
 def split_specs(text: str) -> tuple[str, ...]:
@@ -155,13 +160,15 @@ def make_backend(
     ``batch``: the batches the ORT TensorRT provider builds its engines for (a ``trt``
     plan carries its own range)."""
     if name not in KINDS:
-        raise UserError(f"unknown backend {name!r}; choose from {', '.join(KINDS)}")
+        raise UserError(
+            f"unknown backend {name!r}; choose from {', '.join(KINDS)}", param="backend"
+        )
     kind = KINDS[name]
     spec = BackendSpec(name, name, Path(onnx_dir) if onnx_dir is not None else None,
                        Path(engine) if engine is not None and kind.plan else None)  # fmt: skip
     check_spec(spec)
     if kind.model and model is None:
-        raise UserError(f"backend {name} runs the PyTorch model: none loaded")
+        raise UserError(f"backend {name} runs the PyTorch model: none loaded", param="model")
     if name == "torch":
         from sasq.engines.torch_backend import TorchBackend
 
@@ -177,13 +184,8 @@ def make_backend(
     from sasq.engines.ort_backend import OrtBackend
     from sasq.engines.ort_session import SessionConfig
 
-    # int8 GEMMs need DQ -> MatMul -> Add left unfused (docs/architecture.md, runtime
-    # facts); harmless for an FP graph
-    cfg = SessionConfig(
-        provider=kind.provider,
-        intra_op_threads=threads,
-        disabled_optimizers=("MatMulAddFusion",),
-        int8_kernels=int8_kernels,
+    cfg = SessionConfig.for_int8(
+        provider=kind.provider, intra_op_threads=threads, int8_kernels=int8_kernels
     )
     return OrtBackend(spec.folder, cfg, io_binding, batch=batch)
 

@@ -11,6 +11,7 @@ import torch
 from sasq import progress
 from sasq.engines.decode import Generation, StepBackend, generate
 from sasq.errors import UserError
+from sasq.files import atomic_path
 from sasq.models import LoadedModel, ModelConfig, SamplingConfig
 from sasq.models.memory import generation_estimate, require_fits
 
@@ -28,11 +29,11 @@ def labels_for(cfg: ModelConfig, cls: int | None, n: int) -> tuple[int, ...]:
     """n labels: all ``cls``, or cycling through every class when cls is None."""
     K = cfg.var.num_classes
     if n < 1:
-        raise UserError(f"--n must be at least 1, got {n}")
+        raise UserError(f"`n` must be at least 1, got {n}", param="n")
     if cls is None:
         return tuple(i % K for i in range(n))
     if not 0 <= cls < K:
-        raise UserError(f"--class must be in 0..{K - 1} for this model, got {cls}")
+        raise UserError(f"`cls` must be in 0..{K - 1} for this model, got {cls}", param="cls")
     return (cls,) * n
 
 
@@ -45,7 +46,10 @@ def check_sampling(cfg: ModelConfig, sampling: SamplingConfig) -> None:
     except ValueError as e:
         raise UserError(str(e)) from None
     if sampling.top_k > cfg.vqvae.vocab_size:
-        raise UserError(f"--top-k {sampling.top_k} exceeds the vocabulary ({cfg.vqvae.vocab_size})")
+        raise UserError(
+            f"`top_k` {sampling.top_k} exceeds the vocabulary ({cfg.vqvae.vocab_size})",
+            param="top_k",
+        )
 
 
 def generate_many(
@@ -62,11 +66,15 @@ def generate_many(
     check_sampling(cfg, sampling)
     n, batch = len(gc.classes), min(gc.batch, len(gc.classes))
     if gc.batch < 1:
-        raise UserError(f"--batch must be at least 1, got {gc.batch}")
+        raise UserError(f"`batch` must be at least 1, got {gc.batch}", param="batch")
     if (limits := getattr(backend, "batch_range", None)) is not None:
         limits.check(batch, "generate")  # a TensorRT engine runs only inside its profiles
     need = generation_estimate(cfg, batch, images=n)
-    require_fits(need, f"generating {n} images in batches of {batch}", "lower --batch or --n")
+    require_fits(
+        need,
+        f"generating {n} images in batches of {batch}",
+        "lower `batch` or the number of images",
+    )
     labels = torch.tensor(gc.classes, dtype=torch.long)
     pns, K = tuple(cfg.var.patch_nums), cfg.var.num_classes
     chunks = labels.split(gc.batch)
@@ -80,10 +88,7 @@ def generate_many(
 
 def save_tokens(gen: Generation, labels: tuple[int, ...], path: Path) -> Path:
     """Per-scale token ids as npz (``scale0`` ... plus ``labels``), written atomically."""
-    import os
-
-    tmp = path.with_name(path.name + ".tmp.npz")
     arrays = {f"scale{si}": t.numpy() for si, t in enumerate(gen.idx)}
-    np.savez(tmp, labels=np.asarray(labels), **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npz") as tmp:  # np.savez appends .npz to other names
+        np.savez(tmp, labels=np.asarray(labels), **arrays)
     return path

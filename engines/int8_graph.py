@@ -29,6 +29,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from sasq.engines.int8_kernels import pair_sum_fits
+from sasq.engines.ort_session import INT8_DISABLED_OPTIMIZERS
 
 # Ops that move or pick elements without changing them (a range passes through input 0).
 _MOVES = frozenset({"Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten",
@@ -222,12 +223,13 @@ def optimized_graph(
 
 def int8_products(
     model: onnx.ModelProto | str | Path | bytes,
-    disabled_optimizers: tuple[str, ...] = ("MatMulAddFusion",),
+    disabled_optimizers: tuple[str, ...] = INT8_DISABLED_OPTIMIZERS,
     external_data_dir: str | Path | None = None,
 ) -> list[Int8Product]:
     """Every integer GEMM ORT's CPU EP runs for ``model`` on an x86 CPU, with its operand
-    types and bounds. ``disabled_optimizers``: as the session will have them (sasq's
-    sessions disable ``MatMulAddFusion``, which would turn int8 linears into float Gemms)."""
+    types and bounds. ``disabled_optimizers``: as the session will have them (sasq's int8
+    sessions, ``SessionConfig.for_int8``, disable ``MatMulAddFusion``, which would turn
+    int8 linears into float Gemms)."""
     with tempfile.TemporaryDirectory(prefix="sasq-int8-") as tmp:
         path = optimized_graph(model, Path(tmp), disabled_optimizers, external_data_dir)
         return products_of(onnx.load(str(path), load_external_data=False), Path(tmp))

@@ -1,5 +1,6 @@
-"""TensorRT-readiness lint for Q/DQ ONNX models: DESIGN.md's explicit-quantization rules,
-checked on any machine (no TensorRT, no GPU, weights' external data never loaded).
+"""TensorRT-readiness lint for Q/DQ ONNX models: the explicit-quantization rules sasq
+writes by (README "A tour of the CLI", ``quantize``), checked on any machine (no TensorRT,
+no GPU, weights' external data never loaded).
 
     violations = lint("model.qdq.onnx")           # [] when the graph is ready
     print(format_violations(violations))
@@ -26,7 +27,7 @@ from sasq.engines.lint_graph import LintGraph as _Graph
 from sasq.engines.lint_support import check_support
 from sasq.engines.trt_ops import SupportTable, TrtVersion, support_table
 from sasq.errors import UserError
-from sasq.exporter.plain_names import check_external_data
+from sasq.plain_names import check_external_data
 
 
 class Rule(str, Enum):
@@ -78,7 +79,8 @@ class LintConfig:
     checked against, with the tensorrt target; the ort target's graphs are not for TensorRT.
     extra_ops: more accepted ops, "Op" (default domain) or "domain::Op" (e.g. a plugin).
     float_nodes: fnmatch globs of MatMul/Gemm names allowed to stay float (e.g. the FC after
-    GELU); min_gemm_dim: GEMMs with K or N below it (or a GEMV) may stay float (DESIGN).
+    GELU); min_gemm_dim: GEMMs with K or N below it (or a GEMV) may stay float (int8
+    gains nothing there).
     target: TensorRT's rules, or ONNX Runtime's (the same plus ``ort-dq-adjacent``).
     int8_cache: the KV cache (``past_*`` inputs, ``present_*`` outputs) must be int8."""
 
@@ -375,7 +377,7 @@ def _load(model: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, Path | 
 
 
 def lint(model: onnx.ModelProto | str | Path, cfg: LintConfig = LintConfig()) -> list[Violation]:
-    """Every way `model` breaks DESIGN.md's TensorRT explicit-quantization rules, and (tensorrt
+    """Every way `model` breaks the TensorRT explicit-quantization rules (module doc), and (tensorrt
     target) what the chosen TensorRT version's ONNX parser would refuse; [] if none."""
     proto, base_dir = _load(model)
     if proto.functions:

@@ -82,7 +82,7 @@ class OrtBackend:
         # load_step=False: a subclass runs the step elsewhere (TensorRT), no 1 GB CPU session
         self._step, self._fetch = None, []
         if load_step and self._record:
-            from sasq.calib.recorder import expose
+            from sasq.engines.recorder import expose
 
             self.io_binding = False  # recorded tensors come back to the host anyway
             # The graph is edited without its weights (a VAR-d16 step holds 1.2 GB); ORT reads

@@ -55,6 +55,12 @@ _LEVELS = {
 }
 _NAMES = {Provider.CUDA: "CUDA", Provider.TENSORRT: "TensorRT"}
 
+# ORT's MatMulAddFusion turns DequantizeLinear -> MatMul -> Add(bias) into DequantizeLinear
+# + an fp32 Gemm: an int8 linear then runs in float, slower than the FP graph (0.62-0.85x
+# measured on four VAR-d16 blocks), where with the fusion off the same graph runs as
+# MatMulIntegerToFloat (1.5-1.6x). Harmless for an FP graph. See ``SessionConfig.for_int8``.
+INT8_DISABLED_OPTIMIZERS: tuple[str, ...] = ("MatMulAddFusion",)
+
 
 @dataclass(frozen=True)
 class SessionConfig:
@@ -92,7 +98,17 @@ class SessionConfig:
             raise UserError(str(e)) from None
         object.__setattr__(self, "disabled_optimizers", tuple(self.disabled_optimizers))
         if self.intra_op_threads < 0:
-            raise UserError("intra_op_threads must be >= 0")
+            raise UserError("intra_op_threads must be >= 0", param="intra_op_threads")
+
+    @classmethod
+    def for_int8(cls, **fields) -> SessionConfig:
+        """The session every int8 (Q/DQ) graph runs in: ``fields`` as given, with
+        ``disabled_optimizers=INT8_DISABLED_OPTIMIZERS``, because ORT's MatMulAddFusion would
+        fold each DQ -> MatMul -> Add(bias) into an fp32 Gemm and run the int8 linears in
+        float (slower than FP32); without it they run as MatMulIntegerToFloat. Also right
+        for FP graphs (nothing to fuse differently that matters), so backends that open
+        either kind of export use it."""
+        return cls(**{"disabled_optimizers": INT8_DISABLED_OPTIMIZERS, **fields})
 
 
 def providers_for(provider: Provider | str) -> list[str]:

@@ -21,7 +21,6 @@ machine without them.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from sasq.engines.trt_plan import (
 )
 from sasq.errors import UserError
 from sasq.exporter.manifest import Manifest, verify
+from sasq.files import atomic_path, write_text
 
 SIM_GPU = "none (simulated)"
 
@@ -113,7 +113,8 @@ def build_engine(
     if not manifest.dynamic_batch and (cfg.batch.min, cfg.batch.max) != (manifest.batch_size,) * 2:
         raise UserError(
             f"{onnx_dir}: exported for batch {manifest.batch_size} only; "
-            f"use --batch-range {manifest.batch_size}:{manifest.batch_size}"
+            f"use `batch_range` {manifest.batch_size}:{manifest.batch_size}",
+            param="batch_range",
         )
     want = _plan_for(manifest, plan, cfg)
     if _reusable(plan, want, rebuild):
@@ -122,19 +123,14 @@ def build_engine(
     for key, entry in want.engines.items():
         profiles = [profile_shapes(manifest, cfg.batch, si) for si in entry.scales]
         onnx_path = onnx_dir / entry.onnx
-        out = engine_file(plan, key)
-        tmp = out.with_name(out.name + ".tmp")
-        if cfg.simulate:
-            _build_simulated(onnx_path, entry.onnx, profiles, tmp, cfg)
-        else:
-            _build_tensorrt(onnx_path, profiles, tmp, cfg)
-        os.replace(tmp, out)
-    side = sidecar_path(plan)
-    tmp = side.with_name(side.name + ".tmp")
+        with atomic_path(engine_file(plan, key)) as tmp:
+            if cfg.simulate:
+                _build_simulated(onnx_path, entry.onnx, profiles, tmp, cfg)
+            else:
+                _build_tensorrt(onnx_path, profiles, tmp, cfg)
     import json
 
-    tmp.write_text(json.dumps(want.to_dict(), indent=2) + "\n")
-    os.replace(tmp, side)
+    write_text(sidecar_path(plan), json.dumps(want.to_dict(), indent=2) + "\n")
     return plan
 
 

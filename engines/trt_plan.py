@@ -29,7 +29,7 @@ from pathlib import Path
 
 from sasq.errors import UserError
 from sasq.exporter.manifest import Manifest
-from sasq.exporter.plain_names import is_plain_name
+from sasq.plain_names import is_plain_name
 
 FORMAT = "sasq-trt-plan"
 FORMAT_VERSION = 1
@@ -60,7 +60,9 @@ class BatchRange:
         except ValueError:
             nums = []
         if len(nums) not in (2, 3):
-            raise UserError(f"--batch-range {text!r}: expected MIN:MAX or MIN:OPT:MAX")
+            raise UserError(
+                f"`batch_range` {text!r}: expected MIN:MAX or MIN:OPT:MAX", param="batch_range"
+            )
         lo, hi = nums[0], nums[-1]
         mid = nums[1] if len(nums) == 3 else opt if opt is not None else min(max(8, lo), hi)
         return cls(lo, mid, hi)
@@ -69,8 +71,9 @@ class BatchRange:
         if not self.min <= batch <= self.max:
             raise UserError(
                 f"{where}: the TensorRT plan covers batches of {self.min}..{self.max} images, "
-                f"got {batch}: use a batch in that range or rebuild with "
-                f"sasq build --batch-range MIN:MAX"
+                f"got {batch}: use a batch in that range or rebuild the plan with a "
+                f"`batch_range` MIN:MAX that covers it",
+                param="batch_range",
             )
 
     def __str__(self) -> str:

@@ -151,13 +151,13 @@ class SimEngine:
         self.profiles = [{n: tuple(map(tuple, s)) for n, s in p.items()} for p in profiles]
         self.memory = memory
         # exact int8 kernels on every CPU are ORT's session policy; MatMulAddFusion off as
-        # in every int8 session (DESIGN.md, runtime facts)
-        cfg = SessionConfig(disabled_optimizers=("MatMulAddFusion",))
+        # in every int8 session
+        cfg = SessionConfig.for_int8()
         self.session, self.kernels = open_session(onnx_path, cfg)
 
     @classmethod
     def from_plan(cls, plan: Path, onnx_dir: Path, memory: SimMemory) -> SimEngine:
-        from sasq.exporter.plain_names import inside
+        from sasq.plain_names import inside
 
         try:
             d = json.loads(plan.read_text())

@@ -1,4 +1,5 @@
-"""sasq.exporter: see DESIGN.md."""
+"""sasq.exporter: torch -> ONNX, the export manifest, and the quantized (Q/DQ) graphs
+(docs/architecture.md, "The pipeline" and "An export folder")."""
 
 from sasq.exporter.attention import attention_chains
 from sasq.exporter.config import ExportConfig

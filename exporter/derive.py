@@ -21,11 +21,11 @@ from sasq.exporter.manifest import (
     CacheTensor,
     GraphSpec,
     file_entries,
-    sha256_file,
     verify,
     write_manifest,
 )
 from sasq.exporter.out_swap import staged_export
+from sasq.files import sha256_file
 
 
 def save_like(model: onnx.ModelProto, path: Path, spec: GraphSpec) -> None:

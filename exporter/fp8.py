@@ -219,7 +219,7 @@ def to_fp8(
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 19:  # QuantizeLinear / DequantizeLinear take float8 from opset 19
         raise UserError(f"fp8 Q/DQ needs opset 19 or later; the graph is opset {opset} "
-                        "(export with --opset 19..23)")  # fmt: skip
+                        "(export with `opset` 19..23)", param="opset")  # fmt: skip
     m = ir.from_proto(model)
     f = _Fp8(m, weights, qmax)
     g = m.graph

@@ -3,11 +3,11 @@
 (An operand that is an int8 tensor read by a DQ with no Q before it, the int8 KV cache's
 values and their shift-and-sum copies, concatenates in int8: DQ(Concat_i b_i).)
 
-The fusion pass of shift-and-sum attention (DESIGN.md): the expanded AV branches (one per
-copy rank, each with its own Q/DQ and MatMul, added by a Sum) become one MatMul whose
-contraction axis is the concatenation of the branches' key columns (K = S + extra copies):
-probability columns along the last axis, shifted value rows along the second to last.
-Exact up to float summation order, because every branch shares the same scales.
+The fusion pass of shift-and-sum attention (math: ``shift_sum.py``): the expanded AV
+branches (one per copy rank, each with its own Q/DQ and MatMul, added by a Sum) become one
+MatMul whose contraction axis is the concatenation of the branches' key columns (K = S +
+extra copies): probability columns along the last axis, shifted value rows along the second
+to last. Exact up to float summation order, because every branch shares the same scales.
 
 Preconditions (a failed match says which): a Sum of >= 2 inputs, each the only use of a
 MatMul; both inputs of every MatMul are DQ(Q(x)), optionally with a Clip between Q and DQ

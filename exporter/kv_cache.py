@@ -1,4 +1,4 @@
-"""The int8 KV cache (DESIGN.md "Quantization rules"): the step graph's attention over a cache
+"""The int8 KV cache (README, "The int8 KV cache"): the step graph's attention over a cache
 that holds K and V as int8 between scales.
 
     FP step graph, block i                      int8 cache (this pass)

@@ -4,16 +4,15 @@ that is incomplete or was changed after export."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sasq.errors import UserError
 from sasq.exporter.manifest_schema import validate_manifest
-from sasq.exporter.plain_names import check_external_data, inside
+from sasq.files import sha256_file, write_text
+from sasq.plain_names import check_external_data, inside
 from sasq.untrusted import json_loads, read_capped
 
 MANIFEST = "manifest.json"
@@ -170,14 +169,6 @@ def step_io_names(depth: int) -> tuple[list[str], list[str]]:
     return ["x_BlC", "mod_BMC", *past], ["logits", *present]
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def file_entries(folder: Path) -> dict[str, FileEntry]:
     """sha256 and size of every file in ``folder`` except the manifest, sorted by name."""
     return {
@@ -188,12 +179,8 @@ def file_entries(folder: Path) -> dict[str, FileEntry]:
 
 
 def write_manifest(manifest: Manifest, folder: Path) -> Path:
-    """Write ``manifest.json`` atomically (temporary name, then os.replace)."""
-    path = Path(folder) / MANIFEST
-    tmp = path.with_name(f".{MANIFEST}.tmp")
-    tmp.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Write ``manifest.json`` atomically (``sasq.files``)."""
+    return write_text(Path(folder) / MANIFEST, json.dumps(manifest.to_dict(), indent=2) + "\n")
 
 
 def load_manifest(folder: str | Path) -> Manifest:

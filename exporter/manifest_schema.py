@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sasq.errors import UserError
-from sasq.exporter.plain_names import is_plain_name
+from sasq.plain_names import is_plain_name
 
 # Patch grids beyond this are not a VAR anyone can run (the official 512 px model has 32).
 MAX_PATCH = 1024

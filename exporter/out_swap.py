@@ -51,7 +51,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sasq.errors import UserError
-from sasq.exporter.plain_names import is_plain_name
+from sasq.plain_names import is_plain_name
 from sasq.untrusted import json_loads, read_capped
 
 MANIFEST = "manifest.json"
@@ -94,7 +94,7 @@ def _names(items: list[str], limit: int = 4) -> str:
 def check_replaceable(out: Path) -> None:
     """Nothing if ``out`` may be replaced by a new export, else one-line ``UserError``."""
     if out.is_symlink():
-        raise UserError(f"{out}: is a symlink; give the folder itself as --out")
+        raise UserError(f"{out}: is a symlink; give the folder itself as `out`", param="out")
     if not out.exists():
         return
     if not out.is_dir():
@@ -113,7 +113,8 @@ def check_replaceable(out: Path) -> None:
     if extra:
         raise UserError(
             f"{out}: holds {_names(extra)}, which its manifest does not list; move "
-            "them out or choose another --out (nothing was changed)"
+            "them out or choose another `out` (nothing was changed)",
+            param="out",
         )
 
 

@@ -16,19 +16,42 @@ accumulate across ``collect_data`` calls), and its ranges reach ``quantize_stati
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
 from onnxruntime.quantization.calibrate import create_calibrator
 
 from sasq import progress
-from sasq.calib.data_reader import FeedsReader
 from sasq.exporter.attention import attention_chains
 from sasq.exporter.derive import derive_export
 from sasq.exporter.manifest import verify
+
+
+class FeedsReader(CalibrationDataReader):
+    """A ``CalibrationDataReader`` over a list of feed dicts (one per step run)."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self.feeds = feeds
+        self._it: Iterator[dict[str, np.ndarray]] = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self.feeds)
+
+    def __len__(self) -> int:
+        return len(self.feeds)
 
 
 class PeerMethod(str, Enum):

@@ -60,8 +60,10 @@ def _record(folder: Path) -> tuple[dict, dict | None]:
     return m.model_config, rec if ok else None
 
 
-def require_made_from(model: LoadedModel, folder: str | Path, flag: str = "--model") -> None:
-    """``UserError`` if the export ``folder`` was not made from ``model``."""
+def require_made_from(model: LoadedModel, folder: str | Path, flag: str = "`model`") -> None:
+    """``UserError`` if the export ``folder`` was not made from ``model``; ``flag``: how the
+    message names the model given (a backticked name is a parameter the CLI shows as its
+    flag)."""
     folder = Path(folder)
     config, rec = _record(folder)
     if config != json.loads(model.cfg.to_json()):

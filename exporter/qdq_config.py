@@ -1,5 +1,6 @@
-"""Configuration of the int8 Q/DQ writer (DESIGN.md "Quantization rules" and "Shift-and-sum
-attention"): one frozen dataclass, so ``quantize()`` takes a config, not a dozen keywords."""
+"""Configuration of the int8 Q/DQ writer (README "A tour of the CLI", ``quantize``, and
+"The int8 KV cache"; the shift-and-sum math: ``shift_sum.py``): one frozen dataclass, so
+``quantize()`` takes a config, not a dozen keywords."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ BIT_WIDTHS = {"W8A8": (8, 8), "W6A6": (6, 6), "W4A8": (4, 8), "W4A6": (4, 6)}
 
 
 class Target(str, Enum):
-    """The runtime a quantized step graph is written for (DESIGN.md "Quantization rules"):
-    both share the calibration, the int8 KV cache and the int8 weights; they differ in the
-    form of the ops around them, each checked by its own lint rules."""
+    """The runtime a quantized step graph is written for (README, "The int8 KV cache", "The
+    runtime target"): both share the calibration, the int8 KV cache and the int8 weights;
+    they differ in the form of the ops around them, each checked by its own lint rules."""
 
     ORT = "ort"  # ONNX Runtime's CPU kernels: shift-and-sum as two int8 products added
     TENSORRT = "tensorrt"  # TensorRT explicit quantization: shift-and-sum fused, one GEMM
@@ -152,11 +153,13 @@ class QuantConfig:
         if self.precision != Precision.FP8:
             return
         if self.target != Target.TENSORRT:
-            raise UserError("--precision fp8 is a TensorRT (Hopper/Ada) format: use --target "
-                            "tensorrt (ONNX Runtime runs it as the reference)")  # fmt: skip
+            raise UserError("`precision` fp8 is a TensorRT (Hopper/Ada) format: use `target` "
+                            "tensorrt (ONNX Runtime runs it as the reference)",
+                            param="target")  # fmt: skip
         if self.simulated or self.kv_cache != KvCache.INT8 or self.static_per_step:
-            raise UserError("--precision fp8 needs 8-bit weights, activations and cache "
-                            "(--bits W8A8), the 8-bit KV cache and no --per-step")  # fmt: skip
+            raise UserError("`precision` fp8 needs 8-bit weights, activations and cache "
+                            "(w_bits = a_bits = 8), the 8-bit KV cache and no "
+                            "`static_per_step`", param="precision")  # fmt: skip
 
     @property
     def cache_bits(self) -> int:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from sasq.calib.cache import TensorRange
 from sasq.exporter.qdq_edit import GraphEdit
+from sasq.quant.cache import TensorRange
 
 
 @dataclass(frozen=True)

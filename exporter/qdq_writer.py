@@ -1,13 +1,14 @@
 """Q/DQ writer: FP ONNX + calibration ranges -> TensorRT explicit-quantization ONNX.
 
-DESIGN.md's rules: signed int8, zero point 0; activations per tensor (scale = amax / 127
-from ``CalibCache.ranges``, ``MIN_SCALE`` for a zero range); weights per output channel
-(the float initializer becomes an int8 initializer + DequantizeLinear on the N axis); Q/DQ
-on both inputs of every quantized MatMul/Gemm, the attention QK^T and AV included; the
-softmax probabilities at scale 1/127. What stays float is configuration: ``float_nodes``
-globs, GEMMs with K or N < ``min_gemm_dim``, and GEMVs (an activation of rank < 3 has no
-token axis, e.g. a linear on a per-image vector). The report names every node kept float,
-so ``engines.lint.lint(model, LintConfig(float_nodes=report.float_nodes))`` checks the rest.
+The rules (README "A tour of the CLI", ``quantize``): signed int8, zero point 0; activations
+per tensor (scale = amax / 127 from ``CalibCache.ranges``, ``MIN_SCALE`` for a zero range);
+weights per output channel (the float initializer becomes an int8 initializer +
+DequantizeLinear on the N axis); Q/DQ on both inputs of every quantized MatMul/Gemm, the
+attention QK^T and AV included; the softmax probabilities at scale 1/127. What stays float
+is configuration: ``float_nodes`` globs, GEMMs with K or N < ``min_gemm_dim``, and GEMVs (an
+activation of rank < 3 has no token axis, e.g. a linear on a per-image vector). The report
+names every node kept float, so ``engines.lint.lint(model,
+LintConfig(float_nodes=report.float_nodes))`` checks the rest.
 
 With an int8 KV cache (``KvCache.INT8``, the default) this writer leaves the attention
 products alone: ``kv_cache.int8_kv_cache`` stores K and V as int8 when they are appended and
@@ -29,9 +30,6 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from sasq.calib.cache import CalibCache
-from sasq.calib.observers import activation_scale, weight_scales_per_channel
-from sasq.calib.recorder import OpKind, QuantTarget, quantizable_inputs
 from sasq.errors import UserError
 from sasq.exporter.qdq_config import KvCache, QuantConfig
 from sasq.exporter.qdq_edit import GraphEdit
@@ -39,6 +37,9 @@ from sasq.exporter.qdq_per_step import PerStepScaling, StepKey
 from sasq.exporter.shift_sum import LayerPlan, expand_av, extra_keys_per_layer, plan_layer
 from sasq.exporter.shift_sum_cache import CachePlan, plan_cache_layer
 from sasq.exporter.u8s8 import weight_grid
+from sasq.quant.cache import CalibCache
+from sasq.quant.scales import activation_scale, weight_scales_per_channel
+from sasq.quant.targets import OpKind, QuantTarget, quantizable_inputs
 
 
 @dataclass
@@ -206,7 +207,7 @@ class _Writer:
 def _plans(
     targets, cache: CalibCache, cfg: QuantConfig, shapes
 ) -> dict[str, LayerPlan | CachePlan]:
-    """Shift-and-sum copies per AV node (DESIGN: decided at calibration): per step for the
+    """Shift-and-sum copies per AV node (decided at calibration): per step for the
     fp32 cache, per key position for the int8 cache (copies made when a token is stored)."""
     av = [
         t

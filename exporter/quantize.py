@@ -19,21 +19,22 @@ from pathlib import Path
 
 import onnx
 
-from sasq.calib.cache import CalibCache
-from sasq.calib.observers import activation_scale
 from sasq.errors import UserError
 from sasq.exporter.attention_form import LONG_GRAPH, AttentionRules
 from sasq.exporter.derive import derive_export
 from sasq.exporter.finite_weights import check_initializers_finite
 from sasq.exporter.fuse_shift_sum import fuse_shift_sum
 from sasq.exporter.kv_cache import LayerScales, copy_node_names, find_cache_layers, int8_kv_cache
-from sasq.exporter.manifest import CacheTensor, Manifest, sha256_file, verify
+from sasq.exporter.manifest import CacheTensor, Manifest, verify
 from sasq.exporter.qdq_config import KvCache, Precision, QuantConfig
 from sasq.exporter.qdq_per_step import StepKey
 from sasq.exporter.qdq_writer import QdqReport, has_kv_cache, write_qdq
 from sasq.exporter.shift_sum_cache import CachePlan
 from sasq.exporter.step_long import per_scale
 from sasq.exporter.step_retype import float_weights, retype
+from sasq.files import sha256_file
+from sasq.quant.cache import CalibCache
+from sasq.quant.scales import activation_scale
 
 
 @dataclass
@@ -129,7 +130,9 @@ def quantize(
     if out_dir.resolve() == src.resolve():
         raise UserError(f"{out_dir}: the quantized export must not replace its FP source")
     if manifest.extra.get("export_config", {}).get("dtype", "fp32") != "fp32":
-        raise UserError(f"{src}: quantize the fp32 export (for an fp16 rest: --rest fp16)")
+        raise UserError(
+            f"{src}: quantize the fp32 export (for an fp16 rest: `rest` fp16)", param="rest"
+        )
     spec = manifest.graphs["step"]
     step_hash = sha256_file(src / spec.file)
     if cache.model_hash != step_hash:

@@ -1,4 +1,4 @@
-"""Shift-and-sum attention (DESIGN.md): the math, the token selection, and the expanded graph.
+"""Shift-and-sum attention: the math, the token selection, and the expanded graph.
 
 A key token with n copies contributes (1/n) * sum_c p * DQ(Q(v + d_c)), with shifts
 d_c = (2c+1-n) * s/(2n) (s: V's scale), so its rounding error bound drops from s/2 to

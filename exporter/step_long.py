@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import onnx
 
-from sasq.calib.cache import CalibCache
 from sasq.errors import UserError
 from sasq.exporter.attention_form import LONG_GRAPH, AttentionRules, ScaleForm, scale_forms
 from sasq.exporter.manifest import Manifest
 from sasq.exporter.qdq_config import KvCache, Precision, QuantConfig, RestDtype, Target
 from sasq.exporter.qdq_per_step import StepKey
+from sasq.quant.cache import CalibCache
 
 
 @dataclass

@@ -105,7 +105,7 @@ def load_model(
 def _find(d: Path | None, name: str) -> Path:
     """``name``.safetensors / .pth in ``d``, else the released file name there."""
     if d is None:
-        raise CheckpointError("--vae and --var go together (or give --model DIR for the other)")
+        raise CheckpointError("`vae` and `var` go together (or give `model_dir` for the other)")
     for f in (d / f"{name}.safetensors", d / f"{name}.pth"):
         if f.is_file():
             return f

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sasq.errors import UserError
+from sasq.files import atomic_path
 from sasq.models.validate import first_non_finite
 
 log = logging.getLogger(__name__)
@@ -122,12 +123,8 @@ def assign_state(
 
 
 def save_safetensors(module: torch.nn.Module, path: str | os.PathLike, meta: dict | None = None):
-    """Write atomically (temporary name, then rename) so a crash leaves no half file."""
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
+    """Write atomically (``sasq.files``) so a crash leaves no half file; the file follows the
+    umask like any other output."""
     sd = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
-    save_file(sd, str(tmp), metadata={k: str(v) for k, v in (meta or {}).items()})
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # an ordinary file, not safetensors' private 0600
-    os.replace(tmp, p)
+    with atomic_path(path) as tmp:
+        save_file(sd, str(tmp), metadata={k: str(v) for k, v in (meta or {}).items()})

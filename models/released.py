@@ -43,11 +43,11 @@ def released_vae(folder: Path) -> Path | None:
 
 def released_var(folder: Path) -> Path | None:
     """The one ``var_d{depth}.pth`` in ``folder``, or None. Several are ambiguous: the user
-    names one with ``--var``."""
+    names one with ``load_model(var=...)``."""
     found = sorted(p for p in folder.glob("var_d*.pth") if RELEASED_VAR.fullmatch(p.name))
     if len(found) > 1:
         names = ", ".join(p.name for p in found)
-        raise CheckpointError(f"{folder}: several VAR checkpoints ({names}); pick one with --var")
+        raise CheckpointError(f"{folder}: several VAR checkpoints ({names}); pick one with `var`")
     return found[0] if found else None
 
 

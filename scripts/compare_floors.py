@@ -20,13 +20,13 @@ import onnx
 
 from sasq.calib.calibrate import CalibConfig, calibrate
 from sasq.calib.layer_names import layer_names
-from sasq.calib.recorder import quantizable_inputs
 from sasq.engines.backends import make_backend
 from sasq.engines.int8_kernels import cpu_int8
 from sasq.exporter import export_model
 from sasq.exporter.qdq_config import QuantConfig
 from sasq.exporter.quantize import quantize
 from sasq.models import load_model
+from sasq.quant.targets import quantizable_inputs
 from sasq.tools.quality.compare import CompareConfig, compare_backends, describe_side, judge
 
 HEALTHY = {

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 
-from sasq.calib.cache import load_cache, save_cache
 from sasq.calib.calibrate import CalibConfig, calibrate
 from sasq.calib.data_reader import record_step_feeds
 from sasq.exporter import export_model
@@ -33,6 +32,7 @@ from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
 from sasq.exporter.quantize import quantize
 from sasq.models import build
 from sasq.models.config import ModelConfig, VQVAEConfig, official_var
+from sasq.quant.cache import load_cache, save_cache
 from sasq.tools.measure.bench import BenchConfig, run_bench, to_markdown, write_report
 
 QUANTIZED = {

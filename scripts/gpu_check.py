@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -197,6 +196,15 @@ def main(argv: list[str]) -> int:
     return _write(out, env, run)
 
 
+def _write_text(path: Path, text: str) -> None:
+    """sasq's atomic writer (``sasq/files.py``, standard library only), loaded from this
+    checkout by path: the report is written even where sasq itself could not be installed."""
+    spec = importlib.util.spec_from_file_location("_sasq_files", HERE.parent / "sasq" / "files.py")
+    files = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(files)
+    files.write_text(path, text)
+
+
 def _write(out: Path, env: dict, run: Runner) -> int:
     report = {"environment": env, "checks": run.checks,
               "passed": sum(c["passed"] for c in run.checks), "total": len(run.checks),
@@ -205,9 +213,7 @@ def _write(out: Path, env: dict, run: Runner) -> int:
         p = out / sub / "selftest.json"
         if p.exists():
             report[sub] = json.loads(p.read_text())
-    tmp = out / "gpu_check.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out / "gpu_check.json")
+    _write_text(out / "gpu_check.json", json.dumps(report, indent=2) + "\n")
     print(f"gpu_check: {report['passed']}/{report['total']} checks passed; missing: "
           f"{', '.join(env['missing']) or 'nothing'}; wrote {out / 'gpu_check.json'}")  # fmt: skip
     return 0

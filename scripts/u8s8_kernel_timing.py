@@ -100,8 +100,7 @@ def main() -> None:
     args = ap.parse_args()
     # ORT's default kernels for both forms (u8 x s8 on x86), as the auto policy runs them
     # on a CPU with VNNI; MatMulAddFusion off as in every sasq session
-    sc = SessionConfig(intra_op_threads=args.threads, int8_kernels="u8s8",
-                       disabled_optimizers=("MatMulAddFusion",))  # fmt: skip
+    sc = SessionConfig.for_int8(intra_op_threads=args.threads, int8_kernels="u8s8")
     print(f"u8 x s8 kernel: {cpu_int8().kernel}; threads {args.threads}; "
           f"{args.repeats} interleaved repeats")  # fmt: skip
     print("| product | full ms (median / min) | bounded ms (median / min) | bounded / full |")

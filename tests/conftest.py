@@ -96,10 +96,10 @@ def default_calib(default_export, tmp_path_factory):
 @pytest.fixture(scope="module")
 def shared(default_export, tiny_model_dir, tmp_path_factory) -> tuple[Path, Path, Path, Path]:
     """The FP export of the default model, a cache of it (2 samples) and its int8 export."""
-    from sasq.calib.cache import load_cache, save_cache
     from sasq.calib.calibrate import CalibConfig, calibrate
     from sasq.exporter.qdq_config import QuantConfig
     from sasq.exporter.quantize import quantize
+    from sasq.quant.cache import load_cache, save_cache
 
     root = tmp_path_factory.mktemp("hardening")
     calib = root / "calib" / "calib.json"

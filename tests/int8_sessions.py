@@ -20,9 +20,7 @@ from sasq.engines.ort_session import SessionConfig, open_session
 
 NO_VNNI = SessionConfig(u8s8_saturates=True)
 # As make_backend("ort", threads=1) opens an export (int8 GEMMs need MatMulAddFusion off).
-NO_VNNI_BACKEND = SessionConfig(
-    intra_op_threads=1, disabled_optimizers=("MatMulAddFusion",), u8s8_saturates=True
-)
+NO_VNNI_BACKEND = SessionConfig.for_int8(intra_op_threads=1, u8s8_saturates=True)
 
 
 def exact_session(model: onnx.ModelProto | bytes | Path, bounded: bool | None = None):

@@ -1,4 +1,4 @@
-"""Tiny, clean int8 Q/DQ ONNX graphs laid out the way DESIGN.md's TensorRT rules want them:
+"""Tiny, clean int8 Q/DQ ONNX graphs laid out the way TensorRT's explicit quantization wants:
 signed int8, zero point 0, activations per tensor, weights per output channel, Q/DQ on both
 inputs of every quantized matmul, softmax output at scale 1/127.
 

@@ -9,19 +9,10 @@ import os
 import numpy as np
 import pytest
 
-from sasq.calib.cache import (
-    FORMAT_VERSION,
-    CalibCache,
-    CalibSettings,
-    TensorRange,
-    file_sha256,
-    load_cache,
-    save_cache,
-)
-from sasq.calib.observers import ObserverMethod
-from sasq.calib.resample import ResampleMode
-from sasq.calib.selection import SelectionMethod
 from sasq.errors import UserError
+from sasq.files import sha256_file
+from sasq.quant.cache import FORMAT_VERSION, CalibCache, TensorRange, load_cache, save_cache
+from sasq.quant.settings import CalibSettings, ObserverMethod, ResampleMode, SelectionMethod
 
 HASH = "ab" * 32
 
@@ -184,7 +175,7 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
     assert _npz(tmp_path) == []
 
 
-def test_file_sha256(tmp_path):
+def test_sha256_file(tmp_path):
     p = tmp_path / "m.onnx"
     p.write_bytes(b"abc")
-    assert file_sha256(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert sha256_file(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

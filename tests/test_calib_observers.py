@@ -7,15 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sasq.calib.observers import (
-    MIN_SCALE,
-    ObserverConfig,
-    ObserverMethod,
-    activation_scale,
-    make_observer,
-    weight_scales_per_channel,
-)
+from sasq.calib.observers import ObserverConfig, make_observer
 from sasq.calib.thresholds import expected_mse
+from sasq.quant.scales import MIN_SCALE, activation_scale, weight_scales_per_channel
+from sasq.quant.settings import ObserverMethod
 
 HIST = [ObserverMethod.PERCENTILE, ObserverMethod.ENTROPY, ObserverMethod.MSE]
 

@@ -8,8 +8,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from sasq.calib.recorder import ActivationRecorder, OpKind, QuantTarget, expose, quantizable_inputs
+from sasq.engines.recorder import ActivationRecorder, expose
 from sasq.errors import UserError
+from sasq.quant.targets import OpKind, QuantTarget, quantizable_inputs
 
 B, S, D = 2, 4, 8
 SCALE = 0.35

@@ -9,7 +9,6 @@ import torch
 import sasq.models as M
 from sasq.calib.resample import (
     ResampleHook,
-    ResampleMode,
     largest_remainder,
     resample_scale,
     target_counts,
@@ -19,6 +18,7 @@ from sasq.engines.decode import generate
 from sasq.engines.torch_backend import TorchBackend
 from sasq.models.config import SamplingConfig
 from sasq.models.sampling import filter_logits
+from sasq.quant.settings import ResampleMode
 
 
 def _peaked(seed: int, N: int = 512, V: int = 64, top_k: int = 0):

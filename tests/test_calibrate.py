@@ -8,11 +8,11 @@ import numpy as np
 import onnx
 import pytest
 
-from sasq.calib.cache import load_cache, save_cache
 from sasq.calib.calibrate import CalibConfig, calibrate
 from sasq.calib.data_reader import FeedsReader, ranges_from_reader, record_step_feeds
-from sasq.calib.recorder import OpKind
 from sasq.errors import UserError
+from sasq.quant.cache import load_cache, save_cache
+from sasq.quant.targets import OpKind
 from sasq.tools.cli import main
 
 

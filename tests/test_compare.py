@@ -97,9 +97,9 @@ def test_broken_int8_export_fails_and_names_the_layer(
     import onnx
 
     from sasq.calib.layer_names import layer_names
-    from sasq.calib.recorder import quantizable_inputs
     from sasq.exporter.qdq_config import QuantConfig
     from sasq.exporter.quantize import quantize
+    from sasq.quant.targets import quantizable_inputs
 
     step = onnx.load(str(default_export / "step.onnx"), load_external_data=False)
     names = layer_names(step)

@@ -14,7 +14,6 @@ import pytest
 from int8_sessions import exact_session
 from onnx import TensorProto, helper, numpy_helper
 
-from sasq.calib.cache import load_cache, save_cache
 from sasq.calib.calibrate import CalibConfig, calibrate
 from sasq.engines.lint import LintConfig, lint
 from sasq.exporter.fuse_shift_sum import FuseShiftSumPass, fuse_shift_sum
@@ -23,6 +22,7 @@ from sasq.exporter.qdq_config import KvCache, QuantConfig, ShiftSumConfig
 from sasq.exporter.qdq_per_step import StepKey
 from sasq.exporter.qdq_writer import write_qdq
 from sasq.exporter.quantize import quantize_step
+from sasq.quant.cache import load_cache, save_cache
 
 H, L, D = 2, 3, 16
 

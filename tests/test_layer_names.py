@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx
 
 from sasq.calib.layer_names import layer_names
-from sasq.calib.recorder import quantizable_inputs
+from sasq.quant.targets import quantizable_inputs
 
 
 def test_every_quantizable_op_has_its_model_name(default_export):

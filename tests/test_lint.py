@@ -298,7 +298,7 @@ def test_small_unquantized_matmul_is_not_a_violation():
     m = _with_float_matmul(K=24, N=8)
     m.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, [4, 8]))
     onnx.checker.check_model(m, full_check=True)
-    assert lint(m) == []  # N < 16: stays float by default (DESIGN)
+    assert lint(m) == []  # N < 16: stays float by default
 
 
 def test_large_unquantized_matmul_needs_quantizing_or_listing_as_float():

@@ -13,14 +13,16 @@ import pytest
 from int8_sessions import exact_session, run_exact
 from onnx import TensorProto, helper, numpy_helper
 
-from sasq.calib.cache import CalibCache, CalibSettings, TensorRange
-from sasq.calib.recorder import ActivationRecorder, quantizable_inputs
 from sasq.engines.lint import LintConfig, Rule, lint
+from sasq.engines.recorder import ActivationRecorder
 from sasq.errors import UserError
 from sasq.exporter.qdq_config import QuantConfig
 from sasq.exporter.qdq_per_step import StepKey
 from sasq.exporter.qdq_writer import write_qdq
 from sasq.exporter.shift_sum import fake_quant
+from sasq.quant.cache import CalibCache, TensorRange
+from sasq.quant.settings import CalibSettings
+from sasq.quant.targets import quantizable_inputs
 
 B, L, C, F = 2, 5, 32, 48
 

@@ -10,7 +10,6 @@ import onnx
 import pytest
 import torch
 
-from sasq.calib.cache import load_cache, save_cache
 from sasq.calib.calibrate import CalibConfig, calibrate
 from sasq.engines.backends import make_backend
 from sasq.engines.decode import generate
@@ -21,6 +20,7 @@ from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
 from sasq.exporter.quantize import quantize
 from sasq.metrics import sqnr_db, token_agreement
 from sasq.models.config import ModelConfig
+from sasq.quant.cache import load_cache, save_cache
 
 
 @pytest.fixture(scope="module")

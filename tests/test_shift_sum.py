@@ -9,7 +9,6 @@ import pytest
 from int8_sessions import exact_session
 from onnx import TensorProto, helper
 
-from sasq.calib.cache import CalibCache, CalibSettings, TensorRange
 from sasq.engines.lint import LintConfig, lint
 from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
 from sasq.exporter.qdq_writer import write_qdq
@@ -21,6 +20,8 @@ from sasq.exporter.shift_sum import (
     shift_sum_dequant,
     shifts,
 )
+from sasq.quant.cache import CalibCache, TensorRange
+from sasq.quant.settings import CalibSettings
 
 B, H, L, D = 2, 2, 3, 16
 V_AMAX = 2.0
@@ -109,7 +110,7 @@ def attention_cache() -> CalibCache:
 
 
 def reference(scores: np.ndarray, v: np.ndarray, n: np.ndarray, prob_shift: bool) -> np.ndarray:
-    """sum over copies of DQ(Q(p/n + offset)) @ DQ(Q(v + d_c)), per DESIGN.md."""
+    """sum over copies of DQ(Q(p/n + offset)) @ DQ(Q(v + d_c)), per exporter/shift_sum.py."""
     e = np.exp(scores - scores.max(-1, keepdims=True))
     p = e / e.sum(-1, keepdims=True)
     sv, sp = V_AMAX / 127, 1 / 127

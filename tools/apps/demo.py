@@ -12,12 +12,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sasq import progress
+from sasq import files, progress
 from sasq.engines.backends import make_backend
 from sasq.engines.generate import GenerateConfig, generate_many
 from sasq.metrics import token_agreement
 from sasq.models import LoadedModel, load_model
-from sasq.tools import atomic
 from sasq.tools.apps.demo_report import demo_report, demo_summary
 from sasq.tools.report.image_grid import save_grid, side_by_side
 
@@ -67,9 +66,9 @@ def run_demo(
 ) -> tuple[Path, str]:
     """Run every stage; write ``out/report.md``; return its path and a short summary.
     ``threads``: the bench's (None: ``bench.default_threads()``, half the logical cores)."""
-    from sasq.calib.cache import save_cache
     from sasq.exporter import export_model
     from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
+    from sasq.quant.cache import save_cache
     from sasq.tools.measure.bench import BenchConfig, run_bench
     from sasq.tools.measure.bench import write_report as write_bench
     from sasq.tools.measure.steadiness import default_threads
@@ -146,7 +145,7 @@ def run_demo(
     bench = st.run("bench", lambda: (run_bench(model, fp_dir, bench_cfg), {}))
     write_bench(bench, out)
 
-    atomic.write_json(out / "summary.json", st.results)
+    files.write_json(out / "summary.json", st.results)
     report = demo_report(st.results, result, bench, str(model.path))
-    path = atomic.write_text(out / "report.md", report)
+    path = files.write_text(out / "report.md", report)
     return path, demo_summary(st.results, result, bench, path)

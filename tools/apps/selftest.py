@@ -46,12 +46,12 @@ def _check(results: list[dict], name: str, fn) -> object:
 
 def cpu_selftest(out: Path, gpu_asked: bool = False) -> int:
     """The CPU checks (module docstring); 0 when all pass. Writes ``selftest.json``."""
-    from sasq.calib.cache import save_cache
     from sasq.calib.calibrate import CalibConfig, calibrate
     from sasq.engines.lint import config_for_export, lint
     from sasq.exporter import export_model, verify
     from sasq.exporter.qdq_config import QuantConfig
     from sasq.exporter.quantize import quantize
+    from sasq.quant.cache import save_cache
     from sasq.tools.quality.compare import describe_side, judge
 
     out.mkdir(parents=True, exist_ok=True)

@@ -67,6 +67,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+# The layers below the CLI name the parameter at fault in backticks (sasq.errors); the CLI
+# shows the flag that sets it, and names the flag of ``UserError.param`` if the text did not.
+PARAM_FLAGS = {
+    "num_samples": "--n", "GPSConfig.num_samples": "--gps-n", "n": "--n", "batch": "--batch",
+    "cls": "--class", "top_k": "--top-k", "backend": "--backend", "onnx_dir": "--onnx DIR",
+    "engine": "--engine PLAN", "batch_range": "--batch-range", "rebuild": "--rebuild",
+    "out": "--out", "precision": "--precision", "target": "--target", "rest": "--rest",
+    "static_per_step": "--per-step", "opset": "--opset", "vae": "--vae", "var": "--var",
+    "model_dir": "--model DIR", "model": "--model", "intra_op_threads": "--threads",
+}  # fmt: skip
+
+
+def _flagged(e: Exception) -> str:
+    text = re.sub(r"`([\w.]+)`", lambda m: PARAM_FLAGS.get(m[1], m[1]), str(e))
+    flag = PARAM_FLAGS.get(getattr(e, "param", None) or "")
+    return text if flag is None or flag in text else f"{text} ({flag})"
+
+
 def _one_line(text: str) -> str:
     """A message quoting a stranger's file could hold a newline: keep the error one line."""
     return " ".join(text.split())
@@ -162,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = _one_line_warning(args.command)
             return args.run(args)
     except UserError as e:
-        print(f"sasq {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
+        print(f"sasq {args.command}: error: {_one_line(_flagged(e))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except ModuleNotFoundError as e:
         if e.name != "onnxruntime":

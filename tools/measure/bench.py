@@ -19,9 +19,9 @@ from sasq.engines.backends import GRAMMAR, KINDS, BackendSpec, open_spec, parse_
 from sasq.engines.decode import StepBackend, generate
 from sasq.errors import UserError
 from sasq.models import LoadedModel
-from sasq.tools import atomic
 from sasq.tools.measure.steadiness import default_threads, load_warning, spread_warning, summary
 from sasq.tools.measure.steadiness import loadavg as _loadavg
+from sasq.tools.report import json_md
 from sasq.tools.report.int8_record import backend_record, cpu_record, report_lines
 
 
@@ -311,7 +311,7 @@ def write_report(result: dict, out_dir: str | Path) -> tuple[Path, Path, Path]:
     scale, speed-up bars), each written atomically."""
     from sasq.tools.report.plots import bench_plot
 
-    js, md = atomic.write_report(result, Path(out_dir), "bench", to_markdown)
+    js, md = json_md.write_report(result, Path(out_dir), "bench", to_markdown)
     return js, md, bench_plot(result, Path(out_dir) / "bench.png")
 
 

@@ -74,7 +74,7 @@ def _graph(s: GemmShape, int8: bool, seed: int = 0) -> onnx.ModelProto:
 
 def time_gemm(s: GemmShape, int8: bool, threads: int, repeats: int = 20) -> float:
     """Median seconds of one MatMul (after warm-up)."""
-    sc = SessionConfig(intra_op_threads=threads, disabled_optimizers=("MatMulAddFusion",))
+    sc = SessionConfig.for_int8(intra_op_threads=threads)
     sess = make_session(_graph(s, int8).SerializeToString(), sc)
     x = np.random.default_rng(1).standard_normal((s.M, s.K)).astype(np.float32)
     for _ in range(3):

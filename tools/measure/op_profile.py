@@ -28,8 +28,8 @@ import torch
 from sasq import progress
 from sasq.errors import UserError
 from sasq.exporter.manifest import Manifest, load_manifest
-from sasq.tools import atomic
 from sasq.tools.measure.steadiness import load_warning, loadavg, spread_warning, summary
+from sasq.tools.report import json_md
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class ProfileConfig:
 def attention_nodes(onnx_dir: Path, manifest: Manifest) -> tuple[list[str], list[str]]:
     """Names of the attention-value and QK^T MatMuls. The AV names of a shift-and-sum
     export are those the quantizer recorded (their nodes were replaced)."""
-    from sasq.calib.recorder import OpKind, quantizable_inputs
+    from sasq.quant.targets import OpKind, quantizable_inputs
 
     step = onnx.load(str(onnx_dir / manifest.graphs["step"].file), load_external_data=False)
     targets = quantizable_inputs(step)
@@ -150,9 +150,8 @@ def profile_export(onnx_dir: str | Path, cfg: ProfileConfig) -> dict:
     SN = len(manifest.patch_nums)
     labels = torch.arange(cfg.batch) % mc.var.num_classes
     with tempfile.TemporaryDirectory() as tmp:
-        sc = SessionConfig(
+        sc = SessionConfig.for_int8(  # as the bench runs int8
             intra_op_threads=cfg.threads,
-            disabled_optimizers=("MatMulAddFusion",),  # as the bench runs int8
             enable_profiling=True,
             profile_prefix=str(Path(tmp) / "sasq"),
         )
@@ -215,4 +214,4 @@ def _load(x: float | None) -> str:
 
 
 def write_report(r: dict, out_dir: Path) -> tuple[Path, Path]:
-    return atomic.write_report(r, out_dir, "profile", to_markdown)
+    return json_md.write_report(r, out_dir, "profile", to_markdown)

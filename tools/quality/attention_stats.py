@@ -18,7 +18,7 @@ import torch
 
 from sasq.errors import UserError
 from sasq.models import LoadedModel
-from sasq.tools import atomic
+from sasq.tools.report import json_md
 
 TOPS = (0.01, 0.05)
 
@@ -139,4 +139,4 @@ def to_markdown(r: dict) -> str:
 
 
 def write_report(r: dict, out_dir) -> tuple:
-    return atomic.write_report(r, out_dir, "attention", to_markdown)
+    return json_md.write_report(r, out_dir, "attention", to_markdown)

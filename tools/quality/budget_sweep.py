@@ -24,10 +24,10 @@ from sasq.engines.backends import make_backend
 from sasq.errors import UserError
 from sasq.exporter.qdq_config import BIT_WIDTHS
 from sasq.models import LoadedModel
-from sasq.tools import atomic
 from sasq.tools.quality.classifier import DigitsClassifier
 from sasq.tools.quality.evaluate import METRICS, EvalConfig, Scorer, Workspace, fmt
 from sasq.tools.quality.intervals import difference_dicts, intervals
+from sasq.tools.report import json_md
 
 PLOTTED = ("token_agreement", "FID2FP")
 
@@ -219,5 +219,5 @@ def plot(r: dict, path: Path) -> Path:
 
 
 def write_report(r: dict, out_dir: Path) -> tuple[Path, Path, Path]:
-    j, md = atomic.write_report(r, out_dir, "sweep", to_markdown)
+    j, md = json_md.write_report(r, out_dir, "sweep", to_markdown)
     return j, md, plot(r, Path(out_dir) / "sweep.png")

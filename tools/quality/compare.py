@@ -32,7 +32,7 @@ from sasq.engines.decode import StepBackend, generate
 from sasq.metrics import sqnr_db, token_agreement
 from sasq.models import ModelConfig
 from sasq.models.memory import Estimate, generation_estimate, require_fits
-from sasq.tools import atomic
+from sasq.tools.report import json_md
 from sasq.tools.report.int8_record import backend_record, cpu_record, report_lines
 
 
@@ -264,7 +264,7 @@ def to_markdown(r: dict) -> str:
 
 
 def write_report(r: dict, out_dir: Path) -> tuple[Path, Path]:
-    return atomic.write_report(r, out_dir, "compare", to_markdown)
+    return json_md.write_report(r, out_dir, "compare", to_markdown)
 
 
 def describe_side(spec: BackendSpec | str) -> dict:
@@ -317,9 +317,9 @@ def layer_sqnr(
     import onnx
 
     from sasq.calib.layer_names import layer_names
-    from sasq.calib.recorder import quantizable_inputs
     from sasq.engines.ort_backend import OrtBackend
     from sasq.exporter.manifest import verify
+    from sasq.quant.targets import quantizable_inputs
 
     step = onnx.load(str(fp_dir / verify(fp_dir).graphs["step"].file), load_external_data=False)
     targets = quantizable_inputs(step)

@@ -33,7 +33,6 @@ from sasq.engines.decode import StepBackend
 from sasq.engines.generate import GenerateConfig, generate_many
 from sasq.exporter.qdq_config import BIT_WIDTHS
 from sasq.models import LoadedModel
-from sasq.tools import atomic
 from sasq.tools.quality.classifier import DigitsClassifier, predict
 from sasq.tools.quality.digits import load_split
 from sasq.tools.quality.eval_precision import (
@@ -52,6 +51,7 @@ from sasq.tools.quality.intervals import (
     metric_fns,
     replicates,
 )
+from sasq.tools.report import json_md
 from sasq.tools.report.int8_record import backend_record, cpu_record, grouped_lines
 
 DEFAULT_ROWS = (
@@ -173,7 +173,7 @@ class Workspace:
 
     def cache(self, resample: str, fp: Path | None = None, dgc: bool = False):
         from sasq.calib.calibrate import CalibConfig, calibrate
-        from sasq.calib.selection import SelectionMethod
+        from sasq.quant.settings import SelectionMethod
 
         fp = fp or self.fp
         if (fp, resample, dgc) not in self._caches:
@@ -448,5 +448,5 @@ def write_report(r: dict, out_dir: Path) -> tuple[Path, Path, Path]:
     """``eval.json``, ``eval.md`` and ``eval.png`` (token agreement against bits)."""
     from sasq.tools.report.plots import eval_plot
 
-    js, md = atomic.write_report(r, out_dir, "eval", to_markdown)
+    js, md = json_md.write_report(r, out_dir, "eval", to_markdown)
     return js, md, eval_plot(r, Path(out_dir) / "eval.png")

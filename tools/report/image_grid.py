@@ -9,7 +9,6 @@ short label (class, seed). Files are written to a temporary name and renamed, so
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -17,6 +16,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from sasq.files import atomic_path
 
 PAD = 2  # pixels between tiles and around the grid
 LABEL_H = 12  # height of the text strip under each tile (PIL's default font is 10 px)
@@ -44,13 +45,8 @@ def _to_rgb_uint8(img_BCHW: torch.Tensor) -> np.ndarray:
 
 def _atomic_save(img: Image.Image, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    try:
+    with atomic_path(path, ".png") as tmp:  # PIL picks the format by the suffix
         img.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # no half-written sibling left behind
-        raise
     return path
 
 

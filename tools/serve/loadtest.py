@@ -262,7 +262,7 @@ def plot(r: dict, path: Path) -> Path:
 
 
 def write_report(r: dict, out_dir: Path) -> tuple[Path, Path, Path]:
-    from sasq.tools.atomic import write_report as write_json_md
+    from sasq.tools.report.json_md import write_report as write_json_md
 
     j, m = write_json_md(r, out_dir, "loadtest", to_markdown)
     return j, m, plot(r, Path(out_dir) / "loadtest.png")

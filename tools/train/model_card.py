@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sasq.tools import atomic
+from sasq import files
 
 
 def write_model_card(model_dir: Path, command: str, train: dict, quality: dict) -> Path:
@@ -55,4 +55,4 @@ def write_model_card(model_dir: Path, command: str, train: dict, quality: dict) 
         "```",
         "",
     ]
-    return atomic.write_text(model_dir / "MODEL_CARD.md", "\n".join(lines))
+    return files.write_text(model_dir / "MODEL_CARD.md", "\n".join(lines))

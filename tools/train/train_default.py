@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from sasq import files
 from sasq.models import LoadedModel, ModelConfig, build, tiny_default
 from sasq.models.checkpoint import save_safetensors
 from sasq.progress import bar as progress_bar
-from sasq.tools import atomic
 from sasq.tools.train.model_card import write_model_card
 
 
@@ -179,11 +179,11 @@ def train_default(
     save_safetensors(m.vqvae, out_dir / "vqvae.safetensors")
     save_safetensors(m.var, out_dir / "var.safetensors")
     save_safetensors(clf, out_dir / "classifier.safetensors")
-    atomic.write_json(out_dir / "config.json", json.loads(cfg.to_json()))
+    files.write_json(out_dir / "config.json", json.loads(cfg.to_json()))
     train = {"train_config": asdict(tc), "metrics": metrics}
-    atomic.write_json(out_dir / "train.json", train)
+    files.write_json(out_dir / "train.json", train)
     quality = evaluate_default(out_dir)
-    atomic.write_json(out_dir / "quality.json", quality)
+    files.write_json(out_dir / "quality.json", quality)
     command = (
         f"sasq train-default --out {out_dir} --preset {preset} --seed {tc.seed} "
         f"--vae-steps {tc.vae_steps} --var-steps {tc.var_steps} --var-batch {tc.var_batch} "

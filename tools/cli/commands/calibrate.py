@@ -64,8 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sasq.calib.cache import save_cache
     from sasq.calib.calibrate import CalibConfig, calibrate
+    from sasq.quant.cache import save_cache
 
     out = checks.out_file(args.out)
     cfg = CalibConfig(

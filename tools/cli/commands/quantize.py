@@ -137,11 +137,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sasq.calib.cache import load_cache
     from sasq.engines.lint import config_for_export, lint
     from sasq.exporter.manifest import verify
     from sasq.exporter.qdq_config import BIT_WIDTHS, QuantConfig, ShiftSumConfig
     from sasq.exporter.quantize import quantize
+    from sasq.quant.cache import load_cache
 
     w, a = BIT_WIDTHS[args.bits]
     shift = ShiftSumConfig(

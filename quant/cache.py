@@ -11,8 +11,9 @@ their shortest round-trip repr, so two caches diff line by line and a reload is 
      "warnings": ["<tensor>: dropped 3 non-finite values ..."]}
 
 Per-channel weight scales are arrays, so they go to an .npz beside the JSON, named by and
-checked against its sha256. Writes are atomic (temporary file in the same folder, then
-``os.replace``): a crash never leaves a half-written cache. Loading a cache made for
+checked against its sha256. Writes are atomic (``sasq.files``: temporary file in the same
+folder, fsync, then ``os.replace``; the umask's file mode): a crash never leaves a
+half-written cache. Loading a cache made for
 another model (by hash) or by another format version is refused with a one-line
 ``UserError``.
 """
@@ -23,22 +24,19 @@ import hashlib
 import io
 import json
 import math
-import os
 import re
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sasq.calib.observers import ObserverMethod
-from sasq.calib.resample import ResampleMode
-from sasq.calib.selection import SelectionMethod
-from sasq.calib.validate import validate_cache
 from sasq.errors import UserError
-from sasq.exporter.plain_names import check_plain_name
+from sasq.files import sha256_file, write_bytes, write_text
+from sasq.plain_names import check_plain_name
+from sasq.quant.settings import CalibSettings
+from sasq.quant.validate import validate_cache
 from sasq.untrusted import json_loads, read_capped
 
 FORMAT_VERSION = 1
@@ -47,21 +45,6 @@ FORMAT_VERSION = 1
 # 36 x 4,675 x 24 = 4 MB. 128 MB leaves room for models 30 times that while a refused file
 # is never read (a 2 GB one was once read whole before being refused: 4.5 GB of memory).
 MAX_CACHE_BYTES = 128 << 20
-
-
-@dataclass(frozen=True)
-class CalibSettings:
-    observer: ObserverMethod = ObserverMethod.MINMAX
-    percentile: float = 99.99
-    num_samples: int = 0
-    resample: ResampleMode = ResampleMode.NONE
-    selection: SelectionMethod = SelectionMethod.ALL
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "observer", ObserverMethod(self.observer))
-        object.__setattr__(self, "resample", ResampleMode(self.resample))
-        object.__setattr__(self, "selection", SelectionMethod(self.selection))
 
 
 @dataclass(frozen=True)
@@ -91,15 +74,6 @@ class CalibCache:
             and ws.keys() == wo.keys()
             and all(np.array_equal(ws[k], wo[k]) for k in ws)
         )
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (the FP ONNX the ranges were measured on)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ----- writing -----
@@ -150,19 +124,6 @@ def _encode(obj: Any, indent: int = 0) -> str:
     return json.dumps(obj)
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_cache(cache: CalibCache, path: str | Path) -> None:
     """Write ``path`` atomically, and the weight scales beside it as
     ``<stem>.<sha256[:16]>.npz``.
@@ -182,8 +143,8 @@ def save_cache(cache: CalibCache, path: str | Path) -> None:
         arrays = {"file": npz.name, "sha256": sha}
     text = _encode(_as_json(cache, arrays)) + "\n"
     if npz is not None:
-        _atomic_write(npz, lambda f: f.write(npz_bytes), binary=True)
-    _atomic_write(path, lambda f: f.write(text), binary=False)
+        write_bytes(npz, npz_bytes)
+    write_text(path, text)
     stale = re.compile(re.escape(path.stem) + r"\.[0-9a-f]{16}\.npz")
     for old in path.parent.iterdir():
         if old != npz and stale.fullmatch(old.name):
@@ -213,7 +174,7 @@ def _load_arrays(path: Path, meta: Any) -> dict[str, np.ndarray]:
     npz = path.parent / check_plain_name(meta["file"], path, "weight scales file")
     if not npz.is_file():
         raise UserError(f"{path}: weight scales file {npz.name} is missing")
-    if file_sha256(npz) != meta["sha256"]:
+    if sha256_file(npz) != meta["sha256"]:
         raise UserError(f"{path}: {npz.name} does not match this cache (sha256 differs)")
     with np.load(npz, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}

@@ -1,23 +1,12 @@
-"""Writing result files so a crash never leaves a half-written one: temporary name, rename."""
+"""A result as the pair every command writes: ``{stem}.json`` (the numbers) beside
+``{stem}.md`` (the readable table), each written atomically (``sasq.files``)."""
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
-
-def write_text(path: Path, text: str) -> Path:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
-
-
-def write_json(path: Path, obj) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+from sasq.files import write_json, write_text
 
 
 def write_report(

@@ -28,6 +28,7 @@ import onnx
 import torch
 
 from sasq import progress
+from sasq.calib.config import CalibConfig
 from sasq.calib.observers import ObserverConfig, make_observer
 from sasq.calib.resample import ResampleHook
 from sasq.calib.selection import select
@@ -40,22 +41,8 @@ from sasq.files import sha256_file
 from sasq.models.config import ModelConfig
 from sasq.models.memory import calibration_estimate, require_fits
 from sasq.quant.cache import CalibCache, TensorRange
-from sasq.quant.settings import CalibSettings, ObserverMethod, ResampleMode, SelectionMethod
+from sasq.quant.settings import SelectionMethod
 from sasq.quant.targets import OpKind, QuantTarget, quantizable_inputs
-
-
-@dataclass(frozen=True)
-class CalibConfig:
-    num_samples: int = 32  # images; each is a conditional + unconditional row pair
-    resample: ResampleMode = ResampleMode.OURS
-    observer: ObserverMethod = ObserverMethod.ENTROPY
-    percentile: float = 99.99
-    selection: SelectionMethod = SelectionMethod.ALL
-    candidates_factor: int = 2  # DGC: rows are chosen from factor x num_samples rollouts
-    seed: int = 0
-    batch: int = 32  # rollout batch; resampling is joint over the tokens of one batch
-    threads: int = 2
-    progress: bool = True
 
 
 @dataclass
@@ -282,14 +269,7 @@ def _build_cache(
         )
         for node in stats.attn_sum
     }
-    settings = CalibSettings(
-        observer=cfg.observer,
-        percentile=cfg.percentile,
-        num_samples=cfg.num_samples,
-        resample=cfg.resample,
-        selection=cfg.selection,
-        seed=cfg.seed,
-    )
+    settings = cfg.settings()
     return CalibCache(
         model_hash=sha256_file(step_path),
         settings=settings,

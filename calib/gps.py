@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import torch
 
 from sasq import progress
+from sasq.calib.config import GPSConfig
 from sasq.calib.resample import ResampleHook
 from sasq.engines.paper_quant import fake_quant, per_channel_weight
 from sasq.errors import UserError
@@ -45,23 +46,6 @@ from sasq.models import LoadedModel
 from sasq.quant.settings import ResampleMode
 
 RATIO_CLAMP = 1e8  # a_i / b_i within [1/RATIO_CLAMP, RATIO_CLAMP]: s within s0 * [0.01, 100]
-
-
-@dataclass(frozen=True)
-class GPSConfig:
-    """num_samples: calibration images (CFG pairs) rolled out by the FP model in PyTorch;
-    w_bits / a_bits: the bit widths the scales are balanced for; max_tokens: tokens per
-    layer kept (uniformly at random) for the a_i / b_i sums; ranges use every token."""
-
-    num_samples: int = 32
-    w_bits: int = 8
-    a_bits: int = 8
-    resample: ResampleMode = ResampleMode.OURS
-    seed: int = 0
-    batch: int = 32
-    max_tokens: int = 4096
-    alpha: float = 0.5
-    progress: bool = True
 
 
 @dataclass

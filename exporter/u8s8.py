@@ -29,10 +29,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sasq.exporter.qdq_edit import GraphEdit
+if TYPE_CHECKING:
+    from sasq.exporter.qdq_edit import GraphEdit
 
 SAFE_QMAX = 64  # |b| <= 64 with a full u8 a; a <= 128 (= 2 x 64) with a full int8 b
 U8_ZP_QUERY = 64  # queries in [-64, 64] steps -> raw uint8 0..128

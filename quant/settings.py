@@ -32,10 +32,13 @@ class SelectionMethod(str, Enum):
 
 @dataclass(frozen=True)
 class CalibSettings:
-    observer: ObserverMethod = ObserverMethod.MINMAX
+    """The settings a cache records; their defaults are calibration's
+    (``sasq.calib.config.CalibConfig`` extends this with how the rollouts run)."""
+
+    observer: ObserverMethod = ObserverMethod.ENTROPY
     percentile: float = 99.99
-    num_samples: int = 0
-    resample: ResampleMode = ResampleMode.NONE
+    num_samples: int = 32  # images; each is a conditional + unconditional row pair
+    resample: ResampleMode = ResampleMode.OURS
     selection: SelectionMethod = SelectionMethod.ALL
     seed: int = 0
 

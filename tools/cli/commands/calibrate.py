@@ -14,7 +14,7 @@ HELP = "rollouts of the FP export -> calibration cache (ranges, attention)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sasq.calib.calibrate import CalibConfig
+    from sasq.calib.config import CalibConfig
     from sasq.tools.cli.fields import option
 
     groups.onnx(p, required=True)

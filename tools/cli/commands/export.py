@@ -15,7 +15,7 @@ HELP = "export the decoding to ONNX (step, start, per-scale next, decoder)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sasq.calib.gps import GPSConfig
+    from sasq.calib.config import GPSConfig
     from sasq.exporter.config import ExportConfig
     from sasq.exporter.qdq_config import BIT_WIDTHS
     from sasq.tools.cli.fields import option

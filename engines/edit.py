@@ -21,39 +21,15 @@ raises the PSNR outside an inpainted half from 18.6 to 21.0 dB (``edit_quality``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 import torch
 import torch.nn.functional as F
 
+from sasq.engines.config import EditConfig, EditTask, TokenRule
 from sasq.engines.decode import StepBackend, generate
 from sasq.errors import UserError
-from sasq.models import VQVAE, ModelConfig, SamplingConfig
+from sasq.models import VQVAE, ModelConfig
 from sasq.models.quantizer import VectorQuantizer2
-
-
-class EditTask(str, Enum):
-    INPAINT = "inpaint"  # regenerate the masked (white) pixels
-    OUTPAINT = "outpaint"  # the input, smaller than the canvas, centred; regenerate the rest
-    CLASS_EDIT = "class-edit"  # regenerate the masked pixels (default: all) under another class
-
-
-class TokenRule(str, Enum):
-    ANY = "any"  # a token is regenerated if any pixel of its cell is masked
-    MOST = "most"  # ... if at least half of its cell is masked
-
-
-@dataclass(frozen=True)
-class EditConfig:
-    task: EditTask
-    cls: int | None = None  # condition; None: unconditional (inpaint/outpaint only)
-    seed: int = 0
-    n: int = 1  # samples per input image (one generator, so they differ)
-    rule: TokenRule = TokenRule.ANY
-    outpaint_scale: float = 0.5  # a full-canvas input to outpaint is first shrunk by this
-    fill: float = -1.0  # canvas value around an outpainted input before encoding (black)
-    reencode: bool = True  # outside tokens re-encoded after the edited coarse scales
-    sampling: SamplingConfig | None = None  # None: the model's own defaults
 
 
 @dataclass

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from sasq import progress
+from sasq.engines.config import GenerateConfig
 from sasq.engines.decode import Generation, StepBackend, generate
 from sasq.errors import UserError
 from sasq.files import atomic_path
 from sasq.models import LoadedModel, ModelConfig, SamplingConfig
 from sasq.models.memory import generation_estimate, require_fits
-
-
-@dataclass(frozen=True)
-class GenerateConfig:
-    classes: tuple[int, ...]  # one label per image
-    seed: int = 0
-    batch: int = 64  # chunk i of the labels is sampled with seed + i
-    sampling: SamplingConfig | None = None  # None: the model's own defaults
-    progress: bool = False  # a bar over the batches (on a terminal, ``sasq.progress``)
 
 
 def labels_for(cfg: ModelConfig, cls: int | None, n: int) -> tuple[int, ...]:

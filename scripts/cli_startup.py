@@ -31,6 +31,9 @@ LINES = [
     ["quantize", "--bits", "W9A9"],
     ["generate", "--n", "0"],
     ["export", "--opset", "99"],
+    ["build", "--opt-level", "9"],
+    ["bench", "--repeats", "0"],
+    ["serve", "--port", "-1"],
 ]
 
 

@@ -27,7 +27,8 @@ from sasq.exporter.qdq_config import QuantConfig
 from sasq.exporter.quantize import quantize
 from sasq.models import load_model
 from sasq.quant.targets import quantizable_inputs
-from sasq.tools.quality.compare import CompareConfig, compare_backends, describe_side, judge
+from sasq.tools.quality.compare import compare_backends, describe_side, judge
+from sasq.tools.quality.config import CompareConfig
 
 HEALTHY = {
     "W8A8": QuantConfig(),

@@ -33,7 +33,8 @@ from sasq.exporter.quantize import quantize
 from sasq.models import build
 from sasq.models.config import ModelConfig, VQVAEConfig, official_var
 from sasq.quant.cache import load_cache, save_cache
-from sasq.tools.measure.bench import BenchConfig, run_bench, to_markdown, write_report
+from sasq.tools.measure.bench import run_bench, to_markdown, write_report
+from sasq.tools.measure.config import BenchConfig
 
 QUANTIZED = {
     "int8": QuantConfig(),

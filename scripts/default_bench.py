@@ -20,7 +20,8 @@ from sasq.exporter.peer import peer_quantize
 from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
 from sasq.exporter.quantize import quantize
 from sasq.models import load_model
-from sasq.tools.measure.bench import BenchConfig, run_bench, to_markdown, write_report
+from sasq.tools.measure.bench import run_bench, to_markdown, write_report
+from sasq.tools.measure.config import BenchConfig
 
 
 def main() -> None:

@@ -17,15 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sasq.tools.quality.evaluate import (
-    BASELINE,
-    METRICS,
-    EvalConfig,
-    Scorer,
-    Workspace,
-    _backend_for,
-    _samples,
-)
+from sasq.tools.quality.config import EvalConfig
+from sasq.tools.quality.evaluate import BASELINE, METRICS, Scorer, Workspace, _backend_for, _samples
 from sasq.tools.quality.intervals import (
     SampleScores,
     difference,

@@ -33,7 +33,8 @@ from sasq.engines.ort_session import SessionConfig
 from sasq.engines.torch_backend import TorchBackend
 from sasq.exporter import ExportConfig, export_model
 from sasq.models.config import official
-from sasq.tools.measure.bench import BenchConfig, run_bench, write_report
+from sasq.tools.measure.bench import run_bench, write_report
+from sasq.tools.measure.config import BenchConfig
 
 
 def build(vqvae: str) -> M.LoadedModel:

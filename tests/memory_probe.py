@@ -47,7 +47,8 @@ def main(op: str, cfg_json: str, batch: int) -> dict:
     tmp = Path(tempfile.mkdtemp())
     if op == "generate":
         from sasq.engines.backends import make_backend
-        from sasq.engines.generate import GenerateConfig, generate_many
+        from sasq.engines.config import GenerateConfig
+        from sasq.engines.generate import generate_many
 
         backend = make_backend("torch", model)
         labels = tuple(i % cfg.var.num_classes for i in range(batch))

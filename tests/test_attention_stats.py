@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from sasq.models import load_model
-from sasq.tools.quality.attention_stats import AttentionConfig, attention_concentration
+from sasq.tools.quality.attention_stats import attention_concentration
+from sasq.tools.quality.config import AttentionConfig
 
 
 @pytest.mark.slow  # 5-9s on a busy 2-core machine

@@ -11,7 +11,8 @@ from test_export import exported, tiny_model
 
 import sasq.models as M
 from sasq.errors import UserError
-from sasq.tools.measure.bench import BenchConfig, run_bench, write_report
+from sasq.tools.measure.bench import run_bench, write_report
+from sasq.tools.measure.config import BenchConfig
 
 
 @pytest.mark.slow  # 52 s on a busy 2-core machine

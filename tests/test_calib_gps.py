@@ -96,7 +96,8 @@ def test_gps_falls_back_where_it_would_hurt():
 
 @pytest.mark.slow  # 59 s on a busy 2-core machine
 def test_cli_export_gps_records_the_scales_and_keeps_tokens(tmp_path, capsys):
-    from sasq.engines.generate import GenerateConfig, generate_many
+    from sasq.engines.config import GenerateConfig
+    from sasq.engines.generate import generate_many
     from sasq.engines.ort_backend import OrtBackend
     from sasq.engines.torch_backend import TorchBackend
 

@@ -64,7 +64,7 @@ def test_every_option_has_help_and_shows_its_default():
 def test_help_defaults_match_the_code():
     """Defaults the help spells out are the ones the code uses."""
     from sasq.tools.measure.steadiness import default_threads
-    from sasq.tools.quality.evaluate import EvalConfig
+    from sasq.tools.quality.config import EvalConfig
 
     subs = _subparsers()
     ev = subs["eval"].parse_args([])

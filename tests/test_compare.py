@@ -7,7 +7,8 @@ import json
 from sasq.engines.backends import make_backend
 from sasq.models import load_model
 from sasq.tools.cli import main
-from sasq.tools.quality.compare import CompareConfig, compare_backends
+from sasq.tools.quality.compare import compare_backends
+from sasq.tools.quality.config import CompareConfig
 
 
 def test_torch_and_ort_fp32_agree_per_scale(default_export):

@@ -12,17 +12,9 @@ from PIL import Image
 
 import sasq.models as M
 from sasq.engines.backends import make_backend
+from sasq.engines.config import EditConfig, EditTask, TokenRule
 from sasq.engines.decode import generate
-from sasq.engines.edit import (
-    EditConfig,
-    EditHook,
-    EditTask,
-    TokenRule,
-    edit,
-    masked_psnr,
-    outpaint_canvas,
-    token_masks,
-)
+from sasq.engines.edit import EditHook, edit, masked_psnr, outpaint_canvas, token_masks
 from sasq.engines.torch_backend import TorchBackend
 from sasq.tools.cli import main
 from sasq.tools.quality.digits import load_split, to_uint8

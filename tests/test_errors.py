@@ -9,7 +9,8 @@ import sasq.models as M
 from sasq.calib.calibrate import CalibConfig, calibrate
 from sasq.calib.gps import GPSConfig, collect_stats
 from sasq.engines.backends import make_backend
-from sasq.engines.generate import GenerateConfig, generate_many, labels_for
+from sasq.engines.config import GenerateConfig
+from sasq.engines.generate import generate_many, labels_for
 from sasq.engines.trt_plan import BatchRange
 from sasq.errors import UserError
 

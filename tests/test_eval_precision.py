@@ -8,7 +8,7 @@ import json
 import pytest
 
 from sasq.tools.cli import main
-from sasq.tools.quality.evaluate import DEFAULT_ROWS, ROWS, EvalConfig
+from sasq.tools.quality.config import DEFAULT_ROWS, ROWS, EvalConfig
 
 
 def test_precision_rows_are_selectable_not_default():

@@ -6,7 +6,8 @@ import json
 
 from sasq.exporter.manifest import load_manifest
 from sasq.tools.cli import main
-from sasq.tools.measure.op_profile import ProfileConfig, attention_nodes, profile_export
+from sasq.tools.measure.config import ProfileConfig
+from sasq.tools.measure.op_profile import attention_nodes, profile_export
 
 
 def test_profile_attributes_kernel_time_to_scales_and_roles(default_export):

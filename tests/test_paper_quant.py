@@ -14,7 +14,8 @@ from sasq.engines.paper_quant import (
     shift_sum_v,
 )
 from sasq.models import load_model
-from sasq.tools.quality.compare import CompareConfig, compare_backends
+from sasq.tools.quality.compare import compare_backends
+from sasq.tools.quality.config import CompareConfig
 
 
 def test_log2_softmax_levels():

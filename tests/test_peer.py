@@ -8,7 +8,8 @@ import pytest
 from sasq.calib.calibrate import CalibConfig
 from sasq.calib.data_reader import record_step_feeds
 from sasq.engines.backends import make_backend
-from sasq.engines.generate import GenerateConfig, generate_many
+from sasq.engines.config import GenerateConfig
+from sasq.engines.generate import generate_many
 from sasq.exporter import attention_chains, verify
 from sasq.exporter.peer import peer_quantize
 from sasq.metrics import token_agreement

@@ -46,7 +46,8 @@ def _rows(cfg):
 
 def _alone(cfg, backend, row):
     """What ``sasq generate --class C --n 1 --seed S`` computes for the row."""
-    from sasq.engines.generate import GenerateConfig, generate_many
+    from sasq.engines.config import GenerateConfig
+    from sasq.engines.generate import generate_many
 
     return generate_many(cfg, backend, GenerateConfig((row.label,), row.seed, 1, row.sampling))
 
@@ -100,7 +101,8 @@ def test_gpu_backends_refused_in_one_line(default_export, capsys):
 
 @pytest.fixture(scope="module")
 def server(request):
-    from sasq.tools.serve.server import ServeConfig, Server
+    from sasq.tools.serve.config import ServeConfig
+    from sasq.tools.serve.server import Server
 
     default_export = request.getfixturevalue("default_export")
 

@@ -17,15 +17,17 @@ from conftest import random_tiny_shared
 import sasq.models as M
 from sasq.calib.calibrate import CalibConfig, calibrate
 from sasq.calib.gps import GPSConfig, apply_gps, fold_scales, gps_targets
+from sasq.engines.config import EditConfig, EditTask
 from sasq.engines.decode import generate
-from sasq.engines.edit import EditConfig, EditTask, edit
+from sasq.engines.edit import edit
 from sasq.engines.ort_backend import OrtBackend
 from sasq.engines.ort_session import SessionConfig
 from sasq.engines.torch_backend import TorchBackend
 from sasq.exporter import export_model
 from sasq.exporter.qdq_config import QuantConfig
 from sasq.exporter.quantize import quantize
-from sasq.tools.measure.bench import BenchConfig, run_bench
+from sasq.tools.measure.bench import run_bench
+from sasq.tools.measure.config import BenchConfig
 
 LABELS = torch.tensor([0, 3, 7, 9])
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from sasq.engines.backends import make_backend
-from sasq.engines.generate import GenerateConfig, generate_many
+from sasq.engines.config import GenerateConfig
+from sasq.engines.generate import generate_many
 from sasq.engines.trt_engine import TRT_MISSING, EngineConfig, build_engine
 from sasq.engines.trt_plan import BatchRange, load_plan_info, profile_shapes
 from sasq.errors import UserError

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from sasq import files, progress
 from sasq.engines.backends import make_backend
-from sasq.engines.generate import GenerateConfig, generate_many
+from sasq.engines.config import GenerateConfig
+from sasq.engines.generate import generate_many
 from sasq.metrics import token_agreement
 from sasq.models import LoadedModel, load_model
 from sasq.tools.apps.demo_report import demo_report, demo_summary
@@ -69,8 +70,9 @@ def run_demo(
     from sasq.exporter import export_model
     from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
     from sasq.quant.cache import save_cache
-    from sasq.tools.measure.bench import BenchConfig, run_bench
+    from sasq.tools.measure.bench import run_bench
     from sasq.tools.measure.bench import write_report as write_bench
+    from sasq.tools.measure.config import BenchConfig
     from sasq.tools.measure.steadiness import default_threads
 
     out.mkdir(parents=True, exist_ok=True)
@@ -123,7 +125,8 @@ def run_demo(
 
     result = None
     if model_dir is None:  # the digits classifier scores the embedded model only
-        from sasq.tools.quality.evaluate import EvalConfig, evaluate
+        from sasq.tools.quality.config import EvalConfig
+        from sasq.tools.quality.evaluate import evaluate
         from sasq.tools.quality.evaluate import write_report as write_eval
         from sasq.tools.quality.scores import default_classifier
 

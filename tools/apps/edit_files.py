@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sasq.engines.edit import EditResult, EditTask
+from sasq.engines.config import EditTask
+from sasq.engines.edit import EditResult
 from sasq.errors import UserError
 from sasq.models import ModelConfig
 from sasq.untrusted import open_regular

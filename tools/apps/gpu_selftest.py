@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 
 from sasq.engines.backends import make_backend
-from sasq.engines.generate import GenerateConfig, generate_many
+from sasq.engines.config import GenerateConfig
+from sasq.engines.generate import generate_many
 from sasq.engines.trt_engine import EngineConfig, build_engine, runtime_identity
 from sasq.engines.trt_plan import BatchRange
 from sasq.errors import UserError

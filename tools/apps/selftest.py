@@ -16,7 +16,8 @@ from pathlib import Path
 from sasq.engines.backends import make_backend
 from sasq.engines.trt_engine import require_tensorrt
 from sasq.models import load_model
-from sasq.tools.quality.compare import CompareConfig, compare_backends
+from sasq.tools.quality.compare import compare_backends
+from sasq.tools.quality.config import CompareConfig
 
 
 def gpu_skip_reason() -> str:

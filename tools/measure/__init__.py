@@ -3,4 +3,4 @@
 ``op_profile``), plain GEMM rates of the model's shapes (``matmul_peak``) and whether a
 timing held steady (``steadiness``). May import ``report``."""
 
-__all__ = ["bench", "op_profile", "steadiness"]
+__all__ = ["bench", "config", "op_profile", "steadiness"]

@@ -9,60 +9,20 @@ import platform
 import resource
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from sasq import progress
-from sasq.engines.backends import GRAMMAR, KINDS, BackendSpec, open_spec, parse_spec
+from sasq.engines.backends import KINDS, BackendSpec, open_spec, parse_spec
 from sasq.engines.decode import StepBackend, generate
-from sasq.errors import UserError
 from sasq.models import LoadedModel
-from sasq.tools.measure.steadiness import default_threads, load_warning, spread_warning, summary
+from sasq.tools.measure.config import BenchConfig
+from sasq.tools.measure.steadiness import load_warning, spread_warning, summary
 from sasq.tools.measure.steadiness import loadavg as _loadavg
 from sasq.tools.report import json_md
 from sasq.tools.report.int8_record import backend_record, cpu_record, report_lines
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """backends: the first is the baseline of the ratios. threads: torch intra-op threads
-    and ONNX Runtime intra_op_threads alike (0: each library's default, all cores; default
-    ``default_threads()``). warmup: untimed generations per backend."""
-
-    backends: tuple[str, ...] = ("torch", "ort")
-    batch_sizes: tuple[int, ...] = (1, 8)
-    repeats: int = 5
-    warmup: int = 1
-    seed: int = 0
-    threads: int = field(default_factory=default_threads)
-    io_binding: bool | None = None  # OrtBackend's default: on for GPU providers
-    gemm_peak: bool = True  # also time plain int8 / fp32 MatMuls of the model's GEMM shapes
-    int8_kernels: str = "auto"  # ONNX Runtime sessions' int8 kernel policy (ort_session)
-
-    def __post_init__(self) -> None:
-        from sasq.engines.int8_kernels import Int8Kernels
-
-        try:
-            Int8Kernels(self.int8_kernels)
-        except ValueError as e:
-            raise UserError(str(e)) from None
-        if not self.backends:
-            raise UserError(f"no backends; each is {GRAMMAR}")
-        unknown = [b for b in self.backends if "=" not in b and b not in KINDS]
-        if unknown:
-            raise UserError(f"unknown backends {unknown}; each is {GRAMMAR}")
-        for b in self.backends:  # the grammar now; a bare kind's folder once it is known
-            if "=" in b:
-                parse_spec(b)
-        labels = [b.partition("=")[0] for b in self.backends]
-        if len(set(labels)) != len(labels):
-            raise UserError(f"backend labels must differ: {labels}")
-        if self.repeats < 1 or self.warmup < 0 or self.threads < 0:
-            raise UserError("bench needs repeats >= 1, warmup >= 0, threads >= 0")
-        if not self.batch_sizes or min(self.batch_sizes) < 1:
-            raise UserError("batch sizes must be >= 1")
 
 
 class _Timed:

@@ -19,7 +19,6 @@ import json
 import statistics
 import tempfile
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -28,21 +27,9 @@ import torch
 from sasq import progress
 from sasq.errors import UserError
 from sasq.exporter.manifest import Manifest, load_manifest
+from sasq.tools.measure.config import ProfileConfig
 from sasq.tools.measure.steadiness import load_warning, loadavg, spread_warning, summary
 from sasq.tools.report import json_md
-
-
-@dataclass(frozen=True)
-class ProfileConfig:
-    batch: int = 1  # images (2x rows with CFG)
-    threads: int = 2
-    seed: int = 0
-    repeats: int = 5  # profiled generations; medians over them
-    warmup: int = 1  # generations before them, not counted
-
-    def __post_init__(self) -> None:
-        if self.repeats < 1 or self.warmup < 0:
-            raise UserError("profile needs --repeats >= 1 and --warmup >= 0")
 
 
 def attention_nodes(onnx_dir: Path, manifest: Manifest) -> tuple[list[str], list[str]]:

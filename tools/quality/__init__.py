@@ -10,6 +10,7 @@ __all__ = [
     "budget_sweep",
     "classifier",
     "compare",
+    "config",
     "digits",
     "edit_quality",
     "evaluate",

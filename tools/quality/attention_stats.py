@@ -11,27 +11,16 @@ uniform attention row would put k / S of its mass there; the table gives that fl
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
-from sasq.errors import UserError
 from sasq.models import LoadedModel
+from sasq.tools.quality.config import AttentionConfig
 from sasq.tools.report import json_md
 
 TOPS = (0.01, 0.05)
-
-
-@dataclass(frozen=True)
-class AttentionConfig:
-    images: int = 64
-    batch: int = 16
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.images < 1 or self.batch < 1:
-            raise UserError("attention needs --n >= 1 and --batch >= 1")
 
 
 class _Accumulator:
@@ -79,7 +68,8 @@ class _Tagged:
 
 def attention_concentration(model: LoadedModel, ac: AttentionConfig) -> dict:
     from sasq.engines.backends import make_backend
-    from sasq.engines.generate import GenerateConfig, generate_many
+    from sasq.engines.config import GenerateConfig
+    from sasq.engines.generate import generate_many
 
     var, pns = model.var, model.cfg.var.patch_nums
     acc = _Accumulator(var.depth, len(pns))

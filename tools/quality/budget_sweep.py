@@ -14,47 +14,22 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from sasq import progress
 from sasq.engines.backends import make_backend
-from sasq.errors import UserError
 from sasq.exporter.qdq_config import BIT_WIDTHS
 from sasq.models import LoadedModel
 from sasq.tools.quality.classifier import DigitsClassifier
-from sasq.tools.quality.evaluate import METRICS, EvalConfig, Scorer, Workspace, fmt
+from sasq.tools.quality.config import EvalConfig, SweepConfig
+from sasq.tools.quality.evaluate import METRICS, Scorer, Workspace, fmt
 from sasq.tools.quality.intervals import difference_dicts, intervals
 from sasq.tools.report import json_md
 
 PLOTTED = ("token_agreement", "FID2FP")
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    budgets: tuple[float, ...] = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.05)
-    bits: tuple[str, ...] = ("W8A8", "W6A6")
-    kv_bits: tuple[int | None, ...] = (None, 4)  # None: the cache at the activations' bits
-    per_class: int = 100
-    calib_samples: int = 32
-    seed: int = 0
-    bootstrap: int = 1000
-    bench_batch: int = 8
-    bench_repeats: int = 5
-    threads: int = 1
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.budgets or any(not 0.0 <= b <= 1.0 for b in self.budgets):
-            raise UserError(f"budgets must be in [0, 1], got {self.budgets}")
-        if 0.0 not in self.budgets:
-            raise UserError("the budgets must include 0 (plain: the baseline of the differences)")
-        if unknown := [b for b in self.bits if b not in BIT_WIDTHS]:
-            raise UserError(f"unknown bit widths {unknown}; choose from {', '.join(BIT_WIDTHS)}")
-        if any(k is not None and not 2 <= k <= 8 for k in self.kv_bits):
-            raise UserError(f"cache bits must be in 2..8, got {self.kv_bits}")
 
 
 def _cache_label(kv: int | None) -> str:
@@ -68,7 +43,8 @@ def _pct(b: float) -> str:
 def sweep_budget(model: LoadedModel, clf: DigitsClassifier, sc_cfg: SweepConfig) -> dict:
     from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
     from sasq.exporter.quantize import quantize
-    from sasq.tools.measure.bench import BenchConfig, run_bench
+    from sasq.tools.measure.bench import run_bench
+    from sasq.tools.measure.config import BenchConfig
 
     t0 = time.perf_counter()
     ec = EvalConfig(

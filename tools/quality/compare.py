@@ -32,16 +32,9 @@ from sasq.engines.decode import StepBackend, generate
 from sasq.metrics import sqnr_db, token_agreement
 from sasq.models import ModelConfig
 from sasq.models.memory import Estimate, generation_estimate, require_fits
+from sasq.tools.quality.config import CompareConfig
 from sasq.tools.report import json_md
 from sasq.tools.report.int8_record import backend_record, cpu_record, report_lines
-
-
-@dataclass(frozen=True)
-class CompareConfig:
-    n: int = 8
-    seed: int = 0
-    atol: float = 1e-4
-    rtol: float = 1e-4
 
 
 @dataclass(frozen=True)

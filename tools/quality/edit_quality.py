@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from sasq.engines.config import EditConfig, EditTask, TokenRule
 from sasq.engines.decode import StepBackend
-from sasq.engines.edit import EditConfig, EditTask, TokenRule, edit, masked_psnr
+from sasq.engines.edit import edit, masked_psnr
 from sasq.models import LoadedModel
 
 if TYPE_CHECKING:

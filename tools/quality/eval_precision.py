@@ -7,9 +7,12 @@ same calibration as the ``plain`` row (minmax, no resampling)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sasq.engines.backends import make_backend
-from sasq.engines.decode import StepBackend
+
+if TYPE_CHECKING:
+    from sasq.engines.decode import StepBackend
 
 # row -> (precision, rest, shift-and-sum); "fp16" is the export itself, unquantized
 PRECISION_ROWS = {

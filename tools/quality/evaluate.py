@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +29,13 @@ import torch
 
 from sasq import progress
 from sasq.engines.backends import make_backend
+from sasq.engines.config import GenerateConfig
 from sasq.engines.decode import StepBackend
-from sasq.engines.generate import GenerateConfig, generate_many
+from sasq.engines.generate import generate_many
 from sasq.exporter.qdq_config import BIT_WIDTHS
 from sasq.models import LoadedModel
 from sasq.tools.quality.classifier import DigitsClassifier, predict
+from sasq.tools.quality.config import EvalConfig
 from sasq.tools.quality.digits import load_split
 from sasq.tools.quality.eval_precision import (
     PRECISION_BASELINE,
@@ -54,25 +56,6 @@ from sasq.tools.quality.intervals import (
 from sasq.tools.report import json_md
 from sasq.tools.report.int8_record import backend_record, cpu_record, grouped_lines
 
-DEFAULT_ROWS = (
-    "peer-minmax",
-    "peer-entropy",
-    "peer-linears",
-    "plain",
-    "fp32-cache",
-    "kv6",
-    "kv4",
-    "kv4-shift-sum",
-    "resample",
-    "dgc",
-    "shift-sum",
-    "both",
-    "gps-stwq",
-    "paper-ref",
-    "v-only",
-    "v-only-shift-sum",
-)
-ROWS = (*DEFAULT_ROWS, *PRECISION_ROWS)  # the TensorRT precision rows on request (--rows)
 # Each row's paired difference is taken against its own baseline: the row it ablates.
 BASELINE = {
     "v-only-shift-sum": "v-only", "kv4-shift-sum": "kv4", "v-only": None, **PRECISION_BASELINE
@@ -80,18 +63,6 @@ BASELINE = {
 METRICS = ("token_agreement", "FID2FP", "FID", "IS", "class_acc")
 # Rows with an int8 KV cache narrower than the cell's activations (simulated): row -> bits.
 _KV_BITS = {"kv6": 6, "kv4": 4, "kv4-shift-sum": 4}
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    per_class: int = 100  # 1,000 samples on the 10-class default
-    bits: tuple[str, ...] = ("W8A8", "W6A6", "W4A8")
-    rows: tuple[str, ...] = DEFAULT_ROWS
-    calib_samples: int = 32
-    seed: int = 0
-    batch: int = 100
-    progress: bool = True
-    bootstrap: int = 1000  # replicates of the 95% intervals
 
 
 def _samples(clf: DigitsClassifier, gen, labels: np.ndarray, fp_idx) -> SampleScores:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
+from sasq.engines.config import GenerateConfig
 from sasq.engines.decode import StepBackend
-from sasq.engines.generate import GenerateConfig, generate_many
+from sasq.engines.generate import generate_many
 from sasq.metrics import fid, inception_score
 from sasq.models import DEFAULT_DIR, LoadedModel
 from sasq.tools.quality.classifier import DigitsClassifier, load_classifier, predict

@@ -2,4 +2,4 @@
 per-request seeds, SIGTERM drains then exits), a model repository for a stock tritonserver
 (``triton_repo``) and ``sasq loadtest`` (``loadtest``). May import ``report``."""
 
-__all__ = ["loadtest", "server", "triton_repo"]
+__all__ = ["config", "loadtest", "server", "triton_repo"]

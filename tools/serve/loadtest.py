@@ -14,28 +14,17 @@ import ipaddress
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 
 from sasq.errors import UserError
+from sasq.tools.serve.config import LoadConfig
 from sasq.tools.serve.server import INPUTS, MODEL_NAME, SERVE_MISSING
 
 _WIRE_TYPES = {np.int64: "INT64", np.float32: "FP32"}  # the inputs' types on the wire
-
-
-@dataclass(frozen=True)
-class LoadConfig:
-    url: str
-    concurrency: tuple[int, ...] = (1, 4, 16, 32)
-    duration_s: float = 20.0
-    requests: int = 1000  # most per level
-    warmup: int = 4
-    seed: int = 0
-    timeout_s: float = 60.0
-    malformed: float = 0.0  # share of requests sent malformed (a soak: they must fail alone)
 
 
 def _client_module():

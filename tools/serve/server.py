@@ -36,38 +36,21 @@ import signal
 import socket
 import sysconfig
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from sasq.engines.backends import KINDS
 from sasq.engines.decode import Row, StepBackend, generate_rows
 from sasq.engines.trt_plan import BatchRange
 from sasq.errors import UserError
 from sasq.models import ModelConfig, SamplingConfig
+from sasq.tools.serve.config import ServeConfig
 
 MODEL_NAME = "sasq"
 SERVE_MISSING = "the serving extra is not installed: pip install 'sasq[serve]'"
 log = logging.getLogger("sasq")
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """port: HTTP; gRPC listens on port + 1 and metrics on port + 2 (port 0: three free
-    ports). instances: Triton model instances, each with its own backend (one thread each)."""
-
-    onnx_dir: Path
-    backend: str = "ort"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_batch: int = 16
-    max_queue_delay_ms: float = 5.0
-    instances: int = 1
-    threads: int = 1  # ONNX Runtime threads per instance; 0: ORT's default (every core)
-    engine: Path | None = None
-    more_smooth: bool | None = None  # None: the export's sampling setting
-    exit_timeout_s: int = 30  # in-flight requests get this long to finish on shutdown
 
 
 def require_pytriton() -> None:
@@ -280,6 +263,9 @@ def check_config(sc: ServeConfig) -> None:
         raise UserError(f"--instances must be in 1..64, got {sc.instances}")
     if not (sc.port == 0 or 1 <= sc.port <= 65533):
         raise UserError(f"--port must be 0 (free ports) or 1..65533, got {sc.port}")
+    if sc.backend not in KINDS or KINDS[sc.backend].model:  # the server holds no PyTorch model
+        served = ", ".join(k for k, kind in KINDS.items() if not kind.model)
+        raise UserError(f"--backend {sc.backend!r} cannot serve an export; choose from {served}")
 
 
 class Server:
@@ -287,15 +273,14 @@ class Server:
 
     def __init__(self, sc: ServeConfig):
         check_config(sc)
-        if sc.backend in ("ort-cuda", "ort-trt", "trt"):
+        kind = KINDS[sc.backend]
+        if kind.gpu:
             from sasq.engines.trt_device import gpu_count
             from sasq.engines.trt_plan import load_plan_info
 
             # a simulated plan (sasq build --simulate) runs anywhere; everything else needs a GPU
             simulated = (
-                sc.backend == "trt"
-                and sc.engine is not None
-                and (load_plan_info(Path(sc.engine)).simulated)
+                kind.plan and sc.engine is not None and load_plan_info(Path(sc.engine)).simulated
             )
             if not simulated and gpu_count() == 0:
                 raise UserError(

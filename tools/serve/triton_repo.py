@@ -25,11 +25,11 @@ import numpy as np
 from sasq.errors import UserError
 from sasq.exporter.out_swap import staged_export
 from sasq.models import ModelConfig
+from sasq.tools.serve.config import ServeConfig
 from sasq.tools.serve.server import (
     INPUTS,
     MODEL_NAME,
     RowHandler,
-    ServeConfig,
     _libpython_on_loader_path,
     _model_config,
     check_config,

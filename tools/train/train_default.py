@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -20,21 +20,8 @@ from sasq import files
 from sasq.models import LoadedModel, ModelConfig, build, tiny_default
 from sasq.models.checkpoint import save_safetensors
 from sasq.progress import bar as progress_bar
+from sasq.tools.train.config import TrainConfig
 from sasq.tools.train.model_card import write_model_card
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    seed: int = 0
-    vae_steps: int = 800
-    vae_batch: int = 64
-    vae_lr: float = 2e-3
-    var_steps: int = 1000
-    var_batch: int = 128
-    var_lr: float = 2e-3
-    var_wd: float = 0.05
-    shifts: int = 1  # +-pixels of shift augmentation for the VAR's token pyramids
-    threads: int = 1  # one thread: fast for these small ops, and robust to a busy machine
 
 
 def _cosine_lr(opt: torch.optim.Optimizer, base: float, step: int, total: int, warmup: int):

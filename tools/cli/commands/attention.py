@@ -14,7 +14,7 @@ HELP = "attention concentration: share of the attention on the top 1 and 5 perce
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sasq.tools.quality.attention_stats import AttentionConfig
+    from sasq.tools.quality.config import AttentionConfig
 
     d = AttentionConfig()
     groups.model(p)
@@ -37,11 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sasq.tools.quality.attention_stats import (
-        AttentionConfig,
         attention_concentration,
         to_markdown,
         write_report,
     )
+    from sasq.tools.quality.config import AttentionConfig
 
     if args.random is not None:
         if args.model or args.vae or args.var:

@@ -14,7 +14,7 @@ HELP = "per-scale latency and images/s of backends side by side"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from sasq.tools.cli.fields import option
-    from sasq.tools.measure.bench import BenchConfig
+    from sasq.tools.measure.config import BenchConfig
 
     groups.model(p)
     groups.onnx(p, help="FP export folder ('sasq export')")
@@ -50,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sasq.engines.backends import split_specs
-    from sasq.tools.measure.bench import BenchConfig, run_bench, to_markdown, write_report
+    from sasq.tools.measure.bench import run_bench, to_markdown, write_report
+    from sasq.tools.measure.config import BenchConfig
 
     cfg = BenchConfig(
         backends=split_specs(args.backends),

@@ -15,7 +15,7 @@ HELP = "compare two backends scale by scale on the same inputs (exit 1 if off)"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from sasq.tools.cli.fields import option
-    from sasq.tools.quality.compare import CompareConfig
+    from sasq.tools.quality.config import CompareConfig
 
     groups.model(p)
     p.add_argument("a", help="reference: torch | ort=DIR | ort-cuda=DIR | trt=DIR,PLAN")
@@ -40,13 +40,13 @@ def run(args: argparse.Namespace) -> int:
     from sasq.exporter import verify
     from sasq.models import ModelConfig
     from sasq.tools.quality.compare import (
-        CompareConfig,
         compare_backends,
         describe_side,
         judge,
         to_markdown,
         write_report,
     )
+    from sasq.tools.quality.config import CompareConfig
 
     for side in (args.a, args.b):  # a bare kind has no --onnx here to take its folder from
         if "=" not in side and side != "torch":

@@ -14,7 +14,7 @@ HELP = "zero-shot inpaint / outpaint / class-edit of an image (PNG sheet)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sasq.engines.edit import EditConfig, EditTask
+    from sasq.engines.config import EditConfig, EditTask
     from sasq.tools.cli.fields import option
 
     groups.model(p)
@@ -58,7 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sasq.engines.backends import make_backend
-    from sasq.engines.edit import EditConfig, EditTask, TokenRule, check_class, edit, masked_psnr
+    from sasq.engines.config import EditConfig, EditTask, TokenRule
+    from sasq.engines.edit import check_class, edit, masked_psnr
     from sasq.models.memory import generation_estimate, require_fits
     from sasq.tools.apps.edit_files import load_inputs, save_edit_sheet
     from sasq.tools.report.image_grid import grid_title

@@ -15,7 +15,7 @@ HELP = "the paper-style quality table: quantizers x bit widths vs FP (IS, FID, F
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from sasq.exporter.qdq_config import BIT_WIDTHS
-    from sasq.tools.quality.evaluate import ROWS, EvalConfig
+    from sasq.tools.quality.config import ROWS, EvalConfig
 
     d = EvalConfig()
     groups.model(p)
@@ -45,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sasq.exporter.qdq_config import BIT_WIDTHS
-    from sasq.tools.quality.evaluate import ROWS, EvalConfig, evaluate, to_markdown, write_report
+    from sasq.tools.quality.config import ROWS, EvalConfig
+    from sasq.tools.quality.evaluate import evaluate, to_markdown, write_report
     from sasq.tools.quality.scores import default_classifier
 
     model = groups.load_model(args)

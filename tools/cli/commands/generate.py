@@ -15,7 +15,7 @@ HELP = "class-conditional images to a labelled PNG grid"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sasq.engines.generate import GenerateConfig
+    from sasq.engines.config import GenerateConfig
     from sasq.tools.cli.fields import option
 
     groups.model(p)
@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from sasq.engines.backends import make_backend
-    from sasq.engines.generate import GenerateConfig, generate_many, labels_for, save_tokens
+    from sasq.engines.config import GenerateConfig
+    from sasq.engines.generate import generate_many, labels_for, save_tokens
     from sasq.engines.trt_plan import BatchRange
     from sasq.tools.report.image_grid import check_grid_fits, grid_title, save_grid, save_images
 

@@ -16,7 +16,7 @@ HELP = "load-test a sasq server: latency percentiles and images/s per concurrenc
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from sasq.tools.cli.fields import option
-    from sasq.tools.serve.loadtest import LoadConfig
+    from sasq.tools.serve.config import LoadConfig
 
     p.add_argument("url", help="server URL, e.g. http://127.0.0.1:8000 (loopback only)")
     option(
@@ -73,7 +73,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sasq.tools.serve.loadtest import LoadConfig, run_loadtest, write_report
+    from sasq.tools.serve.config import LoadConfig
+    from sasq.tools.serve.loadtest import run_loadtest, write_report
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():

@@ -15,7 +15,7 @@ HELP = "where a step graph's time goes: ORT per-op profile by scale, kernel and 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from sasq.tools.cli.fields import option
-    from sasq.tools.measure.op_profile import ProfileConfig
+    from sasq.tools.measure.config import ProfileConfig
 
     groups.onnx(p, required=True, help="export folder to profile")
     groups.timing_threads(p, "ONNX Runtime intra-op")
@@ -41,12 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sasq.tools.measure.op_profile import (
-        ProfileConfig,
-        profile_export,
-        to_markdown,
-        write_report,
-    )
+    from sasq.tools.measure.config import ProfileConfig
+    from sasq.tools.measure.op_profile import profile_export, to_markdown, write_report
 
     if args.batch < 1 or args.threads < 0:
         raise UserError("--batch must be at least 1 and --threads at least 0 (0: all cores)")

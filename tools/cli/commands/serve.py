@@ -16,7 +16,7 @@ HELP = "serve an export on Triton Inference Server (dynamic batching, per-reques
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from sasq.engines.backends import KINDS
     from sasq.tools.cli.fields import option
-    from sasq.tools.serve.server import ServeConfig
+    from sasq.tools.serve.config import ServeConfig
 
     groups.onnx(p, required=True, help="export folder to serve (required)")
     groups.backend(
@@ -88,7 +88,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sasq.tools.serve.server import ServeConfig, serve_forever
+    from sasq.tools.serve.config import ServeConfig
+    from sasq.tools.serve.server import serve_forever
 
     sc = ServeConfig(
         onnx_dir=Path(args.onnx),

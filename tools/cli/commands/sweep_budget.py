@@ -15,7 +15,7 @@ HELP = "shift-and-sum budget sweep: quality with 95 percent intervals and extra 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from sasq.exporter.qdq_config import BIT_WIDTHS
-    from sasq.tools.quality.budget_sweep import SweepConfig
+    from sasq.tools.quality.config import SweepConfig
 
     d = SweepConfig()
     groups.model(p, files=False)
@@ -74,7 +74,8 @@ def _kv_bits(text: str) -> tuple[int | None, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sasq.tools.quality.budget_sweep import SweepConfig, sweep_budget, write_report
+    from sasq.tools.quality.budget_sweep import sweep_budget, write_report
+    from sasq.tools.quality.config import SweepConfig
     from sasq.tools.quality.scores import default_classifier
 
     model = groups.load_model(args)

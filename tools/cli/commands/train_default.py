@@ -15,7 +15,7 @@ HELP = "train the embedded digits model (VQVAE, VAR, classifier)"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from sasq.tools.cli.fields import option
-    from sasq.tools.train.train_default import TrainConfig
+    from sasq.tools.train.config import TrainConfig
 
     d = TrainConfig()
     p.add_argument("--out", required=True, help="folder for the trained model")
@@ -46,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sasq.models.config import PRESETS
-    from sasq.tools.train.train_default import TrainConfig, train_default
+    from sasq.tools.train.config import TrainConfig
+    from sasq.tools.train.train_default import train_default
 
     tc = TrainConfig(
         seed=args.seed,

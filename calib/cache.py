@@ -150,9 +150,19 @@ def _encode(obj: Any, indent: int = 0) -> str:
     return json.dumps(obj)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool) -> None:
+    """Write ``path`` under a temporary name and rename it. mkstemp creates the temporary
+    file 0600; it is given the mode a plain ``open`` would (0666 less the umask), like every
+    other output, before it takes the final name."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()

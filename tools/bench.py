@@ -168,6 +168,16 @@ def _make(spec: str, model: LoadedModel, onnx_dir: Path | None, cfg: BenchConfig
     return OrtBackend(folder, sc, cfg.io_binding, batch=BatchRange(lo, hi, hi))
 
 
+def require_folders(backends: tuple[str, ...], onnx_dir: Path | None) -> None:
+    """Every row that runs an export has one: ``ort`` runs ``--onnx``'s (the default
+    backends are torch,ort, so a bare ``sasq bench`` needs ``--onnx``)."""
+    if onnx_dir is None and "ort" in backends:
+        raise UserError(
+            "backend ort runs the --onnx export: add --onnx DIR (made by 'sasq export --out "
+            "DIR'), or leave ort out with --backends (e.g. --backends torch)"
+        )
+
+
 def _ms(seconds: list[float]) -> list[float]:
     return [s * 1e3 for s in seconds]
 
@@ -175,6 +185,7 @@ def _ms(seconds: list[float]) -> list[float]:
 def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig) -> dict:
     """Time every backend of ``cfg`` on ``model`` (torch) and its export (ort)."""
     onnx_dir = Path(onnx_dir) if onnx_dir is not None else None
+    require_folders(cfg.backends, onnx_dir)
     for spec in cfg.backends:
         if (folder := folder_of(spec, onnx_dir)) is not None:
             _check_same_model(model, folder)

@@ -310,21 +310,32 @@ def args_quantize(p: argparse.ArgumentParser) -> None:
 
 def args_bench(p: argparse.ArgumentParser) -> None:
     _add_model(p)
-    p.add_argument("--onnx", default=None, metavar="DIR", help="FP export folder ('sasq export')")
+    p.add_argument(
+        "--onnx",
+        default=None,
+        metavar="DIR",
+        help="FP export folder ('sasq export') that the ort backend runs; needed by the "
+        "default --backends",
+    )
     _timing_threads(p, "torch and ONNX Runtime intra-op")
     p.add_argument(
         "--backends",
         default="torch,ort",
         help="comma list, the first is the baseline: torch, ort (the --onnx export), LABEL=DIR "
-        "(any export under ONNX Runtime's CPU), ort-cuda=DIR, ort-trt=DIR (its CUDA / "
-        "TensorRT providers), trt=DIR,PLAN (a sasq build plan); a label may extend the "
-        "kind, e.g. trt-int8=DIR,PLAN",
+        "(any export under ONNX Runtime's CPU, named LABEL in the report: e.g. "
+        "int8=out/onnx_int8), ort-cuda=DIR, ort-trt=DIR (its CUDA / TensorRT providers), "
+        "trt=DIR,PLAN (a sasq build plan); a label may extend the kind, e.g. "
+        "trt-int8=DIR,PLAN",
     )
     p.add_argument("--batch-sizes", type=T.int_list(), default=(1, 8), help="e.g. 1,8,32")
     p.add_argument("--repeats", type=T.count, default=5, help="timed runs; the median is kept")
     p.add_argument("--warmup", type=T.non_negative, default=1, help="untimed runs per backend")
     p.add_argument("--seed", type=T.seed, default=0, help="sampling seed")
-    p.add_argument("--out", default="out/bench", help="folder for bench.json and bench.md")
+    p.add_argument(
+        "--out",
+        default="out/bench",
+        help="folder for bench.json, bench.md and bench.png (latency per scale, speed-ups)",
+    )
     p.add_argument(
         "--int8-kernels",
         default="auto",

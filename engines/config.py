@@ -22,7 +22,7 @@ class GenerateConfig:
 
 class EditTask(str, Enum):
     INPAINT = "inpaint"  # regenerate the masked (white) pixels
-    OUTPAINT = "outpaint"  # the input, smaller than the canvas, centred; regenerate the rest
+    OUTPAINT = "outpaint"  # the input centred (a full-size one shrunk first); regenerate the rest
     CLASS_EDIT = "class-edit"  # regenerate the masked pixels (default: all) under another class
 
 

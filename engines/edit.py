@@ -102,6 +102,19 @@ class EditHook:
         return out_Bl
 
 
+def outpaint_side(size: int, scale: float) -> int:
+    """The side a full-canvas input to outpaint is shrunk to: ``scale`` of the canvas."""
+    side = max(round(size * scale), 1)
+    if side >= size:
+        raise UserError(f"outpaint scale {scale} leaves nothing to paint on a {size} canvas")
+    return side
+
+
+def outpaint_origin(w: int, h: int, size: int) -> tuple[int, int]:
+    """(x0, y0): where a w x h input sits, centred, on the size x size canvas."""
+    return (size - w) // 2, (size - h) // 2
+
+
 def outpaint_canvas(
     image_BChw: torch.Tensor, size: int, scale: float, fill: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,13 +122,11 @@ def outpaint_canvas(
     of ``fill``; the mask is 1 everywhere but under the input."""
     B, C, h, w = image_BChw.shape
     if (h, w) == (size, size):
-        h = w = max(round(size * scale), 1)
-        if h >= size:
-            raise UserError(f"outpaint scale {scale} leaves nothing to paint on a {size} canvas")
+        h = w = outpaint_side(size, scale)
         image_BChw = F.interpolate(image_BChw, size=(h, w), mode="area")
     if h > size or w > size:
         raise UserError(f"outpaint input is {w}x{h}, larger than the {size}x{size} canvas")
-    y0, x0 = (size - h) // 2, (size - w) // 2
+    x0, y0 = outpaint_origin(w, h, size)
     canvas = image_BChw.new_full((B, C, size, size), fill)
     canvas[:, :, y0 : y0 + h, x0 : x0 + w] = image_BChw
     mask = image_BChw.new_ones((B, 1, size, size))

@@ -26,8 +26,12 @@ _KIND = {
     stat.S_IFSOCK: "a socket",
     stat.S_IFCHR: "a character device",
     stat.S_IFBLK: "a block device",
-    stat.S_IFDIR: "a folder",
 }
+
+
+def _folder(path: str | Path, what: str) -> str:
+    article = "an" if what[:1].lower() in "aeiou" else "a"
+    return f"{path}: is a folder, not {article} {what} file"
 
 
 def open_regular(path: str | Path, what: str) -> BinaryIO:
@@ -39,8 +43,13 @@ def open_regular(path: str | Path, what: str) -> BinaryIO:
     except FileNotFoundError:
         raise UserError(f"{path}: no such {what} file") from None
     except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, not a {what} file") from None
+        raise UserError(_folder(path, what)) from None
+    except NotADirectoryError:  # file.png/: a file where the path needs a folder
+        raise UserError(f"{path}: a file is used as a folder in this path") from None
     mode = os.fstat(fd).st_mode
+    if stat.S_ISDIR(mode):  # Linux opens a folder read-only without complaint
+        os.close(fd)
+        raise UserError(_folder(path, what))
     if not stat.S_ISREG(mode):
         os.close(fd)
         kind = _KIND.get(stat.S_IFMT(mode), "not a plain file")

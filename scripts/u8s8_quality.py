@@ -38,7 +38,7 @@ from sasq.exporter.qdq_config import QuantConfig
 from sasq.exporter.quantize import quantize
 from sasq.exporter.u8s8 import Forms, U8S8Form
 from sasq.models import load_model
-from sasq.tools.quality.intervals import draws, percentile_interval
+from sasq.tools.quality.intervals import draws, interval
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,8 @@ def main() -> None:
                 for acc, part in zip(got[r], _per_sample(model, be, chunk, args.seed + i, fp),
                                      strict=True):  # fmt: skip
                     acc.append(part)
-    idx = draws(len(labels), 1000, args.seed)
+    halves = draws(len(labels), 1000, args.seed)  # half-samples (tools/quality/intervals.py)
+    idx = halves.idx
     per = {r: [np.concatenate(p) for p in v] for r, v in got.items()}
 
     def stats(r):
@@ -158,8 +159,9 @@ def main() -> None:
         row, cells = {}, []
         for m in ("token_agreement", "logit_sqnr_db"):
             v, reps = st[r][m]
-            iv = percentile_interval(v, reps)
-            d = percentile_interval(v - st[base][m][0], reps - st[base][m][1])
+            dv, dreps = v - st[base][m][0], reps - st[base][m][1]
+            iv = interval(v, halves.rate * (reps - v))
+            d = interval(dv, halves.rate * (dreps - dv))
             row[m] = {"value": iv.as_dict(), "vs_first_row": d.as_dict() | {
                 "significant": d.excludes(0.0)}}  # fmt: skip
             cells += [

@@ -109,3 +109,28 @@ def _valid_png(path):
     with Image.open(path) as im:
         im.load()
         assert im.format == "PNG" and im.width > 100 and im.height > 100
+
+
+def test_bare_bench_names_the_flag_its_default_backends_need(tmp_path, capsys):
+    """``sasq bench`` with no options runs torch,ort; ort needs an export, and the one-line
+    error says which flag gives it (it said 'needs an export folder', naming none)."""
+    from sasq.tools.cli import main
+
+    assert main(["bench", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "add --onnx DIR" in err and "--backends" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "b").exists()
+    # the same refusal from the Python API, before any backend is built
+    with pytest.raises(UserError, match="--onnx"):
+        run_bench(tiny_model(), None, BenchConfig(backends=("torch", "ort")))
+
+
+def test_bench_help_names_its_plot_and_the_label_form(capsys):
+    from sasq.tools.cli.entry import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "bench.json, bench.md and bench.png" in text
+    assert "LABEL=DIR" in text and "int8=out/onnx_int8" in text
+    assert "the ort backend runs; needed by the default --backends" in text

@@ -179,3 +179,20 @@ def test_sha256_file(tmp_path):
     p = tmp_path / "m.onnx"
     p.write_bytes(b"abc")
     assert sha256_file(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002], ids=["022", "077", "002"])
+def test_files_follow_the_umask_like_every_other_output(tmp_path, umask):
+    """calib.json and its .npz get the mode a plain open() would give (0666 less the umask),
+    not mkstemp's 0600: a cache written for a team stays readable by it."""
+    old = os.umask(umask)
+    try:
+        path = tmp_path / "calib.json"
+        save_cache(_cache(), path)
+        (npz,) = _npz(tmp_path)
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+    finally:
+        os.umask(old)
+    want = 0o666 & ~umask
+    assert {p.stat().st_mode & 0o777 for p in (path, npz, plain)} == {want}

@@ -241,3 +241,14 @@ def test_tampered_export_is_refused_in_one_line(default_export, tmp_path, capsys
     )
     err = capsys.readouterr().err
     assert rc == 2 and "decoder.onnx" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("suffix", ["/", "/.", "//"])
+def test_out_naming_a_folder_is_refused_in_one_line(tiny_model_dir, tmp_path, capsys, suffix):
+    """``--out dir/`` once wrote a PNG named ``dir`` (Path drops the trailing separator)."""
+    out = str(tmp_path / "grids") + suffix
+    assert main(["generate", "--model", str(tiny_model_dir), "--n", "1", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert f"{out}: names a folder; --out needs a file name here" in err
+    assert len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # no file named grids, no folder either

@@ -127,3 +127,49 @@ def test_floors_by_bit_width():
     assert floors_for(8) == FLOORS[8] and floors_for(7) == FLOORS[6]
     assert floors_for(4) == floors_for(2) == FLOORS[4]
     assert FLOORS[8].sqnr_db > FLOORS[6].sqnr_db > FLOORS[4].sqnr_db
+
+
+class _Shifted:
+    """PyTorch with every logit raised by 0.01: the same softmax, so the same tokens, but
+    logits a 1e-4 tolerance calls different, as a healthy int8 export's are."""
+
+    name = "torch+0.01"
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def reset(self, label_2B):
+        self.inner.reset(label_2B)
+
+    def step(self, si):
+        return self.inner.step(si) + 0.01
+
+    def advance(self, si, idx_Bl, soft_BlV=None):
+        self.inner.advance(si, idx_Bl, soft_BlV)
+
+    def image(self):
+        return self.inner.image()
+
+
+def test_per_scale_lines_agree_with_the_verdict():
+    """FP against FP, the per-scale 'within tolerance' column is the verdict scale by scale;
+    a quantized side is judged by tokens and layer SQNR, so no per-scale 'no' stands beside
+    its PASSED (every scale printed 'within tolerance: no' there): one line says how many
+    scales the FP tolerance holds at, and that it is not applied."""
+    from sasq.tools.quality.compare import judge_quantized, to_markdown
+
+    model = load_model()
+    a, b = make_backend("torch", model), _Shifted(make_backend("torch", model))
+    r = compare_backends(model.cfg, a, b, CompareConfig(n=4))
+    assert [s["within_tolerance"] for s in r["scales"]] == [False] * 4
+    assert r["token_agreement_forced"] == 1.0 and not r["passed"]
+    fp = to_markdown(r)
+    assert fp.count(" | no |") == 4 and "**FAILED**" in fp  # FP against FP: the same story
+
+    judge_quantized(r, 8, "W8A8", {"head": 40.0})
+    q = to_markdown(r)
+    assert r["passed"] and "**PASSED**" in q
+    rows = [line for line in q.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 4 and not any(" no |" in line or " yes |" in line for line in rows)
+    assert "within tolerance |" not in q
+    assert "is not applied to a quantized side; it holds at 0 of 4 scales" in q

@@ -9,7 +9,11 @@ from sasq.engines.backends import make_backend
 from sasq.metrics import psnr
 from sasq.models import DEFAULT_DIR, load_model
 from sasq.tools.quality.digits import load_split
-from sasq.tools.quality.scores import GenQualityConfig, default_classifier, generation_quality
+from sasq.tools.quality.scores import (
+    GenQualityConfig,
+    default_classifier,
+    generation_quality,
+)
 
 
 @pytest.fixture(scope="module")

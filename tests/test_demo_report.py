@@ -86,3 +86,23 @@ def test_report_without_eval_and_the_short_summary(tmp_path):
     s = demo_summary(stages, _inputs()[1], bench, Path("out/demo/report.md"))
     assert len(s.splitlines()) <= 6 and s.splitlines()[-1] == "report: out/demo/report.md"
     assert "both 0.850 ± 0.012" in s and "int8-ss 1.64x" in s
+
+
+def test_each_token_agreement_and_image_says_what_it_is():
+    """Two token agreements appear (the demo's grids per scale, the eval's mean over scales
+    of its own samples and exports): each is labelled, and they are told apart. The side by
+    side image shows int8 with shift-and-sum, and says so; plain int8 is the other file."""
+    stages, ev, bench = _inputs()
+    md = demo_report(stages, ev, bench, "/m/default")
+    assert "## Token agreement with PyTorch FP, free running, per scale" in md
+    assert "| row | token agreement, mean over scales | FID2FP | class acc |" in md
+    assert "free running too, but the mean over scales, on the eval's 300 samples" in md
+    assert "not the per-scale numbers above" in md
+    section = md.split("## FP32 vs int8 with shift-and-sum (same seeds)")[1].split("## ")[0]
+    assert "![PyTorch FP32 vs int8 with shift-and-sum](fp_vs_int8.png)" in section
+    assert "right W8A8 int8 with shift-and-sum under ONNX Runtime (`int8-ss_ort.png`)" in section
+    assert "`int8_ort.png` (plain int8, no shift-and-sum)" in section
+    assert md.count("plain int8") == 1
+    s = demo_summary(stages, ev, bench, Path("report.md"))
+    assert "token agreement with torch FP (free running, mean over scales):" in s
+    assert "best token agreement (free running, mean over scales) both" in s

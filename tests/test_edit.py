@@ -16,6 +16,7 @@ from sasq.engines.config import EditConfig, EditTask, TokenRule
 from sasq.engines.decode import generate
 from sasq.engines.edit import EditHook, edit, masked_psnr, outpaint_canvas, token_masks
 from sasq.engines.torch_backend import TorchBackend
+from sasq.errors import UserError
 from sasq.tools.cli import main
 from sasq.tools.quality.digits import load_split, to_uint8
 from sasq.tools.quality.edit_quality import EditQualityConfig, edit_quality
@@ -163,6 +164,8 @@ def files(tmp_path_factory, digits):
         "empty_mask": _png(d / "empty.png", np.zeros((16, 16), np.uint8)),
         "junk": str(d / "junk.png"),
         "missing": str(d / "missing.png"),
+        "folder": str(d),
+        "flat_grey_mask": _png(d / "flat_grey.png", np.full((16, 16), 128, np.uint8)),
     }
 
 
@@ -196,6 +199,11 @@ def test_cli_edit_writes_the_sheet(files, tmp_path, capsys, task, image, extra):
         (["inpaint", "i16", "--mask", "mask"], "image mode I;16 is not supported"),
         (["inpaint", "junk", "--mask", "mask"], "cannot be read as an image"),
         (["inpaint", "missing", "--mask", "mask"], "no such image file"),
+        (["inpaint", "folder", "--mask", "mask"], ": is a folder, not an image file"),
+        (["inpaint", "img", "--mask", "folder"], ": is a folder, not an image file"),
+        (["inpaint", "img", "--mask", "flat_grey_mask"], "found 1 grey level (128)"),
+        (["inpaint", "img", "--mask", "grey_mask"], "found 3 grey levels (0, 128, 255)"),
+        (["inpaint", "img/", "--mask", "mask"], "a file is used as a folder in this path"),
         (["class-edit", "img", "--class", "10"], "unknown class 10"),
         (["class-edit", "img"], "class-edit needs --class"),
         (["outpaint", "img", "--mask", "mask"], "outpaint makes its own mask"),
@@ -205,7 +213,8 @@ def test_cli_edit_writes_the_sheet(files, tmp_path, capsys, task, image, extra):
 )
 def test_cli_edit_bad_input_is_one_line(files, tmp_path, capsys, args, needle):
     task, image, *rest = args
-    argv = ["edit", "--task", task, "--image", files[image], "--out", str(tmp_path / "o.png")]
+    image = files[image.rstrip("/")] + image[len(image.rstrip("/")) :]
+    argv = ["edit", "--task", task, "--image", image, "--out", str(tmp_path / "o.png")]
     assert main([*argv, *[files.get(a, a) for a in rest]]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1, err
@@ -264,3 +273,84 @@ def test_generate_out_dir_feeds_edit(tmp_path, capsys):
     assert main(["generate", "--n", "1", "--scale", "2", "--out", str(tmp_path / "g.png")]) == 2
     assert main(["generate", "--n", "1"]) == 2
     assert "nothing to write" in capsys.readouterr().err
+
+
+def _rgba(path, rgb_HW3, alpha_HW):
+    Image.fromarray(np.dstack([rgb_HW3, alpha_HW]).astype(np.uint8), "RGBA").save(path)
+    return str(path)
+
+
+def test_mask_with_alpha_reads_transparent_as_keep(files, tmp_path, capsys):
+    """A mask painted on a transparent layer (white everywhere, opaque on the right half)
+    regenerates the right half, as the black-and-white mask does: its alpha was dropped and
+    it regenerated everything. An opaque black-and-white RGBA mask reads as it looks; a
+    half-transparent pixel is a grey level, refused."""
+    from sasq.tools.apps.edit_files import load_mask
+
+    half = load_mask(files["mask"])
+    assert int(half.sum()) == 16 * 8
+    white = np.full((16, 16, 3), 255)
+    alpha = np.zeros((16, 16))
+    alpha[:, 8:] = 255
+    layer = _rgba(tmp_path / "layer.png", white, alpha)
+    bw = np.zeros((16, 16, 3))
+    bw[:, 8:] = 255
+    opaque = _rgba(tmp_path / "opaque.png", bw, np.full((16, 16), 255))
+    la = np.dstack([np.full((16, 16), 255), alpha]).astype(np.uint8)
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    for path in (layer, opaque, str(tmp_path / "la.png")):
+        assert torch.equal(load_mask(path), half), path
+    alpha[0, 0] = 128
+    with pytest.raises(UserError, match=r"found 3 grey levels \(0, 128, 255\)"):
+        load_mask(_rgba(tmp_path / "soft.png", white, alpha))
+
+    out = tmp_path / "e.png"
+    argv = ["edit", "--task", "inpaint", "--image", files["img"], "--n", "1", "--out", str(out)]
+    assert main([*argv, "--mask", layer]) == 0
+    assert json.loads(capsys.readouterr().out)["sampled_tokens"] == [1, 2, 6, 8]  # right half
+
+
+@pytest.mark.parametrize(
+    "side,note",
+    [
+        ((40, 30), "resized 40x30 -> 8x8 (outpaint scale 0.5), aspect ratio not kept; "
+                   "placed at x=4, y=4 (top left), centred on the 16x16 canvas"),
+        ((16, 16), "shrunk 16x16 -> 8x8 (outpaint scale 0.5); placed at x=4, y=4 (top left), "
+                   "centred on the 16x16 canvas"),
+        ((10, 6), "kept at 10x6; placed at x=3, y=5 (top left), centred on the 16x16 canvas"),
+    ],
+)  # fmt: skip
+def test_outpaint_says_where_and_at_what_size_it_places_the_input(
+    model, tmp_path, capsys, side, note
+):
+    """The note is what the edit does: the kept (unmasked) pixels are exactly the box it
+    names. A 640x480 photo was reported 'resized 640x480 -> 16x16' and placed at 8x8."""
+    from sasq.tools.apps.edit_files import load_inputs
+
+    w, h = side
+    path = _png(tmp_path / "in.png", np.full((h, w), 200, np.uint8))
+    image, mask, notes = load_inputs(path, None, model.cfg, "outpaint")
+    assert mask is None and notes == [note]
+    res = _edit(model, TorchBackend(model), image, None, task=EditTask.OUTPAINT)
+    pw, ph = (w, h) if side == (10, 6) else (8, 8)
+    x0, y0 = (16 - pw) // 2, (16 - ph) // 2
+    kept = res.mask[0, 0] == 0
+    box = torch.zeros(16, 16, dtype=torch.bool)
+    box[y0 : y0 + ph, x0 : x0 + pw] = True
+    assert torch.equal(kept, box)
+    out = tmp_path / "e.png"
+    assert main(["edit", "--task", "outpaint", "--image", path, "--n", "1", "--out", str(out)]) == 0
+    assert f"sasq edit: {note}" in capsys.readouterr().err
+
+
+def test_edit_help_says_what_each_task_and_the_mask_do(capsys):
+    from sasq.tools.cli.entry import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["edit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "masked / unmasked" not in text  # outpaint takes no mask
+    assert "inpaint: regenerate the --mask's white pixels" in text
+    assert "outpaint: centre the input on the canvas (one of the canvas' size or larger " in text
+    assert "shrunk to half its side) and generate around it, no --mask" in text
+    assert "white = regenerate, black or transparent = keep" in text

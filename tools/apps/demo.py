@@ -100,6 +100,7 @@ def run_demo(
         )
     }
     int8 = {"int8": QuantConfig(), "int8-ss": QuantConfig(shift_sum=ShiftSumConfig(enabled=True))}
+    titles = {"int8": "int8 W8A8, plain", "int8-ss": "int8 W8A8 + shift-and-sum"}
     for name, qc in int8.items():
         st.run(f"quantize {name}", _quantize, fp_dir, calib.cache, qc, out / f"onnx_{name}")
         gens[name] = st.run(
@@ -110,7 +111,7 @@ def run_demo(
             labels,
             seed,
             out / f"{name}_ort.png",
-            f"{name} W8A8 (ONNX Runtime)",
+            f"{titles[name]} (ONNX Runtime)",
         )
     for name, g in gens.items():
         st.results[f"generate {name}"]["token_agreement_vs_torch_fp"] = token_agreement(

@@ -15,7 +15,7 @@ from pathlib import Path
 from sasq.tools.report.int8_record import report_lines
 
 _EVAL_METRICS = (
-    ("token_agreement", "token agreement"),
+    ("token_agreement", "token agreement, mean over scales"),
     ("FID2FP", "FID2FP"),
     ("class_acc", "class acc"),
 )
@@ -97,16 +97,20 @@ def demo_report(stages: dict, ev: dict | None, bench: dict, model: str) -> str:
         + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())
         + ". Every stage's numbers: `summary.json`.",
         "",
-        "## FP vs int8 (same seeds)",
+        "## FP32 vs int8 with shift-and-sum (same seeds)",
         "",
-        "![FP vs int8](fp_vs_int8.png)",
+        "![PyTorch FP32 vs int8 with shift-and-sum](fp_vs_int8.png)",
         "",
-        "Also `fp_ort.png` (FP32 under ONNX Runtime) and `int8_ort.png` (plain int8).",
+        "Left PyTorch FP32 (`fp_torch.png`), right W8A8 int8 with shift-and-sum under ONNX "
+        "Runtime (`int8-ss_ort.png`). Also `fp_ort.png` (FP32 under ONNX Runtime) and "
+        "`int8_ort.png` (plain int8, no shift-and-sum).",
         "",
-        "## Token agreement with PyTorch FP",
+        "## Token agreement with PyTorch FP, free running, per scale",
         "",
-        "Share of positions (%) where a backend chose PyTorch FP32's token, per scale, "
-        "coarse to fine.",
+        "Each backend generates the grids above on its own from the same labels and seeds; "
+        "the share of positions (%) where it chose PyTorch FP32's token, per scale, coarse to "
+        "fine. Free running: a token that differs at one scale changes the context of every "
+        "later one.",
         "",
         "| backend | per scale (%) |",
         "|---|---|",
@@ -118,6 +122,9 @@ def demo_report(stages: dict, ev: dict | None, bench: dict, model: str) -> str:
             f"## Quality against FP ({ev['samples']} samples, {ev['config']['bits'][0]})",
             "",
             "Value ± half-width of the 95% bootstrap interval; FP (seed+1) is the noise floor. "
+            "Token agreement here is free running too, but the mean over scales, on the "
+            f"eval's {ev['samples']} samples and with the eval's own calibration and exports: "
+            "not the per-scale numbers above. "
             "All rows, differences and notes: `eval.md`, plot `eval.png`.",
             "",
             *_eval_lines(ev),
@@ -155,7 +162,7 @@ def demo_summary(stages: dict, ev: dict | None, bench: dict, report: Path) -> st
     total = sum(r["seconds"] for r in stages.values())
     lines = [f"sasq demo: {len(stages)} stages in {_secs(total)} s"]
     ta = ", ".join(f"{n} {100 * sum(t) / len(t):.0f}%" for n, t in _generations(stages))
-    lines.append(f"  token agreement with torch FP (mean over scales): {ta}")
+    lines.append(f"  token agreement with torch FP (free running, mean over scales): {ta}")
     if ev is not None:
         b = ev["config"]["bits"][0]
         rows = [(r, c[b]) for r, c in ev["table"].items() if not r.startswith("FP") and c.get(b)]
@@ -164,7 +171,7 @@ def demo_summary(stages: dict, ev: dict | None, bench: dict, report: Path) -> st
             from sasq.tools.quality.evaluate import fmt
 
             lines.append(
-                f"  eval {b}: best token agreement {best[0]} "
+                f"  eval {b}: best token agreement (free running, mean over scales) {best[0]} "
                 f"{fmt(best[1]['token_agreement'])} ({ev['samples']} samples)"
             )
     run = bench["runs"][-1]

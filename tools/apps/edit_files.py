@@ -3,8 +3,14 @@
 Any image size is accepted and resized to the model's resolution (area-averaged down, bicubic
 up: a copy enlarged by ``sasq generate --scale K`` comes back exactly), the mask with it
 (nearest, so it stays binary; the token rule then applies on the model's grid). Outpainting
-keeps an input that already fits in the canvas at its size. What was resized is returned as
-one-line notes for the user.
+keeps an input that already fits in the canvas at its size and shrinks a larger one (or one
+of the canvas' size) to ``EditConfig.outpaint_scale`` of the canvas. What was resized, and
+where outpainting places the input, is returned as one-line notes for the user.
+
+A mask is white = regenerate, black = keep; a mask with transparency (RGBA, LA, a palette
+with a transparent colour) reads as if laid over black, so transparent pixels are kept and
+opaque ones count by their colour: a mask painted on a transparent layer works, and so
+does an opaque black-and-white one saved with an alpha channel.
 
 Images are strangers' files too: the size in the PNG header is checked before a single pixel
 is decoded (sides up to ``MAX_SIDE``, and PIL's pixel-count limit turned from a warning into
@@ -38,11 +44,14 @@ def load_image(
     max_side: int | None = MAX_SIDE,
     size: int | None = None,
     nearest: bool = False,
+    over_black: bool = False,
 ) -> torch.Tensor:
     """A PNG -> (1, channels, H, W) in [-1, 1]. Colour is converted to grey (and grey to RGB)
     by PIL's ITU-R 601 luma; other modes (16-bit, float, CMYK) are refused, and so is an
     image wider or taller than ``max_side``, from its header, before decoding. ``size``:
-    resized to size x size (``nearest``, or area-averaged down / bicubic up)."""
+    resized to size x size (``nearest``, or area-averaged down / bicubic up).
+    ``over_black``: an image with transparency is composited over black first (otherwise
+    its alpha is dropped)."""
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
@@ -55,6 +64,10 @@ def load_image(
                     raise UserError(f"{p}: image is {w}x{h}, sides above {max_side} px are refused")
                 if im.mode not in _IMAGE_MODES:
                     raise UserError(f"{p}: image mode {im.mode} is not supported (use L or RGB)")
+                if over_black and ("A" in im.getbands() or "transparency" in im.info):
+                    im = Image.alpha_composite(
+                        Image.new("RGBA", im.size, (0, 0, 0, 255)), im.convert("RGBA")
+                    )
                 im = im.convert("L" if channels == 1 else "RGB")
                 if size is not None and (w, h) != (size, size):
                     im = im.resize((size, size), _resample(nearest, w, h, size))
@@ -90,23 +103,31 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 
 def load_mask(path: str | Path, size: int | None = None) -> torch.Tensor:
-    """A binary PNG mask (black 0 = keep, white 255 = regenerate) -> (1, 1, H, W) of 0/1,
-    resized (nearest) to size x size."""
-    x = load_image(path, 1, MAX_SIDE, size, nearest=True)
+    """A binary PNG mask (black 0 or transparent = keep, white 255 = regenerate) ->
+    (1, 1, H, W) of 0/1, resized (nearest) to size x size."""
+    x = load_image(path, 1, MAX_SIDE, size, nearest=True, over_black=True)
     levels = torch.unique(x)
     if not bool(((levels == -1) | (levels == 1)).all()):
+        grey = sorted({round((float(v) + 1) * 127.5) for v in levels})
+        shown = ", ".join(map(str, grey[:4])) + (", ..." if len(grey) > 4 else "")
         raise UserError(
-            f"{path}: mask must be binary (only black 0 and white 255), "
-            f"found {levels.numel()} grey levels"
+            f"{path}: mask must be binary (black 0 or transparent = keep, white 255 = "
+            f"regenerate), found {len(grey)} grey level{'s' if len(grey) != 1 else ''} ({shown})"
         )
     return (x > 0).float()
 
 
 def load_inputs(
-    image_path: str | Path, mask_path: str | Path | None, cfg: ModelConfig, task
+    image_path: str | Path,
+    mask_path: str | Path | None,
+    cfg: ModelConfig,
+    task,
+    outpaint_scale: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
     """Image and optional mask of an edit at the model's resolution, and one-line notes of
-    what was resized. The mask must have the image's size or the model's."""
+    what was resized (and, outpainting, where the input is placed). The mask must have the
+    image's size or the model's. ``outpaint_scale``: None, ``EditConfig``'s default."""
+    from sasq.engines.config import EditConfig
 
     S, task = cfg.vqvae.image_size, EditTask(task)
     if mask_path is not None and task == EditTask.OUTPAINT:
@@ -115,10 +136,12 @@ def load_inputs(
         if p is not None:
             open_regular(p, "image").close()
     w, h = image_size(image_path)
-    fits = w <= S and h <= S and (w, h) != (0, 0)
-    keep = task == EditTask.OUTPAINT and fits  # outpaint centres a smaller input as it is
-    image = load_image(image_path, cfg.vqvae.in_channels, size=None if keep else S)
-    notes = [] if keep or (w, h) == (S, S) else [f"resized {w}x{h} -> {S}x{S} (the model's size)"]
+    if task == EditTask.OUTPAINT:
+        scale = EditConfig.outpaint_scale if outpaint_scale is None else outpaint_scale
+        image, note = _outpaint_input(image_path, cfg.vqvae.in_channels, (w, h), S, scale)
+        return image, None, [note]
+    image = load_image(image_path, cfg.vqvae.in_channels, size=S)
+    notes = [] if (w, h) == (S, S) else [f"resized {w}x{h} -> {S}x{S} (the model's size)"]
     if notes and w != h:
         notes[0] += ", aspect ratio not kept"
     if mask_path is None:
@@ -147,3 +170,25 @@ def save_edit_sheet(res: EditResult, out: str | Path, n: int, title: str | None 
         tiles.append(res.img[i * n : (i + 1) * n])
         labels += ["input", "mask"] + [f"edit {j}" for j in range(n)]
     return save_grid(torch.cat(tiles), out, labels=labels, nrow=n + 2, title=title)
+
+
+def _outpaint_input(
+    path: str | Path, channels: int, wh: tuple[int, int], S: int, scale: float
+) -> tuple[torch.Tensor, str]:
+    """The input to outpaint and a note of the size and place it takes on the S x S canvas
+    (``edit.outpaint_canvas`` places it): one that fits and is smaller is kept as it is; one
+    of the canvas' size, or larger (resized to it first), is shrunk to ``scale`` of it."""
+    from sasq.engines.edit import outpaint_origin, outpaint_side
+
+    w, h = wh
+    fits = w <= S and h <= S and (w, h) != (0, 0)
+    image = load_image(path, channels, size=None if fits else S)
+    if fits and (w, h) != (S, S):
+        pw, ph, how = w, h, f"kept at {w}x{h}"
+    else:
+        pw = ph = outpaint_side(S, scale)
+        how = f"{'shrunk' if fits else 'resized'} {w}x{h} -> {pw}x{ph} (outpaint scale {scale:g})"
+        if w != h:
+            how += ", aspect ratio not kept"
+    x0, y0 = outpaint_origin(pw, ph, S)
+    return image, f"{how}; placed at x={x0}, y={y0} (top left), centred on the {S}x{S} canvas"

@@ -6,6 +6,7 @@ Each raises a one-line ``UserError``; the work itself lives in the Python API.""
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -14,10 +15,15 @@ from sasq.errors import UserError
 
 def out_file(p: str) -> Path:
     """A file to write (PNG, JSON, plan), checked without creating anything: an existing
-    folder of that name is refused (the file's temporary sibling would be left behind),
-    and the nearest existing folder above it must take a file. Writers create the missing
-    folders when they write, so a command refused later leaves no empty folders behind."""
+    folder of that name is refused (the file's temporary sibling would be left behind), and
+    so is a name that can only be a folder (``out/``, ``out/.``: ``Path`` drops the trailing
+    separator, and ``sasq generate --out out/`` once wrote a PNG named ``out``); the nearest
+    existing folder above it must take a file. Writers create the missing folders when they
+    write, so a command refused later leaves no empty folders behind."""
     path = Path(p)
+    seps = tuple(s for s in (os.sep, os.altsep) if s)
+    if p.endswith(seps) or os.path.basename(p) in (".", ".."):
+        raise UserError(f"{p}: names a folder; --out needs a file name here")
     if path.is_dir():
         raise UserError(f"{path}: is a folder; --out needs a file name here")
     parent = path.parent if str(path.parent) else Path(".")

@@ -17,6 +17,7 @@ import torch
 from sasq import progress
 from sasq.engines.backends import KINDS, BackendSpec, open_spec, parse_spec
 from sasq.engines.decode import StepBackend, generate
+from sasq.errors import UserError
 from sasq.models import LoadedModel
 from sasq.tools.measure.config import BenchConfig
 from sasq.tools.measure.steadiness import load_warning, spread_warning, summary
@@ -61,6 +62,17 @@ def _open(spec: BackendSpec, model: LoadedModel, cfg: BenchConfig) -> StepBacken
                      cfg.io_binding)  # fmt: skip
 
 
+def require_folders(backends: tuple[str, ...], onnx_dir: Path | None) -> None:
+    """Every row that runs an export has one: ``ort`` runs ``--onnx``'s (the default
+    backends are torch,ort, so a bare ``sasq bench`` needs ``--onnx``)."""
+    bare = [b for b in backends if "=" not in b and b in KINDS and KINDS[b].folder]
+    if onnx_dir is None and bare:
+        raise UserError(
+            f"backend {bare[0]} runs the --onnx export: add --onnx DIR (made by 'sasq export "
+            "--out DIR'), or leave it out with --backends (e.g. --backends torch)"
+        )
+
+
 def _ms(seconds: list[float]) -> list[float]:
     return [s * 1e3 for s in seconds]
 
@@ -68,6 +80,7 @@ def _ms(seconds: list[float]) -> list[float]:
 def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig) -> dict:
     """Time every backend of ``cfg`` on ``model`` (torch) and its export (ort)."""
     onnx_dir = Path(onnx_dir) if onnx_dir is not None else None
+    require_folders(cfg.backends, onnx_dir)
     specs = [parse_spec(s, onnx_dir) for s in cfg.backends]
     for spec in specs:
         if spec.folder is not None:

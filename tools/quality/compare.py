@@ -80,7 +80,9 @@ def _require_fits(cfg: ModelConfig, cc: CompareConfig) -> None:
 
 def compare_backends(cfg: ModelConfig, a: StepBackend, b: StepBackend, cc: CompareConfig) -> dict:
     """Per-scale logits errors of b against a on a's tokens, plus token agreement (forced
-    and free running). ``passed``: within the exact tolerance at every scale."""
+    and free running). ``within_tolerance`` (per scale and overall): |a - b| <= atol +
+    rtol * |a|; ``passed``: within it at every scale, the verdict on FP against FP
+    (``judge`` replaces it where a side is quantized)."""
     _require_fits(cfg, cc)
     labels, pns, K = _labels(cfg, cc.n), tuple(cfg.var.patch_nums), cfg.var.num_classes
     ga = generate(a, labels, pns, cfg.sampling, cc.seed, K, keep_logits=True)
@@ -107,7 +109,7 @@ def compare_backends(cfg: ModelConfig, a: StepBackend, b: StepBackend, cc: Compa
                 "max_rel": float(rel.max()),
                 "logit_sqnr_db": round(sqnr_db(la.numpy(), lb.numpy()), 2),
                 "token_agreement_forced": agree[si] / ga.idx[si].numel(),
-                "passed": ok,
+                "within_tolerance": ok,
             }
         )
     img = (ga.img - forced.img).abs()
@@ -122,8 +124,8 @@ def compare_backends(cfg: ModelConfig, a: StepBackend, b: StepBackend, cc: Compa
         "token_agreement_free_running": token_agreement(ga.idx, free.idx),
         # the int8 kernels each side ran and why (ORT's int8 numbers depend on the CPU)
         "int8": {"cpu": cpu_record(), "a": backend_record(a), "b": backend_record(b)},
-        "within_tolerance": all(s["passed"] for s in scales),
-        "passed": all(s["passed"] for s in scales),
+        "within_tolerance": all(s["within_tolerance"] for s in scales),
+        "passed": all(s["within_tolerance"] for s in scales),
     }
 
 
@@ -190,29 +192,45 @@ def _side(s) -> str:
 def to_markdown(r: dict) -> str:
     c, v = r["config"], r.get("verdict")
     quant = v is not None and v.get("mode") == "quantized"
+    tol = f"|a-b| <= {c['atol']} + {c['rtol']}*|a|"
+    cols = ["scale", "pn", "max abs", "mean abs", "max rel", "logits SQNR dB", "tokens (forced)"]
+    cols += [] if quant else ["within tolerance"]
+
+    def row(s: dict) -> str:
+        cells = [
+            s["scale"],
+            s["pn"],
+            f"{s['max_abs']:.3g}",
+            f"{s['mean_abs']:.3g}",
+            f"{s['max_rel']:.3g}",
+            f"{s.get('logit_sqnr_db', float('nan')):.1f}",
+            f"{s.get('token_agreement_forced', float('nan')):.3f}",
+        ]
+        if not quant:  # FP against FP: this column is the verdict, scale by scale
+            cells.append("yes" if s["within_tolerance"] else "no")
+        return "| " + " | ".join(map(str, cells)) + " |"
+
     if quant:
         f = v["floors"]
+        # The exact tolerance is not what a quantized side is judged by: no per-scale
+        # yes/no beside the verdict, one line saying what it found instead.
+        met = sum(s["within_tolerance"] for s in r["scales"])
         rule = (
-            f"quantized ({v['bits']}): token agreement >= {f['token_agreement']} and every "
-            f"layer's SQNR >= {f['sqnr_db']:g} dB; the tolerance column is for information"
+            f"quantized ({v['bits']}): token agreement (forced, all tokens) >= "
+            f"{f['token_agreement']} and every layer's SQNR >= {f['sqnr_db']:g} dB. The FP "
+            f"tolerance {tol} is not applied to a quantized side; it holds at {met} of "
+            f"{len(r['scales'])} scales"
         )
     else:
-        rule = f"|a-b| <= {c['atol']} + {c['rtol']}*|a|"
+        rule = tol
     lines = [
         f"# compare {_side(r['a'])} vs {_side(r['b'])}",
         "",
         f"{c['n']} samples, seed {c['seed']}; pass: {rule}",
         "",
-        "| scale | pn | max abs | mean abs | max rel | logits SQNR dB | tokens (forced) "
-        "| within tolerance |",
-        "|---|---|---|---|---|---|---|---|",
-        *[
-            f"| {s['scale']} | {s['pn']} | {s['max_abs']:.3g} | {s['mean_abs']:.3g} | "
-            f"{s['max_rel']:.3g} | {s.get('logit_sqnr_db', float('nan')):.1f} | "
-            f"{s.get('token_agreement_forced', float('nan')):.3f} | "
-            f"{'yes' if s['passed'] else 'no'} |"
-            for s in r["scales"]
-        ],
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+        *(row(s) for s in r["scales"]),
         "",
         f"image max abs (forced tokens): {r['image_max_abs']:.3g}  ",
         f"token agreement, forced (all tokens): {r.get('token_agreement_forced', 0):.3f}  ",

@@ -1,7 +1,8 @@
 """The PNG plots beside the bench's and the eval's JSON: what a person looks at first.
 
 - ``bench.png``: step latency per scale for every backend (median, min-max bars) at each
-  batch size, and the end-to-end speed-up over the first backend as bars per batch size.
+  batch size, and the end-to-end speed-up over the first backend as bars per batch size;
+  a backend keeps its colour in every panel.
 - ``eval.png``: quality against bit width, token agreement with FP and its 95% interval,
   one line per row (quantizer).
 
@@ -47,22 +48,52 @@ def _bars(values: list[float], lo: list[float], hi: list[float]):
 
 
 def bench_plot(result: dict, path: Path) -> Path:
+    """``bench_figure`` written to ``path``."""
+    return save_png(bench_figure(result), path)
+
+
+def backend_colours(names: list[str]) -> dict[str, str]:
+    """One colour per backend, by its place in the run: the same in every panel."""
+    return {name: f"C{k % 10}" for k, name in enumerate(names)}
+
+
+def log_ticks(ax) -> None:
+    """Plain numbers (2, 5, 10; not 2x10^0) on a log y axis, without collisions: labelled
+    decades (LogLocator thins them over many decades), and labelled minor ticks only on an
+    axis spanning at most a decade (LogFormatter's minor_thresholds: a subset of them up to
+    1 decade, all under 0.4). Labelling every minor tick once made 0.06 .. 0.09 and 0.1
+    collide."""
+    from matplotlib.ticker import LogFormatter, LogLocator
+
+    class Plain(LogFormatter):
+        """LogFormatter's choice of ticks to label, written as plain numbers."""
+
+        def __call__(self, x, pos=None):
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    ax.yaxis.set_major_locator(LogLocator(base=10, numticks=6))
+    ax.yaxis.set_minor_locator(LogLocator(base=10, subs="auto", numticks=12))
+    ax.yaxis.set_major_formatter(Plain(base=10, labelOnlyBase=False))
+    ax.yaxis.set_minor_formatter(Plain(base=10, labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+
+
+def bench_figure(result: dict):
     """Left panels: step latency per scale per backend, one panel per batch size (log
-    scale: the last scale dominates); right: speed-up over the first backend."""
+    scale: the last scale dominates); right: speed-up over the first backend. A backend
+    has one colour in every panel."""
     plt = pyplot()
-    from matplotlib.ticker import FormatStrFormatter
 
     runs = result["runs"]
+    colour = backend_colours(list(runs[0]["backends"]))
     fig, axes = plt.subplots(1, len(runs) + 1, figsize=(4.2 * (len(runs) + 1), 3.4))
     for ax, run in zip(axes, runs, strict=False):
         x = [f"{s['pn']}x{s['pn']}" for s in run["scales"]]
         for name, r in run["backends"].items():
             med = r["step_ms_median"]
             err = _bars(med, r["step_ms_min"], r["step_ms_max"])
-            ax.errorbar(x, med, yerr=err, marker="o", capsize=3, label=name)
+            ax.errorbar(x, med, yerr=err, marker="o", capsize=3, label=name, color=colour[name])
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 2, 5, 10; not 2x10^0
-        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        log_ticks(ax)
         ax.set_xlabel("scale (token map)")
         ax.set_ylabel("step latency, ms (median, min-max)")
         ax.set_title(f"batch {run['batch']}")
@@ -77,13 +108,13 @@ def bench_plot(result: dict, path: Path) -> Path:
             for run in runs
         ]
         pos = np.arange(len(runs)) + (k - (len(others) - 1) / 2) * width
-        ax.bar(pos, speed, width, label=name)
+        ax.bar(pos, speed, width, label=name, color=colour[name])
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.set_xticks(np.arange(len(runs)), [f"batch {run['batch']}" for run in runs])
     ax.set_ylabel(f"end-to-end speed-up vs {base}")
     ax.set_title("speed-up (median of repeats)")
     ax.legend(fontsize=7)
-    return save_png(fig, path)
+    return fig
 
 
 def eval_plot(result: dict, path: Path, metric: str = "token_agreement") -> Path:

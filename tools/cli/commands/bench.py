@@ -17,13 +17,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from sasq.tools.measure.config import BenchConfig
 
     groups.model(p)
-    groups.onnx(p, help="FP export folder ('sasq export')")
+    groups.onnx(
+        p,
+        help="FP export folder ('sasq export') that the ort backend runs; needed by the "
+        "default --backends",
+    )
     groups.timing_threads(p, "torch and ONNX Runtime intra-op")
     p.add_argument(
         "--backends",
         default=",".join(BenchConfig.backends),
         help="comma list, the first is the baseline: torch, ort (the --onnx export), LABEL=DIR "
-        "(any export under ONNX Runtime's CPU), ort-cuda=DIR, ort-trt=DIR (its CUDA / "
+        "(any export under ONNX Runtime's CPU, named LABEL in the report: e.g. "
+        "int8=out/onnx_int8), ort-cuda=DIR, ort-trt=DIR (its CUDA / "
         "TensorRT providers), trt=DIR,PLAN (a sasq build plan); a label may extend the "
         "kind, e.g. trt-int8=DIR,PLAN",
     )
@@ -35,7 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p, "--warmup", BenchConfig, "warmup", type=T.non_negative, help="untimed runs per backend"
     )
     option(p, "--seed", BenchConfig, "seed", type=T.seed, help="sampling seed")
-    groups.out_folder(p, "out/bench", "bench.json and bench.md")
+    groups.out_folder(
+        p, "out/bench", "bench.json, bench.md and bench.png (latency per scale, speed-ups)"
+    )
     option(
         p,
         "--int8-kernels",
@@ -50,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sasq.engines.backends import split_specs
-    from sasq.tools.measure.bench import run_bench, to_markdown, write_report
+    from sasq.tools.measure.bench import require_folders, run_bench, to_markdown, write_report
     from sasq.tools.measure.config import BenchConfig
 
     cfg = BenchConfig(
@@ -63,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         int8_kernels=args.int8_kernels,
     )
     out = checks.out_folder(args.out)
+    require_folders(cfg.backends, args.onnx)  # before the model loads
     result = run_bench(groups.load_model(args), args.onnx, cfg)
     paths = write_report(result, out)
     print(to_markdown(result))

@@ -24,12 +24,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--task",
         required=True,
         choices=[t.value for t in EditTask],
-        help="inpaint / outpaint: regenerate the masked / unmasked tokens; class-edit: "
-        "regenerate the masked tokens under another class",
+        help="inpaint: regenerate the --mask's white pixels; outpaint: centre the input on the "
+        "canvas (one of the canvas' size or larger shrunk to half its side) and generate "
+        "around it, no --mask; class-edit: regenerate the masked pixels (default: all) under "
+        "--class",
     )
     p.add_argument("--image", required=True, help="input PNG (colour is converted to grey)")
     p.add_argument(
-        "--mask", default=None, help="binary PNG, white = regenerate (class-edit default: all)"
+        "--mask",
+        default=None,
+        help="binary PNG: white = regenerate, black or transparent = keep (inpaint: required; "
+        "class-edit default: all; outpaint takes none)",
     )
     p.add_argument(
         "--class",

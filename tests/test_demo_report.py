@@ -106,3 +106,19 @@ def test_each_token_agreement_and_image_says_what_it_is():
     s = demo_summary(stages, ev, bench, Path("report.md"))
     assert "token agreement with torch FP (free running, mean over scales):" in s
     assert "best token agreement (free running, mean over scales) both" in s
+
+
+def test_the_steps_own_ratio_stands_beside_the_end_to_end_one():
+    """On the small embedded model int8 shows in the decode steps, not end to end: the
+    report gives the steps' ratio (summed step medians) and says why the two differ."""
+    stages, ev, bench = _inputs()
+    bench["settings"]["model"] = {"embed_dim": 128}
+    for run in bench["runs"]:
+        run["backends"]["ort"]["step_ms_median"] = [10.0, 20.0, 30.0]  # 60 of 100 x B ms
+        run["backends"]["int8-ss"]["step_ms_median"] = [5.0, 10.0, 15.0]  # 30
+    md = demo_report(stages, ev, bench, "/m/default")
+    assert "Decode steps alone at batch 8 (the part int8 quantizes), over ort: int8-ss 2.00x" in md
+    assert "is 128 wide: its steps are 8% of ort's end-to-end time" in md  # 60 / 800
+    # a bench without step times (an older one) keeps the end-to-end table alone
+    _, _, old = _inputs()
+    assert "Decode steps alone" not in demo_report(stages, ev, old, "/m/default")

@@ -55,6 +55,31 @@ def _speedups(bench: dict) -> tuple[str, list[str], list[str]]:
     return base, lines, list(bench.get("warnings", []))
 
 
+def _steps_lines(bench: dict) -> list[str]:
+    """The decode steps' own speed-up beside the end-to-end one, and why they differ on a
+    small model: the steps are what int8 quantizes; the decoder and the host loop (start
+    and next-scale graphs, sampling) are not. Nothing for a bench without step times."""
+    run = bench["runs"][-1]
+    rows = run["backends"]
+    if not all("step_ms_median" in r for r in rows.values()):
+        return []
+    names = list(rows)
+    steps = {n: sum(rows[n]["step_ms_median"]) for n in names}
+    ratios = ", ".join(f"{n} {steps[names[0]] / steps[n]:.2f}x" for n in names[1:])
+    share = steps[names[0]] / rows[names[0]]["e2e_ms_median"]
+    width = bench["settings"].get("model", {}).get("embed_dim")
+    wide = f" is {width} wide:" if width else ":"
+    return [
+        "",
+        f"Decode steps alone at batch {run['batch']} (the part int8 quantizes), over "
+        f"{names[0]}: {ratios}. The embedded model{wide} its steps are "
+        f"{100 * share:.0f}% of {names[0]}'s end-to-end time, the rest the decoder and the "
+        "host loop (start and next-scale graphs, sampling), which int8 does not touch; so "
+        "int8 cannot show end to end here. The README's speed section measures a full-size "
+        "VAR-d16.",
+    ]
+
+
 def _short(warnings: list[str]) -> list[str]:
     """The bench's warnings, its per-row spread warnings folded into one line when many."""
     spread = [w for w in warnings if ": spread " in w]
@@ -139,6 +164,7 @@ def demo_report(stages: dict, ev: dict | None, bench: dict, model: str) -> str:
         "backend's own repeats. Per-scale latencies: `bench.md`, plot `bench.png`.",
         "",
         *speed,
+        *_steps_lines(bench),
     ]
     if warnings:
         lines += ["", "Warnings (these ratios are doubtful):", "", *_short(warnings)]

@@ -61,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--gps-bits",
-        default="W8A8",
+        default=f"W{GPSConfig.w_bits}A{GPSConfig.a_bits}",
         choices=list(BIT_WIDTHS),
         help="bit widths GPS balances for (quantize the export at the same bits)",
     )

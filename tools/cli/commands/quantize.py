@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for the quantized export")
     p.add_argument(
         "--bits",
-        default="W8A8",
+        default=f"W{QuantConfig.w_bits}A{QuantConfig.a_bits}",
         choices=list(BIT_WIDTHS),
         help="W8A8 is real int8; W6A6, W4A8 and W4A6 are simulated with Clip",
     )

@@ -20,6 +20,8 @@ from sasq.engines.decode import StepBackend, generate
 from sasq.errors import UserError
 from sasq.models import LoadedModel
 from sasq.tools.measure.config import BenchConfig
+from sasq.tools.measure.roofline import markdown as roofline_markdown
+from sasq.tools.measure.roofline import rates_note as roofline_note
 from sasq.tools.measure.steadiness import load_warning, spread_warning, summary
 from sasq.tools.measure.steadiness import loadavg as _loadavg
 from sasq.tools.report import json_md
@@ -117,6 +119,12 @@ def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig)
         # The last scale's linears at the largest batch: where int8 has the most to gain.
         rows = 2 * max(cfg.batch_sizes) * model.var.patch_nums[-1] ** 2
         peak = gemm_peak(linear_shapes(rows, model.var.C), threads=cfg.threads or 0)
+    roof = None
+    if cfg.roofline:  # adds each run's "roofline"; keeps what the limits were derived from
+        from sasq.tools.measure import roofline as rl
+
+        precisions = {spec.label: rl.row_precision(spec) for spec in specs}
+        roof = rl.bench_roofline(rl.Arch.of(model.cfg), precisions, runs, cfg.threads)
     sizes = {spec.label: _step_bytes(spec.folder) for spec in specs if spec.folder is not None}
     return {
         "settings": {
@@ -132,6 +140,7 @@ def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig)
         "runs": runs,
         "int8_kernels": int8,
         "gemm_peak": peak,
+        "roofline": roof,
         "warnings": warnings,
     }
 
@@ -360,6 +369,11 @@ def to_markdown(result: dict) -> str:
                 *(f"{run['ratios'][k][ratio]:.2f}" for k in ratio_keys),
             ]
             lines.append("| " + " | ".join(cells) + " |")
+        if run.get("roofline"):
+            lines += ["", f"### batch {run['batch']} against the machine's limit", ""]
+            lines += roofline_markdown(run["roofline"])
+    if result.get("roofline"):
+        lines += ["", roofline_note(result["roofline"])]
     sizes = s.get("step_graph_bytes") or {}
     if sizes:
         lines += ["", "## Step graph size on disk", "", "| backend | MB |", "|---|---|"]

@@ -24,6 +24,7 @@ class BenchConfig:
     threads: int = field(default_factory=default_threads)
     io_binding: bool | None = None  # OrtBackend's default: on for GPU providers
     gemm_peak: bool = True  # also time plain int8 / fp32 MatMuls of the model's GEMM shapes
+    roofline: bool = True  # each CPU row's scales against the machine's limit (roofline.py)
     int8_kernels: str = "auto"  # ONNX Runtime sessions' int8 kernel policy (ort_session)
 
     def __post_init__(self) -> None:
@@ -57,6 +58,7 @@ class ProfileConfig:
     seed: int = 0
     repeats: int = 5  # profiled generations; medians over them
     warmup: int = 1  # generations before them, not counted
+    roofline: bool = False  # each scale against the machine's limit (roofline.py)
 
     def __post_init__(self) -> None:
         if self.repeats < 1 or self.warmup < 0:

@@ -151,16 +151,31 @@ def profile_export(onnx_dir: str | Path, cfg: ProfileConfig) -> dict:
             )
         events = json.loads(Path(backend.step_session.end_profiling()).read_text())
     result = summarize(events, SN, *attention_nodes(onnx_dir, manifest), repeats=cfg.repeats)
+    load_after = loadavg()
     warnings = load_warning(load_before)
     warnings += spread_warning("generation (sum of step wall times)", result["generation_ms"])
     return {
         "onnx": str(onnx_dir),
         "config": vars(cfg),
         "patch_nums": manifest.patch_nums,
-        "loadavg_1min": {"before": load_before, "after": loadavg()},
+        "loadavg_1min": {"before": load_before, "after": load_after},
         **result,
+        "roofline": _roofline(onnx_dir, manifest, result["step_wall_ms"], cfg),
         "warnings": warnings,
     }
+
+
+def _roofline(onnx_dir: Path, manifest: Manifest, step_ms: list[float], cfg: ProfileConfig):
+    """The step wall times against the machine's limit at the export's precision (no
+    end-to-end time: a profile runs the step graph alone)."""
+    if not cfg.roofline:
+        return None
+    from sasq.tools.measure import roofline as rl
+
+    arch, precision = rl.Arch.of(manifest), rl.export_precision(onnx_dir)
+    rates = rl.measure_rates(arch, [cfg.batch], [precision], cfg.threads)
+    joined = rl.join(rl.image_limit(arch, cfg.batch, precision, rates), step_ms, None, precision)
+    return {**joined, "rates": rl.rates_record(rates)}
 
 
 def to_markdown(r: dict) -> str:
@@ -193,6 +208,11 @@ def to_markdown(r: dict) -> str:
     lines += ["", "| kernel (op ORT ran) | ms | share |", "|---|---|---|"]
     for op, ms in r["by_op_ms"].items():
         lines.append(f"| {op} | {ms:.2f} | {100 * ms / r['kernel_ms']:.1f}% |")
+    if r.get("roofline"):
+        from sasq.tools.measure.roofline import markdown, rates_note
+
+        lines += ["", "## Against the machine's limit (step wall times)", ""]
+        lines += markdown({"step": r["roofline"]}) + ["", rates_note(r["roofline"]["rates"])]
     return "\n".join(lines) + "\n"
 
 

@@ -40,6 +40,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p, "--warmup", BenchConfig, "warmup", type=T.non_negative, help="untimed runs per backend"
     )
     option(p, "--seed", BenchConfig, "seed", type=T.seed, help="sampling seed")
+    option(
+        p,
+        "--roofline",
+        BenchConfig,
+        "roofline",
+        action=argparse.BooleanOptionalAction,
+        help="each CPU row's scales against the machine's limit: the model's GEMMs as plain "
+        "MatMuls and its weights at the memory bandwidth, timed after the runs (default: on)",
+    )
     groups.out_folder(
         p, "out/bench", "bench.json, bench.md and bench.png (latency per scale, speed-ups)"
     )
@@ -68,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         threads=args.threads,
         int8_kernels=args.int8_kernels,
+        roofline=args.roofline,
     )
     out = checks.out_folder(args.out)
     require_folders(cfg.backends, args.onnx)  # before the model loads

@@ -37,6 +37,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=T.int_in(0, 100),
         help="generations run before them, not counted (default: 1)",
     )
+    option(
+        p,
+        "--roofline",
+        ProfileConfig,
+        "roofline",
+        help="also each scale against the machine's limit at the export's precision (int8 "
+        "if quantized, else fp32): its GEMMs as plain MatMuls, its weights at the memory "
+        "bandwidth",
+    )
     groups.out_folder(p, "out/profile", "profile.json and .md")
 
 
@@ -47,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     if args.batch < 1 or args.threads < 0:
         raise UserError("--batch must be at least 1 and --threads at least 0 (0: all cores)")
     checks.require_generation_fits(args.onnx, args.batch, "--batch")
-    pc = ProfileConfig(args.batch, args.threads, args.seed, args.repeats, args.warmup)
+    pc = ProfileConfig(
+        args.batch, args.threads, args.seed, args.repeats, args.warmup, args.roofline
+    )
     report = profile_export(args.onnx, pc)
     paths = write_report(report, checks.out_folder(args.out))
     print(to_markdown(report))

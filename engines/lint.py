@@ -22,10 +22,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from sasq.engines.config import Coverage, LintConfig, Target
 from sasq.engines.lint_graph import MOVES as _MOVES
 from sasq.engines.lint_graph import LintGraph as _Graph
 from sasq.engines.lint_support import check_support
-from sasq.engines.trt_ops import SupportTable, TrtVersion, support_table
 from sasq.errors import UserError
 from sasq.plain_names import check_external_data
 
@@ -48,65 +48,11 @@ class Rule(str, Enum):
     ORT_DQ_ADJACENT = "ort-dq-adjacent"  # ORT target: an op between a DQ and its MatMul
 
 
-class Target(str, Enum):
-    """Whose rules: TensorRT's explicit quantization, or what ONNX Runtime's CPU EP needs
-    to run a quantized MatMul as an int8 kernel (its DQ must feed the MatMul directly:
-    ORT does not move Q/DQ across Transpose/Reshape the way TensorRT does)."""
-
-    TENSORRT = "tensorrt"
-    ORT = "ort"
-
-
-class Coverage(str, Enum):
-    """Which MatMul/Gemm nodes must be quantized. TOUCHED: only those that already have a DQ
-    input (they need DQ on both). ALL: every one not tiny and not listed in ``float_nodes``."""
-
-    TOUCHED = "touched"
-    ALL = "all"
-
-
 RECOMMENDED_OPSET = 17  # LayerNormalization; per-axis Q/DQ itself needs 13
 _GEMMS = ("MatMul", "Gemm")
 _WEIGHTED = ("MatMul", "Gemm", "Conv", "ConvTranspose")  # (input 0, input 1) need DQ together
 # Ops between Softmax and the probabilities' Q (the shift-and-sum 1/n weights and gathers).
 _PROB_PATH = _MOVES | {"Concat", "Mul", "Cast"}
-
-
-@dataclass(frozen=True)
-class LintConfig:
-    """min_opset: 13 is the floor for per-axis Q/DQ; RECOMMENDED_OPSET (17) for LayerNorm.
-    trt_version: whose ONNX parser table (``trt_ops``, ops and per-op dtypes) the graph is
-    checked against, with the tensorrt target; the ort target's graphs are not for TensorRT.
-    extra_ops: more accepted ops, "Op" (default domain) or "domain::Op" (e.g. a plugin).
-    float_nodes: fnmatch globs of MatMul/Gemm names allowed to stay float (e.g. the FC after
-    GELU); min_gemm_dim: GEMMs with K or N below it (or a GEMV) may stay float (int8
-    gains nothing there).
-    target: TensorRT's rules, or ONNX Runtime's (the same plus ``ort-dq-adjacent``).
-    int8_cache: the KV cache (``past_*`` inputs, ``present_*`` outputs) must be int8."""
-
-    min_opset: int = 13
-    trt_version: TrtVersion = TrtVersion.V10
-    extra_ops: frozenset[str] = frozenset()
-    coverage: Coverage = Coverage.ALL
-    float_nodes: tuple[str, ...] = ()
-    min_gemm_dim: int = 16
-    weights_per_channel: bool = True
-    allow_int4_weights: bool = False
-    softmax_scale: float = 1.0 / 127.0
-    softmax_rtol: float = 1e-6
-    target: Target = Target.TENSORRT
-    int8_cache: bool = False  # the graph's KV cache inputs/outputs must be quantized
-    # The 8-bit type of every Q/DQ and of the cache: signed int8, or FLOAT8E4M3FN (an fp8
-    # export, whose softmax scale is then 1/448)
-    quant_dtype: int = TensorProto.INT8
-
-    def __post_init__(self) -> None:
-        v = self.trt_version
-        object.__setattr__(self, "trt_version", TrtVersion(v if isinstance(v, str) else str(v)))
-
-    @property
-    def support(self) -> SupportTable:
-        return support_table(self.trt_version)
 
 
 @dataclass(frozen=True)
@@ -376,9 +322,10 @@ def _load(model: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, Path | 
     return proto, path.parent
 
 
-def lint(model: onnx.ModelProto | str | Path, cfg: LintConfig = LintConfig()) -> list[Violation]:
+def lint(model: onnx.ModelProto | str | Path, cfg: LintConfig | None = None) -> list[Violation]:
     """Every way `model` breaks the TensorRT explicit-quantization rules (module doc), and (tensorrt
     target) what the chosen TensorRT version's ONNX parser would refuse; [] if none."""
+    cfg = cfg if cfg is not None else LintConfig()
     proto, base_dir = _load(model)
     if proto.functions:
         proto = onnx.inliner.inline_local_functions(proto)
@@ -429,7 +376,7 @@ def config_for_export(quant: dict, **overrides) -> LintConfig:
     return LintConfig(**{**fields, **overrides})
 
 
-def lint_or_raise(path: str | Path, cfg: LintConfig = LintConfig()) -> None:
+def lint_or_raise(path: str | Path, cfg: LintConfig | None = None) -> None:
     """For the CLI: nothing if `path` passes, else a one-line UserError with the count."""
     violations = lint(path, cfg)
     if violations:

@@ -17,22 +17,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
 from functools import cache
 from pathlib import Path
 
 from onnx import TensorProto
 
+from sasq.engines.config import TrtVersion
 from sasq.errors import UserError
 
 _DIR = Path(__file__).with_name("trt_support")
-
-
-class TrtVersion(str, Enum):
-    """The TensorRT major version whose parser table the lint checks against."""
-
-    V10 = "10"  # the 10.x table (10.15, the last 10.x operators.md)
-    V11 = "11"  # the 11.x table (11.2)
 
 
 # ONNX element type -> the names the operators.md tables use. TensorRT's FP8 is E4M3

@@ -16,10 +16,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-
-import onnx
+from typing import TYPE_CHECKING
 
 from sasq.errors import UserError
+
+if TYPE_CHECKING:  # onnx loads where a graph is read, not where a name is checked
+    import onnx
 
 _MAX_NAME_BYTES = 255  # NAME_MAX of every common file system
 
@@ -85,7 +87,7 @@ def external_locations(model: onnx.ModelProto) -> set[str]:
     return {
         next((e.value for e in t.external_data if e.key == "location"), "")
         for t in tensors
-        if t.data_location == onnx.TensorProto.EXTERNAL
+        if t.data_location == t.EXTERNAL
     }
 
 
@@ -96,6 +98,8 @@ def check_external_data(
     a file its manifest does not list. Reads the graph without its external data."""
     onnx_path = Path(onnx_path)
     if model is None:
+        import onnx
+
         try:
             model = onnx.load(str(onnx_path), load_external_data=False)
         except Exception as e:  # protobuf's DecodeError and friends

@@ -14,8 +14,6 @@ import pytest
 from sasq.tools.cli.commands import MODULES, all_commands
 
 HEAVY = ("torch", "onnxruntime", "onnx", "matplotlib", "tensorrt", "pytriton")
-# The two commands whose configs are the lint's and TensorRT build's (ONNX dtypes): onnx only.
-NEEDS_ONNX = {"lint", "build"}
 
 
 def _loaded_after(code: str) -> set[str]:
@@ -37,8 +35,7 @@ def test_a_commands_flags_load_nothing_heavy(name):
     loaded = _loaded_after(
         f"from sasq.tools.cli.entry import build_parser\nbuild_parser([{name!r}])"
     )
-    allowed = {"onnx"} if name in NEEDS_ONNX else set()
-    assert not loaded & (set(HEAVY) - allowed), loaded & set(HEAVY)
+    assert not loaded & set(HEAVY), loaded & set(HEAVY)
 
 
 def test_every_command_module_is_registered_and_named():

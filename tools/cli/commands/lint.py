@@ -14,7 +14,7 @@ HELP = "check a Q/DQ ONNX against TensorRT's explicit-quantization rules (exit 1
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sasq.engines.lint import LintConfig
+    from sasq.engines.config import LintConfig
     from sasq.tools.cli.fields import option
 
     p.add_argument("model_onnx", metavar="MODEL.onnx", help="a Q/DQ ONNX model")

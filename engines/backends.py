@@ -113,19 +113,33 @@ def parse_spec(text: str, folder: str | Path | None = None) -> BackendSpec:
 
 
 def check_spec(spec: BackendSpec) -> None:
-    """What the spec's kind needs, in one line."""
+    """What a spec written as text needs, said in the spec's own form (a bench row, a
+    compare side): its kind's folder and plan."""
     kind = KINDS[spec.kind]
     if kind.folder and spec.folder is None:
-        raise UserError(
-            f"backend {spec.label} needs `onnx_dir` (an export folder): none given",
-            param="onnx_dir",
-        )
+        raise UserError(f"backend {spec.label} runs an export folder: write {spec.label}=DIR")
     if kind.plan and spec.plan is None:
-        raise UserError(
-            f"backend {spec.label} needs `engine` (a TensorRT plan: build_engine)", param="engine"
-        )
+        raise UserError(f"backend {spec.text}: a TensorRT row is {spec.label}=DIR,PLAN")
     if not kind.plan and spec.plan is not None:
-        raise UserError(f"backend {spec.label} takes no plan: only {spec.kind}=DIR", param="engine")
+        raise UserError(f"backend {spec.label} takes no plan: only {spec.label}=DIR")
+
+
+def check_args(
+    name: str, onnx_dir: str | Path | None = None, engine: str | Path | None = None
+) -> None:
+    """What :func:`make_backend`'s kind ``name`` needs of its other arguments, named as its
+    parameters (the CLI shows the flags that set them), before anything is loaded."""
+    if name not in KINDS:
+        raise UserError(
+            f"unknown backend {name!r}; choose from {', '.join(KINDS)}", param="backend"
+        )
+    kind = KINDS[name]
+    no_folder, no_plan = kind.folder and onnx_dir is None, kind.plan and engine is None
+    what = "a quantized export" if kind.model else "an export folder"
+    missing = [f"`onnx_dir` ({what})"] * no_folder + ["`engine` (a plan: build_engine)"] * no_plan
+    if missing:
+        param = "onnx_dir" if no_folder else "engine"
+        raise UserError(f"`backend` {name} needs {' and '.join(missing)}", param=param)
 
 
 def split_specs(text: str) -> tuple[str, ...]:
@@ -159,14 +173,10 @@ def make_backend(
     ``trt`` runs the step graph as a TensorRT plan, the rest under ONNX Runtime.
     ``batch``: the batches the ORT TensorRT provider builds its engines for (a ``trt``
     plan carries its own range)."""
-    if name not in KINDS:
-        raise UserError(
-            f"unknown backend {name!r}; choose from {', '.join(KINDS)}", param="backend"
-        )
+    check_args(name, onnx_dir, engine)
     kind = KINDS[name]
     spec = BackendSpec(name, name, Path(onnx_dir) if onnx_dir is not None else None,
                        Path(engine) if engine is not None and kind.plan else None)  # fmt: skip
-    check_spec(spec)
     if kind.model and model is None:
         raise UserError(f"backend {name} runs the PyTorch model: none loaded", param="model")
     if name == "torch":

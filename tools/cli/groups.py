@@ -101,13 +101,8 @@ def embedded_or_refuse(model, what: str) -> None:
 
 
 def check_backend(args: argparse.Namespace) -> None:
-    """What ``--backend`` needs of the other flags, said in flags before anything loads."""
-    from sasq.engines.backends import KINDS
-    from sasq.errors import UserError
+    """What ``--backend`` needs of the other flags, before anything loads: the registry's
+    own check (``engines.backends.check_args``), its parameters shown as flags by ``main``."""
+    from sasq.engines.backends import check_args
 
-    kind = KINDS[args.backend]
-    if kind.plan and (args.onnx is None or args.engine is None):
-        raise UserError(f"--backend {kind.name} needs --onnx DIR and --engine PLAN (sasq build)")
-    if kind.folder and args.onnx is None:
-        what = "a quantized export" if kind.model else "an export folder"
-        raise UserError(f"--backend {kind.name} needs --onnx DIR ({what})")
+    check_args(args.backend, args.onnx, args.engine)

@@ -9,28 +9,25 @@ from enum import Enum
 from typing import Any
 
 
-def field_default(cls: type, name: str) -> Any:
-    """The default of dataclass ``cls``'s field ``name`` (an enum as its value)."""
+def _default(cls: type, name: str) -> Any:
+    """The default of dataclass ``cls``'s field ``name``, as the config holds it."""
     f = next((f for f in dataclasses.fields(cls) if f.name == name), None)
     if f is None:
         raise AttributeError(f"{cls.__name__} has no field {name!r}")
     if f.default is not dataclasses.MISSING:
-        value = f.default
-    elif f.default_factory is not dataclasses.MISSING:
-        value = f.default_factory()
-    else:
-        raise ValueError(f"{cls.__name__}.{name} has no default")
-    return value.value if isinstance(value, Enum) else value
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    raise ValueError(f"{cls.__name__}.{name} has no default")
 
 
 def option(p: argparse.ArgumentParser, flag: str, cls: type, name: str, **kw: Any) -> None:
-    """``flag`` defaulting to ``cls.name``; an enum default also gives the choices, and a
-    False default makes a switch (``store_true``)."""
-    f = next(f for f in dataclasses.fields(cls) if f.name == name)
-    raw = f.default if f.default is not dataclasses.MISSING else None
-    default = field_default(cls, name)
-    if isinstance(raw, Enum):
-        kw.setdefault("choices", [m.value for m in type(raw)])
+    """``flag`` defaulting to ``cls.name``; an enum default gives its value and the choices,
+    and a False default makes a switch (``store_true``)."""
+    default = _default(cls, name)
+    if isinstance(default, Enum):
+        kw.setdefault("choices", [m.value for m in type(default)])
+        default = default.value
     if default is False and "type" not in kw and "action" not in kw:
         kw["action"] = "store_true"
     p.add_argument(flag, default=default, **kw)

@@ -88,6 +88,13 @@ class SessionConfig:
     # the no-VNNI path on any machine.
     int8_kernels: Int8Kernels = Int8Kernels.AUTO
     u8s8_saturates: bool | None = None
+    # ORT's intra-op workers spin for a while after each run, waiting for more work. The
+    # decoding loop keeps a dozen sessions (start, step, one next-scale graph per scale,
+    # decoder), each with its own pool, and the host samples between them: every pool's
+    # spinning workers took the cores from the session that ran next and from the host.
+    # Off, VAR-d16 int8 (2 threads, batch 1 + CFG) went from 1950 to 1440-1640 ms per
+    # image, the steps alone from 1590 to 1250-1450 ms (docs/evidence/d16-roofline.md).
+    allow_spinning: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -212,6 +219,9 @@ def open_session(
     so.graph_optimization_level = _LEVELS[cfg.graph_optimization]
     so.log_severity_level = 3  # errors only: the CPU EP's "some nodes not assigned" is noise
     so.enable_cpu_mem_arena = cfg.cpu_mem_arena
+    so.add_session_config_entry(
+        "session.intra_op.allow_spinning", "1" if cfg.allow_spinning else "0"
+    )
     if cfg.priority_order:
         so.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     if external_data_dir is not None:

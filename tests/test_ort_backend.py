@@ -124,3 +124,15 @@ def test_session_config_options_reach_onnxruntime(onnx_dir, tmp_path):
     assert sess.get_session_options().execution_order == ort.ExecutionOrder.PRIORITY_BASED
     profile = sess.end_profiling()
     assert profile and list(tmp_path.glob("prof*.json"))
+
+
+def test_intra_op_workers_do_not_spin_unless_asked(onnx_dir):
+    """The loop's dozen sessions each have a pool; spinning workers of one took the cores
+    from the next (ort_session.SessionConfig.allow_spinning)."""
+    entry = "session.intra_op.allow_spinning"
+    quiet = make_session(onnx_dir / "start.onnx", SessionConfig(intra_op_threads=2))
+    assert quiet.get_session_options().get_session_config_entry(entry) == "0"
+    spin = make_session(onnx_dir / "start.onnx", SessionConfig(allow_spinning=True))
+    assert spin.get_session_options().get_session_config_entry(entry) == "1"
+    backend = OrtBackend(onnx_dir, CPU1)
+    assert backend.step_session.get_session_options().get_session_config_entry(entry) == "0"

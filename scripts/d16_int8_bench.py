@@ -1,9 +1,10 @@
 """VAR-d16 (random weights, ~310M parameters) on ONNX Runtime: FP32 vs sasq int8 (int8 KV
-cache, ort target; plain and shift-and-sum) vs the ORT peers, batch 1 with CFG, in one
+cache, ort target; plain and shift-and-sum) vs the ORT peers, batch 1 (or --batch) with CFG, in one
 bench run.
 
     python scripts/d16_int8_bench.py OUT_DIR [calib_images] [--peer] [--repeats N]
-                                     [--prepare-only] [--bench-only]
+                                     [--prepare-only] [--bench-only] [--batch B]
+                                     [--rows ROW ...]
 
 Writes ``OUT_DIR/bench.json`` and ``bench.md`` with the rows ``ort`` (the FP32 baseline,
 first), ``int8``, ``int8-ss`` and, with ``--peer``, ``peer-minmax`` (ORT's quantize_static,
@@ -50,6 +51,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--peer", action="store_true", help="add ORT quantize_static peers")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=1, help="images per generation (throughput)")
+    ap.add_argument(
+        "--rows", nargs="+", default=None, help="time only these prepared rows (after ort)"
+    )
     ap.add_argument("--prepare-only", action="store_true", help="export/calibrate/quantize")
     ap.add_argument("--bench-only", action="store_true", help="time what OUT_DIR holds")
     return ap.parse_args(argv)
@@ -101,9 +106,18 @@ def main(argv: list[str] | None = None) -> None:
         rows = _prepare(model, args.out, args.calib_images, args.peer)
     if args.prepare_only:
         return
+    if args.rows:
+        unknown = sorted(set(args.rows) - set(rows))
+        if unknown:
+            raise SystemExit(f"--rows: not prepared here: {', '.join(unknown)}")
+        rows = args.rows
     specs = ("ort", *(f"{k}={args.out / k}" for k in rows))
     bc = BenchConfig(
-        backends=specs, batch_sizes=(1,), repeats=args.repeats, warmup=1, threads=args.threads
+        backends=specs,
+        batch_sizes=(args.batch,),
+        repeats=args.repeats,
+        warmup=1,
+        threads=args.threads,
     )
     result = run_bench(model, args.out / "fp", bc)
     write_report(result, args.out)

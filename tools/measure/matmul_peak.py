@@ -9,6 +9,9 @@ A shape with ``weight=False`` is an attention product: a batched MatMul
 (batch, M, K) @ (batch, K, N) whose right operand is fed at every call (the KV cache), as
 an int8 input -> DQ (per tensor) in the int8 form. Every int8 operand is bounded to 7 bits
 (64 steps), so ORT's u8 x s8 kernels are exact on every CPU and the session runs them.
+
+``nbits_graph`` is the weight-only alternative for a linear: ORT's ``MatMulNBits`` (4- or
+8-bit blocked weights), timed the same way (``scripts/nbits_vs_int8.py``).
 """
 
 from __future__ import annotations
@@ -132,6 +135,25 @@ def time_gemm(s: GemmShape, int8: bool, threads: int, repeats: int = 20) -> floa
     return statistics.median(times)
 
 
+def nbits_graph(s: GemmShape, bits: int, accuracy_level: int, block: int = 32) -> onnx.ModelProto:
+    """``s``'s fp32 graph with its weight quantized by ONNX Runtime's own
+    ``MatMulNBitsQuantizer``: one ``MatMulNBits`` node (``bits``-bit symmetric blocks of
+    ``block`` along K; ``accuracy_level`` 4 computes with int8 activations, 0 in fp32)."""
+    if not s.weight:
+        raise ValueError(f"{s.name}: MatMulNBits takes a constant weight, not an attention product")
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
+
+    cfg = DefaultWeightOnlyQuantConfig(
+        block_size=block, is_symmetric=True, accuracy_level=accuracy_level, bits=bits
+    )
+    q = MatMulNBitsQuantizer(_graph(s, False), algo_config=cfg)
+    q.process()
+    return q.model.model
+
+
 def kernel_ms(
     s: GemmShape, int8: bool, threads: int, repeats: int = 10, budget_s: float = 0.5
 ) -> float:
@@ -144,10 +166,20 @@ def kernel_ms(
     The least, not the median, of the runs: a limit is the machine's best, and a shared
     machine's noise only ever adds time (medians moved one shape's limit 2.4x between two
     runs of the d16 bench)."""
+    return model_kernel_ms(_graph(s, int8), _feeds(s, int8), threads, repeats, budget_s)
+
+
+def model_kernel_ms(
+    model: onnx.ModelProto,
+    feeds: dict[str, np.ndarray],
+    threads: int,
+    repeats: int = 10,
+    budget_s: float = 0.5,
+) -> float:
+    """``kernel_ms`` of any one-GEMM graph (e.g. ``nbits_graph``)."""
     with tempfile.TemporaryDirectory() as tmp:
         sc = _session_config(threads, enable_profiling=True, profile_prefix=str(Path(tmp) / "p"))
-        sess = make_session(_graph(s, int8).SerializeToString(), sc)
-        feeds = _feeds(s, int8)
+        sess = make_session(model.SerializeToString(), sc)
         for _ in range(2):
             sess.run(None, feeds)
         t_start, n = time.perf_counter(), 0

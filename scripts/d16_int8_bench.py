@@ -27,6 +27,7 @@ import torch
 
 from sasq.calib.calibrate import CalibConfig, calibrate
 from sasq.calib.data_reader import record_step_feeds
+from sasq.errors import UserError
 from sasq.exporter import export_model
 from sasq.exporter.peer import peer_quantize
 from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
@@ -54,6 +55,13 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=1, help="images per generation (throughput)")
     ap.add_argument(
         "--rows", nargs="+", default=None, help="time only these prepared rows (after ort)"
+    )
+    ap.add_argument(
+        "--depth", type=int, default=16, help="VAR depth (16: VAR-d16; 2: a smoke test)"
+    )
+    ap.add_argument("--weights-seed", type=int, default=0, help="seed of the random weights")
+    ap.add_argument(
+        "--no-roofline", action="store_true", help="skip the GEMM peaks and the roofline"
     )
     ap.add_argument("--prepare-only", action="store_true", help="export/calibrate/quantize")
     ap.add_argument("--bench-only", action="store_true", help="time what OUT_DIR holds")
@@ -94,11 +102,12 @@ def _prepare(model, out: Path, n: int, with_peer: bool) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = _args(argv)
-    var = official_var(16)
+    var = official_var(args.depth)
     vae = VQVAEConfig(
         ch=32, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=1, using_sa=False, patch_nums=var.patch_nums
     )
-    torch.manual_seed(0)  # the same random weights in every process (--bench-only checks them)
+    # the same random weights in every process (--bench-only checks them)
+    torch.manual_seed(args.weights_seed)
     model = build(ModelConfig(vqvae=vae, var=var))
     if args.bench_only:
         rows = [*QUANTIZED, *(PEERS if args.peer else ())]
@@ -118,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
         repeats=args.repeats,
         warmup=1,
         threads=args.threads,
+        gemm_peak=not args.no_roofline,
+        roofline=not args.no_roofline,
     )
     result = run_bench(model, args.out / "fp", bc)
     write_report(result, args.out)
@@ -126,4 +137,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as e:  # e.g. a folder exported from other weights: one line, exit 1
+        raise SystemExit(f"d16_int8_bench: {e}") from None

@@ -93,17 +93,6 @@ def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig)
         torch.set_num_threads(cfg.threads)
     torch_threads = torch.get_num_threads()
     load_before = _loadavg()
-    first_rates = None
-    if cfg.roofline:
-        # The limits are measured twice, before and after the timed runs, and each shape
-        # keeps the least of the two: one pass on this shared machine moved VAR-d16's int8
-        # limit between 864 and 997 ms from run to run, its fp32 limit 3560 to 5240 ms.
-        from sasq.tools.measure import roofline as rl
-
-        arch, precisions = rl.Arch.of(model.cfg), {s.label: rl.row_precision(s) for s in specs}
-        first_rates = rl.measure_rates(
-            arch, cfg.batch_sizes, rl.bench_precisions(precisions), cfg.threads
-        )
     try:
         backends = {spec.label: _open(spec, model, cfg) for spec in specs}
         row_kinds = {
@@ -132,7 +121,10 @@ def run_bench(model: LoadedModel, onnx_dir: str | Path | None, cfg: BenchConfig)
         peak = gemm_peak(linear_shapes(rows, model.var.C), threads=cfg.threads or 0)
     roof = None
     if cfg.roofline:  # adds each run's "roofline"; keeps what the limits were derived from
-        roof = rl.bench_roofline(arch, precisions, runs, cfg.threads, earlier=first_rates)
+        from sasq.tools.measure import roofline as rl
+
+        precisions = {spec.label: rl.row_precision(spec) for spec in specs}
+        roof = rl.bench_roofline(rl.Arch.of(model.cfg), precisions, runs, cfg.threads)
     sizes = {spec.label: _step_bytes(spec.folder) for spec in specs if spec.folder is not None}
     return {
         "settings": {

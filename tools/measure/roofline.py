@@ -117,17 +117,6 @@ class Rates:
     bandwidth: dict = field(default_factory=dict)  # how it was measured
     threads: int = 0
 
-    def least(self, other: Rates) -> Rates:
-        """The machine's best of two passes: per shape the shorter kernel time, and the
-        higher bandwidth (a limit is what the machine can do; noise only ever slows it)."""
-        ms = dict(self.kernel_ms)
-        for key, t in other.kernel_ms.items():
-            ms[key] = min(t, ms.get(key, t))
-        best = self if self.bandwidth_gbps >= other.bandwidth_gbps else other
-        passes = [*self.bandwidth.get("passes", [self.bandwidth]),
-                  *other.bandwidth.get("passes", [other.bandwidth])]  # fmt: skip
-        return Rates(best.bandwidth_gbps, ms, {**best.bandwidth, "passes": passes}, self.threads)
-
 
 @dataclass(frozen=True)
 class GemmLimit:
@@ -313,27 +302,18 @@ def precision_of(extra: Mapping) -> str:
     return "int8" if "quant" in extra or "peer" in extra else "fp32"
 
 
-def bench_precisions(precisions: Mapping[str, str | None]) -> list[str]:
-    """The precisions whose limits a bench needs (its rows' ``row_precision``)."""
-    return sorted({p for p in precisions.values() if p})
-
-
 def bench_roofline(
     arch: Arch,
     precisions: Mapping[str, str | None],
     runs: list[dict],
     threads: int,
     rates: Rates | None = None,
-    earlier: Rates | None = None,
 ) -> dict:
     """Add ``roofline`` (label -> :func:`join`) to each bench run, for the rows with a
-    precision; returns the rates (measured here unless given, and the least of them and
-    ``earlier``, a pass taken before the runs) as :func:`rates_record`."""
-    used = bench_precisions(precisions)
+    precision; returns the rates (measured here unless given) as :func:`rates_record`."""
+    used = sorted({p for p in precisions.values() if p})
     if rates is None:
         rates = measure_rates(arch, [run["batch"] for run in runs], used, threads)
-    if earlier is not None:
-        rates = earlier.least(rates)
     for run in runs:
         limits = {p: image_limit(arch, run["batch"], p, rates) for p in used}
         run["roofline"] = {
@@ -381,7 +361,6 @@ def markdown(roof: Mapping[str, dict]) -> list[str]:
 def rates_note(record: dict) -> str:
     """What the limits rest on, and how to read them, in one paragraph."""
     bw = record["bandwidth"]
-    n = len(bw.get("passes", [bw]))
     return (
         "Limit: the step's GEMMs (linears, head, attention) at this machine's best, each the "
         "longer of its kernel time as a plain MatMul of its shape and its weights (or K / V "
@@ -391,7 +370,6 @@ def rates_note(record: dict) -> str:
         f"{record['bandwidth_gbps']:.1f} GB/s (read {bw.get('read_gbps', 0):.1f}, copy "
         f"{bw.get('copy_gbps', 0):.1f}; {bw.get('threads', '?')} threads, "
         f"{bw.get('buffer_bytes', 0) >> 20} MiB); {len(record['gemms'])} GEMM shapes timed "
-        f"(ORT kernel time, threads {record['threads'] or 'all'}"
-        + (f"; the least of {n} passes, before and after the timed runs" if n > 1 else "")
-        + "), each rate in the JSON under `roofline.gemms`."
+        f"(ORT kernel time, threads {record['threads'] or 'all'}), each rate in the JSON "
+        "under `roofline.gemms`."
     )

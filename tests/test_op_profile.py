@@ -7,7 +7,20 @@ import json
 from sasq.exporter.manifest import load_manifest
 from sasq.tools.cli import main
 from sasq.tools.measure.config import ProfileConfig
-from sasq.tools.measure.op_profile import attention_nodes, profile_export
+from sasq.tools.measure.op_profile import GLUE_ROLES, _role, attention_nodes, profile_export
+
+
+def test_roles_by_node_name_first_then_by_op():
+    av, qk = ["av0"], ["qk0"]
+    assert _role("av0_shift_sum", "Sum", av, qk) == "attn-value"  # a shift-and-sum node
+    assert _role("qk0", "MatMulIntegerToFloat", av, qk) == "attn-qk"
+    assert _role("x_Q", "QuantizeLinear", av, qk) == "q/dq"
+    assert _role("fc1", "MatMulIntegerToFloat", av, qk) == "linear"
+    ops = ("SkipLayerNormalization", "FastGelu", "Add", "Transpose", "NonZero")
+    got = [_role("n", op, av, qk) for op in ops]
+    assert got == ["norm", "activation", "elementwise", "layout", "other"]
+    ops = [op for ops in GLUE_ROLES.values() for op in ops]
+    assert len(ops) == len(set(ops))  # each op in one role
 
 
 def test_profile_attributes_kernel_time_to_scales_and_roles(default_export):
@@ -25,7 +38,10 @@ def test_profile_attributes_kernel_time_to_scales_and_roles(default_export):
     SN = len(r["patch_nums"])
     assert len(r["step_wall_ms"]) == SN
     roles = r["by_role_ms"]
-    assert {"attn-qk", "attn-value", "linear", "other"} <= set(roles)
+    # the glue by kind: a VAR step has norms, softmax/GELU, residual adds, head reshapes
+    assert {"attn-qk", "attn-value", "linear", "norm", "activation", "elementwise",
+            "layout"} <= set(roles)  # fmt: skip
+    assert sum(roles.get("other", [0.0])) <= 0.05 * r["kernel_ms"]  # nearly every op named
     assert all(len(v) == SN for v in roles.values())
     kernel = sum(map(sum, roles.values()))
     assert abs(kernel - r["kernel_ms"]) <= 0.01 * r["kernel_ms"] + 0.01

@@ -9,8 +9,9 @@ Every kernel event of the step session is attributed to its scale (by the ``mode
 falls in) and summed per kernel type (the op ORT actually ran, after its fusions:
 ``MatMulIntegerToFloat`` means an int8 GEMM ran) and per role: the attention-value product
 (every node the shift-and-sum passes made for an AV MatMul is named after it), QK^T, Q/DQ,
-and the rest. Kernel times exclude the executor's overhead between nodes, so they sum to a
-little less than the step's wall time.
+the linears, and the glue between them by kind (norm, activation, elementwise, layout;
+``GLUE_ROLES``), with "other" for any op not listed. Kernel times exclude the executor's
+overhead between nodes, so they sum to a little less than the step's wall time.
 """
 
 from __future__ import annotations
@@ -45,6 +46,21 @@ def attention_nodes(onnx_dir: Path, manifest: Manifest) -> tuple[list[str], list
     return list(av), [t.node for t in targets if t.kind == OpKind.ATTN_QK]
 
 
+# What is neither a GEMM nor Q/DQ, by kind: on VAR-d16 int8 this glue is about a third of
+# the step (the linears run near their limit), so a profile says which kind to fold next.
+GLUE_ROLES: dict[str, tuple[str, ...]] = {
+    "norm": ("LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization",
+             "SkipSimplifiedLayerNormalization", "ReduceL2", "ReduceMean", "LpNormalization"),
+    "activation": ("FastGelu", "Gelu", "BiasGelu", "QuickGelu", "Softmax", "Sigmoid", "Tanh",
+                   "Relu"),
+    "elementwise": ("Add", "Mul", "Sub", "Div", "Sum", "Clip", "Pow", "Sqrt", "Where", "Min",
+                    "Max", "Neg", "Exp"),
+    "layout": ("Transpose", "Reshape", "Split", "Slice", "Squeeze", "Unsqueeze", "Concat",
+               "Gather", "Expand", "Shape", "Identity", "Flatten", "Cast"),
+}  # fmt: skip
+_GLUE = {op: role for role, ops in GLUE_ROLES.items() for op in ops}
+
+
 def _role(node: str, op: str, av: list[str], qk: list[str]) -> str:
     def owned(names: list[str]) -> bool:
         return any(node == n or node.startswith(n + "_") for n in names)
@@ -57,7 +73,7 @@ def _role(node: str, op: str, av: list[str], qk: list[str]) -> str:
         return "q/dq"
     if op in ("MatMul", "MatMulIntegerToFloat", "Gemm", "FusedMatMul", "MatMulInteger"):
         return "linear"
-    return "other"
+    return _GLUE.get(op, "other")
 
 
 def _one_generation(events: list[dict], runs: list[dict], av: list[str], qk: list[str]):

@@ -21,18 +21,16 @@ import argparse
 import platform
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 
 from sasq.engines.int8_kernels import cpu_int8
-from sasq.engines.ort_session import make_session
 from sasq.models.config import VQVAEConfig, official_var
 from sasq.tools.measure.matmul_peak import (
     GemmShape,
     _feeds,
     _graph,
-    _session_config,
     linear_shapes,
+    max_rel_error,
     model_kernel_ms,
     nbits_graph,
 )
@@ -45,14 +43,6 @@ FORMS = {"int8": None, "w8 int8-compute": (8, 4), "w4 int8-compute": (4, 4), "w4
 def _model(s: GemmShape, form: str):
     spec = FORMS[form]
     return _graph(s, True) if spec is None else nbits_graph(s, *spec)
-
-
-def _error(s: GemmShape, form: str, threads: int) -> float:
-    feeds = _feeds(s, False)
-    ref = make_session(_graph(s, False).SerializeToString(), _session_config(threads))
-    got = make_session(_model(s, form).SerializeToString(), _session_config(threads))
-    y_ref, y = ref.run(None, feeds)[0], got.run(None, feeds)[0]
-    return float(np.abs(y - y_ref).max() / np.abs(y_ref).max())
 
 
 def measure(batch: int, threads: int, depth: int) -> dict:
@@ -73,7 +63,7 @@ def measure(batch: int, threads: int, depth: int) -> dict:
         scales.append({"si": si, "pn": pn, "rows": rows, "forms": per_form, "fastest": best})
         print(f"scale {si}: " + ", ".join(f"{f} {v['ms']:.2f} ms" for f, v in per_form.items()))
     probe = GemmShape("fc1", 2 * batch, C, 4 * C)
-    errors = {f: _error(probe, f, threads) for f in FORMS}
+    errors = {f: max_rel_error(_model(probe, f), probe, threads) for f in FORMS}
     return {
         "model": f"VAR-d{depth} linears (C={C}, head V={V})",
         "batch": batch,

@@ -154,6 +154,16 @@ def nbits_graph(s: GemmShape, bits: int, accuracy_level: int, block: int = 32) -
     return q.model.model
 
 
+def max_rel_error(model: onnx.ModelProto, s: GemmShape, threads: int = 1) -> float:
+    """Largest deviation of ``model``'s output (a form of ``s``'s weight GEMM, e.g.
+    ``nbits_graph``) from ``s``'s fp32 graph on the same inputs, over the largest output."""
+    feeds = _feeds(s, False)
+    ref = make_session(_graph(s, False).SerializeToString(), _session_config(threads))
+    got = make_session(model.SerializeToString(), _session_config(threads))
+    y_ref, y = ref.run(None, feeds)[0], got.run(None, feeds)[0]
+    return float(np.abs(y - y_ref).max() / np.abs(y_ref).max())
+
+
 def kernel_ms(
     s: GemmShape, int8: bool, threads: int, repeats: int = 10, budget_s: float = 0.5
 ) -> float:

@@ -167,17 +167,18 @@ def test_int8_attention_runs_as_an_integer_gemm_with_7_bit_operands():
 
 def test_nbits_is_ort_own_weight_only_kernel_and_rounds_as_its_bits_say():
     """scripts/nbits_vs_int8.py times these against the int8 form: they must be ORT's
-    MatMulNBits, and 8-bit blocks must round far less than 4-bit ones."""
+    MatMulNBits, and 8-bit blocks must round far less than 4-bit ones. Accuracy level 0
+    (fp32 compute on the dequantized blocks): the rounding is the weights' alone, whatever
+    int8 kernels this CPU has (level 4's int8 products differ between AVX2 and VNNI)."""
     s = GemmShape("fc1", 4, 256, 512)
     err = {}
     for bits in (4, 8):
-        m = nbits_graph(s, bits, accuracy_level=4)
+        m = nbits_graph(s, bits, accuracy_level=0)
         assert [n.op_type for n in m.graph.node] == ["MatMulNBits"]
         err[bits] = max_rel_error(m, s)
         assert model_kernel_ms(m, _feeds(s, False), 1, repeats=3) > 0
     assert max_rel_error(_graph(s, False), s) == 0.0  # the fp32 graph against itself
-    # 4-bit symmetric blocks of 32: a step of max/7 per block; 8-bit: max/127, with the
-    # int8 activations of accuracy level 4 adding about as much again
+    # 4-bit symmetric blocks of 32: a step of max/7 per block; 8-bit: max/127
     assert 0.01 < err[4] < 0.2 and err[8] < 0.02 and err[8] < err[4] / 4
     with pytest.raises(ValueError, match="constant weight"):
         nbits_graph(GemmShape("av", 4, 21, 16, batch=8, weight=False), 8, 4)

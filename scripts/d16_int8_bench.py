@@ -4,7 +4,7 @@ bench run.
 
     python scripts/d16_int8_bench.py OUT_DIR [calib_images] [--peer] [--repeats N]
                                      [--prepare-only] [--bench-only] [--batch B]
-                                     [--rows ROW ...]
+                                     [--rows ROW ...] [--depth D] [--scales K]
 
 Writes ``OUT_DIR/bench.json`` and ``bench.md`` with the rows ``ort`` (the FP32 baseline,
 first), ``int8``, ``int8-ss`` and, with ``--peer``, ``peer-minmax`` (ORT's quantize_static,
@@ -33,7 +33,7 @@ from sasq.exporter.peer import peer_quantize
 from sasq.exporter.qdq_config import QuantConfig, ShiftSumConfig
 from sasq.exporter.quantize import quantize
 from sasq.models import build
-from sasq.models.config import ModelConfig, VQVAEConfig, official_var
+from sasq.models.config import OFFICIAL_PATCH_NUMS, ModelConfig, VQVAEConfig, official_var
 from sasq.quant.cache import load_cache, save_cache
 from sasq.tools.measure.bench import run_bench, to_markdown, write_report
 from sasq.tools.measure.config import BenchConfig
@@ -59,6 +59,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--depth", type=int, default=16, help="VAR depth (16: VAR-d16; 2: a smoke test)"
     )
+    ap.add_argument(
+        "--scales", type=int, default=10, choices=range(2, 11), metavar="K",
+        help="the first K of the 10 official scales (10: VAR-d16; fewer: a smoke test)",
+    )  # fmt: skip
     ap.add_argument("--weights-seed", type=int, default=0, help="seed of the random weights")
     ap.add_argument(
         "--no-roofline", action="store_true", help="skip the GEMM peaks and the roofline"
@@ -102,7 +106,7 @@ def _prepare(model, out: Path, n: int, with_peer: bool) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = _args(argv)
-    var = official_var(args.depth)
+    var = official_var(args.depth, OFFICIAL_PATCH_NUMS[: args.scales])
     vae = VQVAEConfig(
         ch=32, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=1, using_sa=False, patch_nums=var.patch_nums
     )

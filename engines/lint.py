@@ -179,12 +179,15 @@ def _check_granularity(g: _Graph, cfg: LintConfig) -> Iterator[Violation]:
             yield Violation(Rule.WEIGHT_GRANULARITY, name, msg)
 
 
-def _readers(g: _Graph, x: str, depth: int = 0) -> Iterator[tuple[onnx.NodeProto, str]]:
-    """The consumers of int8 tensor x, seen through Concats (the int8 KV cache appends a
-    step's quantized tokens to the cache by concatenation; TensorRT concatenates int8)."""
+def _readers(
+    g: _Graph, x: str, through: tuple[str, ...] = ("Concat",), depth: int = 0
+) -> Iterator[tuple[onnx.NodeProto, str]]:
+    """The consumers of int8 tensor x, seen through the layout ops ``through`` (the int8
+    KV cache appends a step's quantized tokens to the cache by concatenation, which
+    TensorRT runs on int8; the ``ort`` target also transposes the new keys as int8)."""
     for user, _ in g.consumers.get(x, []):
-        if user.op_type == "Concat" and depth < 4:
-            yield from _readers(g, user.output[0], depth + 1)
+        if user.op_type in through and depth < 4:
+            yield from _readers(g, user.output[0], through, depth + 1)
         elif user.op_type != "Shape":  # a Shape reads the dims only
             yield user, x
 
@@ -196,7 +199,8 @@ def _check_pairs(g: _Graph, cfg: LintConfig) -> Iterator[Violation]:
         if n.op_type != "QuantizeLinear":
             continue
         s = g.value(n.input[1])
-        for user, _ in _readers(g, n.output[0]):
+        through = ("Concat", "Transpose") if cfg.target == Target.ORT else ("Concat",)
+        for user, _ in _readers(g, n.output[0], through):
             if user.op_type != "DequantizeLinear":
                 msg = f"Q feeds {user.op_type} {g.name(user)}, not a DequantizeLinear"
                 yield Violation(Rule.QDQ_PAIR, g.name(n), msg)

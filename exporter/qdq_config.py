@@ -177,6 +177,12 @@ class QuantConfig:
         return s.enabled and s.fuse and self.target == Target.TENSORRT
 
     @property
+    def int8_transpose(self) -> bool:
+        """Transpose the new keys as int8 before the cache (``kv_cache.int8_kv_cache``):
+        ONNX Runtime runs it; TensorRT's ONNX parser lists no INT8 Transpose."""
+        return self.target == Target.ORT and self.precision == Precision.INT8
+
+    @property
     def forms(self) -> Forms:
         """How the operands of ORT's u8 x s8 kernels are written (``u8s8.forms_for``)."""
         return forms_for(self.target == Target.ORT, self.u8s8, self.w_bits, self.a_bits)

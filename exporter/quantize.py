@@ -77,6 +77,7 @@ def quantize_step(
             cfg.shift_sum.prob_shift,
             cfg.attention_qdq,
             cfg.forms,
+            cfg.int8_transpose,
         )
         out = QuantizedStep(kv.model, report, kv.cache, kv.aliases)
         for name in copy_node_names(kv.model):

@@ -1,8 +1,9 @@
 """exporter/kv_cache.py: the int8 KV cache on the embedded default's step graph. Its I/O is
-int8 (K transposed), nothing reads the whole cache through a Transpose, each target lints
-clean; the ORT graph computes what the PyTorch int8-cache reference computes (same tokens),
-the same numbers as the earlier float-cache graph, and its shift-and-sum copies lower the
-cache's error where the cache is narrow."""
+int8 (K transposed), nothing reads the whole cache through a Transpose, the ort target
+transposes the new keys as int8 (the same numbers), each target lints clean; the ORT graph
+computes what the PyTorch int8-cache reference computes (same tokens), the same numbers as
+the earlier float-cache graph, and its shift-and-sum copies lower the cache's error where
+the cache is narrow."""
 
 from __future__ import annotations
 
@@ -74,6 +75,35 @@ def test_cache_io_is_int8_and_no_transpose_reads_the_cache(default_export, defau
         cfg = LintConfig(float_nodes=x.report.float_nodes, target=target, int8_cache=True)
         assert lint(x.model, cfg) == [], target
     assert lint(fp, LintConfig(int8_cache=True, coverage="touched"))  # FP cache is flagged
+
+
+def test_ort_target_transposes_the_new_keys_as_int8_with_the_same_numbers(
+    default_export, default_calib, tmp_path, monkeypatch
+):
+    """``ort``: Q -> Transpose (int8) -> Concat; ``tensorrt``: Transpose -> Q -> Concat (its
+    parser lists no INT8 Transpose). A per-tensor Q commutes with a Transpose, so the ort
+    graph's rollout equals the float-Transpose form's bit for bit."""
+
+    def store(cfg: QuantConfig) -> list[tuple[str, str]]:
+        g = quantize_step(copy.deepcopy(fp), default_calib, cfg, _key(default_export)).model.graph
+        made = {o: n for n in g.node for o in n.output}
+        chains = []
+        for i in range(len(find_cache_layers(fp))):
+            new = made[made[f"present_key_{i}"].input[1]]
+            chains.append((made[new.input[0]].op_type, new.op_type))
+        return chains
+
+    fp = onnx.load(str(default_export / "step.onnx"))
+    depth = len(find_cache_layers(fp))
+    assert store(QuantConfig()) == [("QuantizeLinear", "Transpose")] * depth
+    assert store(QuantConfig(target="tensorrt")) == [("Transpose", "QuantizeLinear")] * depth
+    a = quantize(default_export, default_calib, QuantConfig(), tmp_path / "int8T")
+    monkeypatch.setattr(QuantConfig, "int8_transpose", property(lambda self: False))
+    assert store(QuantConfig()) == [("Transpose", "QuantizeLinear")] * depth
+    b = quantize(default_export, default_calib, QuantConfig(), tmp_path / "floatT")
+    ra, rb = _rollout(a), _rollout(b)
+    assert all(torch.equal(x, y) for x, y in zip(ra.idx, rb.idx, strict=True))
+    assert all(torch.equal(x, y) for x, y in zip(ra.logits, rb.logits, strict=True))
 
 
 def test_int8_cache_keeps_the_numbers_of_the_float_cache_graph(default_export, default_calib,

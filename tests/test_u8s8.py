@@ -88,9 +88,12 @@ def test_bounded_weights_use_64_steps_and_lint_for_their_target(fp_step, default
     ort_rules = LintConfig(float_nodes=q.report.float_nodes, int8_cache=True, target="ort")
     assert lint(q.model, ort_rules) == []
     trt = lint(q.model, LintConfig(float_nodes=q.report.float_nodes, int8_cache=True))
-    # uint8 queries / probabilities: not TensorRT's type (nor its parser's, for Q/DQ)
-    want = {Rule.ZERO_POINT_TYPE, Rule.ZERO_POINT_NONZERO, Rule.UNSUPPORTED_DTYPE}
+    # uint8 queries / probabilities: not TensorRT's type (nor its parser's, for Q/DQ); the
+    # new keys transposed as int8 (a Q that feeds a Transpose): no INT8 Transpose in its table
+    want = {Rule.ZERO_POINT_TYPE, Rule.ZERO_POINT_NONZERO, Rule.UNSUPPORTED_DTYPE, Rule.QDQ_PAIR}
     assert {v.rule for v in trt} == want
+    pairs = [v for v in trt if v.rule == Rule.QDQ_PAIR]
+    assert all(v.node.endswith("_kstore_Q") and "Transpose" in v.message for v in pairs)
 
 
 def test_forms_narrow_only_8bit_operands_of_the_ort_target():

@@ -182,7 +182,8 @@ def int8_kv_cache(
         v_s, v_zp = qparams(e, s.v, f"{b}_v")
         # keys: transpose the l new ones, store, read the whole cache as [B2, H, c, S].
         # In float, ORT adds a Q -> DQ pair of its own before the Transpose and
-        # re-quantizes after it: 15-23 ms of VAR-d16's int8 steps (sasq profile).
+        # re-quantizes after it: about 30 ms of layout and Q/DQ kernels in VAR-d16's int8
+        # steps (sasq profile, docs/evidence/d16-roofline.md).
         kc = next(n for n in g.node if n.output[0] == L.present_key)
         if int8_transpose:
             kq = add_quantize(e, L.k_new, k_s, k_zp, f"{b}_kstore", kv_bits)

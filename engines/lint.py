@@ -194,12 +194,13 @@ def _readers(
 
 def _check_pairs(g: _Graph, cfg: LintConfig) -> Iterator[Violation]:
     """Every Q feeds only DQs with the same scale (TensorRT fuses Q->DQ pairs), directly
-    or through int8 Concats (a cache, also a graph output)."""
+    or through int8 Concats (a cache, also a graph output) and, on the ``ort`` target,
+    int8 Transposes (the new keys)."""
+    through = ("Concat", "Transpose") if cfg.target == Target.ORT else ("Concat",)
     for n in _qdq(g):
         if n.op_type != "QuantizeLinear":
             continue
         s = g.value(n.input[1])
-        through = ("Concat", "Transpose") if cfg.target == Target.ORT else ("Concat",)
         for user, _ in _readers(g, n.output[0], through):
             if user.op_type != "DequantizeLinear":
                 msg = f"Q feeds {user.op_type} {g.name(user)}, not a DequantizeLinear"
